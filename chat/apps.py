@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ChatConfig(AppConfig):
+    """Chat rooms over WebSockets, through Channels consumers."""
+
+    name = "chat"

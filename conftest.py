@@ -1,0 +1,248 @@
+"""Fixtures every app's tests share: users, clients, the channel layer, captured events,
+live ASGI servers and browsers.
+
+One suite, two backends: the same tests run on the embedded default (SQLite, in-memory
+layer) and, with DATABASE_URL and REDIS_URL set, on PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+
+from streamsite.streaming import publish as publish_module
+from streamsite.testing import PASSWORD
+from streamsite.testing.services import (
+    CHROMIUM,
+    missing_services,
+    services_required,
+    skip_or_fail,
+)
+
+
+def pytest_configure(config):
+    """Under REQUIRE_SERVICES=1, refuse to run at all without the real services."""
+    if services_required() and (missing := missing_services()):
+        raise pytest.UsageError(
+            "REQUIRE_SERVICES=1 but these are missing:\n  " + "\n  ".join(missing)
+        )
+
+
+def pytest_report_header(config):
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    layer = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
+    return f"streamsite backends: database={engine}, channel layer={layer}"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, with every connection to it closed before it is dropped.
+
+    PostgreSQL will not drop a database that has sessions, and two kinds outlive the tests:
+    psycopg's pool keeps connections after Django "closes" them, and ``sync_to_async``
+    executor threads of async tests keep the connections they opened.
+    """
+    yield
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if connection.vendor != "postgresql":
+                continue
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            connection.close()
+            connection.close_pool()
+
+
+# Users and clients ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db):
+    """Create a user with ``PASSWORD``: ``make_user("carol", is_staff=True)``."""
+
+    def make(username: str, **fields):
+        return get_user_model().objects.create_user(
+            username=username, email=f"{username}@example.com", password=PASSWORD, **fields
+        )
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff_user(make_user):
+    return make_user("staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def user_client(client, user):
+    """A Django test client logged in as ``user``."""
+    client.force_login(user)
+    return client
+
+
+# Channel layer and published events ---------------------------------------------------
+
+
+@pytest.fixture
+def channel_layer():
+    """The project's channel layer, flushed after the test so no message leaks into the next."""
+    layer = get_channel_layer()
+    yield layer
+    async_to_sync(layer.flush)()
+
+
+@pytest.fixture
+def capture_published(django_capture_on_commit_callbacks, monkeypatch, channel_layer):
+    """Run on-commit callbacks and capture every event published, as ``(group, event)``.
+
+    Each event is round-tripped through JSON, so a payload that Redis could not carry
+    (datetime, UUID, bytes) fails in the test that published it. The events are still
+    sent, so streams under test receive them.
+    """
+
+    @contextmanager
+    def capture():
+        events: list[tuple[str, dict]] = []
+        # publish_on_commit logs a failed send instead of raising it, so remember the error
+        # and raise it here, in the test.
+        errors: list[Exception] = []
+        real_publish = publish_module.publish
+
+        def recording_publish(group: str, event: dict) -> None:
+            try:
+                events.append((group, json.loads(json.dumps(event))))
+            except TypeError as error:
+                errors.append(error)
+                raise
+            real_publish(group, event)
+
+        monkeypatch.setattr(publish_module, "publish", recording_publish)
+        try:
+            with django_capture_on_commit_callbacks(execute=True):
+                yield events
+        finally:
+            monkeypatch.setattr(publish_module, "publish", real_publish)
+        if errors:
+            raise errors[0]
+
+    return capture
+
+
+# Live servers and browsers ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def live_servers(django_db_setup, django_db_blocker):
+    """Start each kind of server once per session, on first use; stop them all at the end.
+
+    Depends on ``django_db_setup`` so the servers stop before the test database is dropped.
+    """
+    from streamsite.testing.live_server import LiveServer
+
+    servers: dict[str, LiveServer] = {}
+
+    def get(kind: str) -> LiveServer:
+        if kind not in servers or servers[kind].process.poll() is not None:
+            with django_db_blocker.unblock():
+                servers[kind] = LiveServer(kind).start()
+        return servers[kind]
+
+    yield get
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def live_server_asgi(request, live_servers, transactional_db):
+    """The real ASGI app in its own process: daphne, then the production server (uvicorn).
+
+    Tests that use it commit their data (``transactional_db``), so the server sees it.
+    """
+    return live_servers(request.param)
+
+
+@pytest.fixture
+def live_server_factory(transactional_db):
+    """Start servers of one's own (for restarts, or several processes); all stopped after."""
+    from streamsite.testing.live_server import LiveServer
+
+    started: list[LiveServer] = []
+
+    def start(kind: str = "daphne", **extra_env: str) -> LiveServer:
+        server = LiveServer(kind, extra_env=extra_env).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+async def browser():
+    """A headless Chromium (Debian's, driven by Playwright's async API) for one test.
+
+    Async and per test: Playwright's sync API keeps its event loop current in the main
+    thread for as long as it lives, which breaks every later ``async_to_sync``.
+    """
+    if not CHROMIUM.exists():
+        skip_or_fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.async_api import async_playwright
+
+    from streamsite.testing.browser import launch_chromium
+
+    async with async_playwright() as playwright:
+        chromium = await launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+async def browser_context(browser):
+    """A fresh browser profile (cookies, storage) for one test."""
+    context = await browser.new_context()
+    context.set_default_timeout(10_000)
+    yield context
+    await context.close()
+
+
+@pytest.fixture
+def logged_in_page(browser, live_server_asgi):
+    """Return ``await page_for(user)``: a page in its own profile, logged in as ``user``."""
+    from asgiref.sync import sync_to_async
+
+    from streamsite.testing.browser import session_cookie_for
+
+    async def page_for(user):
+        context = await browser.new_context()
+        context.set_default_timeout(10_000)
+        cookie = await sync_to_async(session_cookie_for)(user, live_server_asgi.url)
+        await context.add_cookies([cookie])
+        return await context.new_page()
+
+    # Each page's context closes with the browser at the end of the test.
+    return page_for

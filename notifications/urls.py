@@ -1,0 +1,4 @@
+"""The notifications app's pages and streams (its features come with issue #3)."""
+
+app_name = "notifications"
+urlpatterns: list = []

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class StreamsiteConfig(AppConfig):
+    """The project package as an app: site templates' home, and the site-wide commands."""
+
+    name = "streamsite"
+    verbose_name = "streamsite"

@@ -1,0 +1,31 @@
+"""The ASGI entry point: HTTP (pages, SSE streams) to Django, WebSockets to Channels.
+
+Served by daphne under ``manage.py runserver`` in development and by uvicorn in production
+(``make serve``).
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamsite.settings")
+
+# Django must be set up before anything imports models (consumers, routing, auth).
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from streamsite.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # The Origin check comes first, so a foreign page is refused before any session
+        # lookup: browsers send cookies with cross-site WebSocket handshakes.
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

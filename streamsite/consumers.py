@@ -1,0 +1,17 @@
+"""Site-wide WebSocket consumers."""
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+CLOSE_NOT_FOUND = 4404
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Close a socket opened on a path no app serves, with code 4404.
+
+    Accepting first lets the client see the code: a refusal at the handshake reaches
+    browsers only as close code 1006, which they cannot tell from a network failure.
+    """
+
+    async def connect(self):
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

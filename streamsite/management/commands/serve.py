@@ -1,0 +1,64 @@
+"""Run the production server: uvicorn (uvloop, httptools) with several worker processes."""
+
+import os
+import shutil
+import sys
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+
+def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -> list[str]:
+    """Return the uvicorn command line that serves streamsite in production.
+
+    uvicorn rather than daphne because it applies flow control: a client that reads slowly
+    pauses its own stream instead of growing the server's memory.
+    """
+    argv = [
+        sys.executable, "-m", "uvicorn", "streamsite.asgi:application",
+        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+        "--workers", str(workers), "--no-access-log", "--proxy-headers",
+        "--timeout-graceful-shutdown", "5",
+    ]  # fmt: skip
+    if fd is not None:
+        argv += ["--fd", str(fd)]
+    else:
+        argv += ["--host", host, "--port", str(port)]
+    return argv
+
+
+class Command(BaseCommand):
+    help = (
+        "Collect static files, then replace this process with uvicorn serving streamsite "
+        "with WORKERS processes. Several workers need REDIS_URL (one channel layer for all)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+        parser.add_argument("--fd", type=int, help="Serve on this already-bound socket.")
+        parser.add_argument("--no-collectstatic", action="store_true")
+
+    def handle(self, *args, host, port, workers, fd, no_collectstatic, **options):
+        if workers < 1:
+            raise CommandError("--workers must be at least 1")
+        layer = settings.CHANNEL_LAYERS["default"]["BACKEND"]
+        if workers > 1 and layer.endswith("InMemoryChannelLayer"):
+            raise CommandError(
+                f"{workers} workers on the in-memory channel layer would not see each other's "
+                "events: set REDIS_URL, or run with --workers 1."
+            )
+        if settings.DEBUG:
+            self.stderr.write(self.style.WARNING("Warning: DEBUG is on; set DJANGO_DEBUG=0."))
+        if not no_collectstatic:
+            call_command("collectstatic", interactive=False, verbosity=0)
+        argv = uvicorn_argv(host=host, port=port, workers=workers, fd=fd)
+        where = f"fd {fd}" if fd is not None else f"http://{host}:{port}/"
+        self.stdout.write(f"Serving streamsite on {where} with {workers} worker(s)")
+        self.stdout.flush()
+        if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
+            raise CommandError(f"cannot find the Python interpreter {argv[0]}")
+        # exec, so the server has this process' pid and signals reach it directly.
+        os.execv(argv[0], argv)

@@ -1,0 +1,144 @@
+"""Settings for streamsite, read once from the environment.
+
+Nothing set gives the embedded default that ``make run`` uses on a bare machine: DEBUG on,
+SQLite and the in-memory channel layer. ``DATABASE_URL`` and ``REDIS_URL`` switch to
+PostgreSQL and Redis, the multi-process setup. README lists every variable.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from streamsite.env import (
+    ConfigError,
+    channel_layer_from_url,
+    csrf_trusted_origins,
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    secret_key,
+    sqlite_database,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+try:
+    DEBUG = env_bool("DJANGO_DEBUG", True)
+    SECRET_KEY = secret_key(DEBUG)
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+    CSRF_TRUSTED_ORIGINS = csrf_trusted_origins("DJANGO_CSRF_TRUSTED_ORIGINS")
+    _https = env_bool("DJANGO_HTTPS", False)
+    _database_url = os.environ.get("DATABASE_URL", "").strip()
+    DATABASES = {
+        "default": database_from_url(
+            _database_url, pool_max_size=env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1)
+        )
+        if _database_url
+        else sqlite_database(BASE_DIR / "db.sqlite3")
+    }
+    CHANNEL_LAYERS = {"default": channel_layer_from_url(os.environ.get("REDIS_URL", "").strip())}
+except ConfigError as error:
+    # One line naming the variable, not a traceback: this is the operator's mistake.
+    sys.stderr.write(f"streamsite: configuration error: {error}\n")
+    raise SystemExit(2) from None
+
+INSTALLED_APPS = [
+    # daphne first: its runserver serves HTTP, SSE and WebSockets from one process.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "servestatic.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "streamsite",
+    "notifications",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "streamsite.urls"
+ASGI_APPLICATION = "streamsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Never ATOMIC_REQUESTS: Django refuses it for async views, and streams are async views.
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed names need `collectstatic`, which `make serve` runs; development
+    # serves the files as they are.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "servestatic.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# Behind a TLS-terminating proxy: secure cookies and trust its X-Forwarded-Proto.
+SESSION_COOKIE_SECURE = _https
+CSRF_COOKIE_SECURE = _https
+if _https:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# Django configures its own loggers; these add streamsite's (INFO, on stderr).
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "{levelname} {name}: {message}", "style": "{"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+        for name in ("streamsite", "notifications", "chat")
+    },
+}
+
+# Demo data (`manage.py seed_demo`): the password of every demo login.
+DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "streamsite-demo")

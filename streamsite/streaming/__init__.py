@@ -1,0 +1,1 @@
+"""Streaming plumbing shared by the notifications (SSE) and chat (WebSocket) apps."""

@@ -1,0 +1,154 @@
+"""Run the real ASGI application in a separate process for end-to-end tests.
+
+``LiveServer`` starts daphne (the development server behind ``runserver``) or the
+production command (``manage.py serve``: uvicorn) on a socket the test process has already
+bound to a free port, so there is no race for the port; it waits until the server answers
+HTTP, and stops it by its process group. The server uses the test database and the same
+channel layer as the tests, so data a test commits is what the server sees.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(settings.BASE_DIR)
+KINDS = ("daphne", "uvicorn")
+STARTUP_SECONDS = 60
+
+
+def database_url_for_tests() -> str:
+    """Return a DATABASE_URL naming the test database the test process is using."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}{port}/{db['NAME']}"
+
+
+class LiveServer:
+    """One server process: ``kind`` is ``daphne`` or ``uvicorn`` (the production command)."""
+
+    def __init__(self, kind: str, *, extra_env: dict[str, str] | None = None) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown server kind {kind!r}")
+        self.kind = kind
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            prefix=f"streamsite-{kind}-", suffix=".log", delete=False
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "server not started"
+        return self.process.pid
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_tests(),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.kind == "uvicorn":
+            # The production configuration: DEBUG off, a real secret, hashed static files.
+            env |= {
+                "DJANGO_DEBUG": "0",
+                # The test process' key: sessions it creates must be valid here too.
+                "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            }
+        return env | self.extra_env
+
+    def command(self, fd: int) -> list[str]:
+        if self.kind == "daphne":
+            return [sys.executable, "-m", "daphne", "--fd", str(fd), "streamsite.asgi:application"]
+        return [
+            sys.executable, "manage.py", "serve", "--fd", str(fd), "--workers", "1",
+        ]  # fmt: skip
+
+    def start(self) -> LiveServer:
+        """Start the server and return once it answers HTTP requests."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # The same port again on restart, so browsers reconnect to where they were.
+        listener.bind(("127.0.0.1", self.port or 0))
+        listener.listen(1024)
+        self.port = listener.getsockname()[1]
+        fd = listener.fileno()
+        try:
+            self.process = subprocess.Popen(
+                self.command(fd),
+                cwd=BASE_DIR,
+                env=self.environment(),
+                pass_fds=(fd,),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so stop() reaches workers
+            )
+        finally:
+            listener.close()  # the child has its own copy
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.kind} exited with {self.process.returncode}:\n{self.log()}"
+                )
+            try:
+                response = httpx.get(f"{self.url}/accounts/login/", timeout=2)
+            except httpx.TransportError:
+                # Not accepting yet: the listening socket queues us, so retry after a beat.
+                time.sleep(0.05)
+                continue
+            if response.status_code == 200:
+                return
+            raise RuntimeError(
+                f"{self.kind} answered {response.status_code} to the login page:\n{self.log()}"
+            )
+        self.stop()
+        raise RuntimeError(f"{self.kind} did not answer within {STARTUP_SECONDS}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop the server: SIGTERM to its process group, SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port."""
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")[-5000:]
