@@ -120,6 +120,10 @@ STORAGES = {
     },
 }
 
+# Decided from the environment's DEBUG, not the test runner's (which turns DEBUG off): in
+# development ServeStatic serves straight from the app and project static directories.
+SERVESTATIC_USE_FINDERS = DEBUG
+
 # Behind a TLS-terminating proxy: secure cookies and trust its X-Forwarded-Proto.
 SESSION_COOKIE_SECURE = _https
 CSRF_COOKIE_SECURE = _https
