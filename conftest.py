@@ -115,12 +115,14 @@ def channel_layer():
 
 @pytest.fixture
 def capture_published(django_capture_on_commit_callbacks, monkeypatch, channel_layer):
-    """Run on-commit callbacks and capture every event published, as ``(group, event)``.
+    """Run on-commit callbacks and capture every event published, as ``(key, event)``.
 
-    Each event is round-tripped through JSON, so a payload that Redis could not carry
-    (datetime, UUID, bytes) fails in the test that published it. The events are still
-    sent, so streams under test receive them.
+    Batches are expanded into one ``(key, event)`` per key. Each message is round-tripped
+    through JSON first, so a payload that Redis could not carry (datetime, UUID, bytes)
+    fails in the test that published it. The messages are still sent, so streams under
+    test receive them.
     """
+    from streamsite.streaming.hub import expand_message
 
     @contextmanager
     def capture():
@@ -130,13 +132,13 @@ def capture_published(django_capture_on_commit_callbacks, monkeypatch, channel_l
         errors: list[Exception] = []
         real_publish = publish_module.publish
 
-        def recording_publish(group: str, event: dict) -> None:
+        def recording_publish(group: str, message: dict) -> None:
             try:
-                events.append((group, json.loads(json.dumps(event))))
+                events.extend(expand_message(json.loads(json.dumps(message))))
             except TypeError as error:
                 errors.append(error)
                 raise
-            real_publish(group, event)
+            real_publish(group, message)
 
         monkeypatch.setattr(publish_module, "publish", recording_publish)
         try:

@@ -38,6 +38,9 @@ try:
         else sqlite_database(BASE_DIR / "db.sqlite3")
     }
     CHANNEL_LAYERS = {"default": channel_layer_from_url(os.environ.get("REDIS_URL", "").strip())}
+    # Server-Sent Events: a comment every SSE_KEEPALIVE_SECONDS keeps idle streams (and
+    # the proxies between) alive and finds dead clients.
+    SSE_KEEPALIVE_SECONDS = env_int("SSE_KEEPALIVE_SECONDS", 15, minimum=1)
 except ConfigError as error:
     # One line naming the variable, not a traceback: this is the operator's mistake.
     sys.stderr.write(f"streamsite: configuration error: {error}\n")
@@ -143,6 +146,15 @@ LOGGING = {
         for name in ("streamsite", "notifications", "chat")
     },
 }
+
+# How long a browser waits before reconnecting a dropped stream (the SSE ``retry`` field).
+SSE_RETRY_MILLISECONDS = 2000
+# Events buffered per stream for a slow client; past that the stream ends and the client
+# resumes from the database, so a stalled reader costs bounded memory.
+SSE_BUFFER_EVENTS = 1000
+# channels-redis forgets group members after ``group_expiry`` (a day): each process' hub
+# joins its groups again this often.
+STREAM_GROUP_RENEW_SECONDS = 6 * 3600
 
 # Demo data (`manage.py seed_demo`): the password of every demo login.
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "streamsite-demo")

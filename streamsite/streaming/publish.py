@@ -3,7 +3,8 @@
 The database is the source of truth and the channel layer is a lossy doorbell: an event
 published before its row commits can reach a client that then cannot read the row, and an
 event lost on the way (capacity, expiry, a Redis restart) is recovered from the database by
-id. So services publish only through ``publish_on_commit``.
+id. So services publish only through the ``*_on_commit`` functions here, and every message
+goes to the per-process hubs (``streamsite.streaming.hub``), which fan it out locally.
 """
 
 import logging
@@ -12,31 +13,50 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from streamsite.streaming.hub import HUB_GROUP, batch_message, event_message
+
 logger = logging.getLogger(__name__)
 
 
-def publish_on_commit(group: str, event: dict, *, using: str | None = None) -> None:
-    """Send ``event`` to ``group`` after the current transaction commits.
+def publish_on_commit(key: str, event: dict, *, using: str | None = None) -> None:
+    """Send ``event`` to the subscribers of ``key`` after the current transaction commits.
 
-    Outside a transaction it is sent at once. A failed send is logged and does not fail the
-    request: what it announced is committed and clients catch up from the database.
+    It costs one channel-layer message per process that has a subscriber of ``key``.
     ``event`` must hold JSON-safe primitives only (Redis layers msgpack-encode it).
     """
+    _on_commit(key, event_message(key, event), using)
 
+
+def publish_batch_on_commit(
+    keys: list[str], base: dict, fields: dict[str, list], *, using: str | None = None
+) -> None:
+    """Send one event per key, ``{**base, field: values[i]}``, after the transaction commits.
+
+    One channel-layer message in all, to every process, however many keys: for thousands
+    of recipients this replaces thousands of ``group_send`` calls (each a few Redis round
+    trips) with one.
+    """
+    if keys:
+        _on_commit(HUB_GROUP, batch_message(keys, base, fields), using)
+
+
+def _on_commit(group: str, message: dict, using: str | None) -> None:
     def publish_after_commit() -> None:
+        # A failed send is logged, not raised: what it announced is committed, and clients
+        # catch up from the database. ``publish`` is looked up now so tests can wrap it.
         try:
-            # ``publish`` is looked up now, so tests can wrap it (``capture_published``).
-            publish(group, event)
+            publish(group, message)
         except Exception:
-            logger.exception(
-                "publishing %r to %s failed; clients will catch up from the database",
-                event.get("type"),
-                group,
-            )
+            logger.exception("publishing to %s failed; clients will catch up by id", group)
 
     transaction.on_commit(publish_after_commit, using=using)
 
 
-def publish(group: str, event: dict) -> None:
-    """Send ``event`` to ``group`` now, from synchronous code."""
-    async_to_sync(get_channel_layer().group_send)(group, event)
+def publish(group: str, message: dict) -> None:
+    """Send a hub ``message`` to ``group`` now, from synchronous code."""
+    async_to_sync(get_channel_layer().group_send)(group, message)
+
+
+async def apublish(group: str, message: dict) -> None:
+    """Send a hub ``message`` to ``group`` now, from asynchronous code."""
+    await get_channel_layer().group_send(group, message)

@@ -1,0 +1,67 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from notifications.validators import validate_notification_url
+
+
+class Notification(models.Model):
+    """Something a user should know, stored first and then pushed to their open pages.
+
+    The primary key is the Server-Sent Events id: a client that saw id N resumes with
+    "everything after N", so ids are the catch-up cursor.
+    """
+
+    class Level(models.TextChoices):
+        INFO = "info", "Info"
+        SUCCESS = "success", "Success"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True, max_length=5000)
+    url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_notification_url],
+        help_text="Optional link: a path on this site (/chat/lobby/) or an http(s) URL.",
+    )
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # Resume and list: a user's notifications by id.
+            models.Index(fields=["recipient", "id"], name="notification_recipient_id"),
+            # The unread badge: small, since most notifications end up read.
+            models.Index(
+                fields=["recipient"],
+                condition=Q(read_at__isnull=True),
+                name="notification_unread",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.title} → {self.recipient_id}"
+
+    @property
+    def is_read(self) -> bool:
+        return self.read_at is not None
+
+    def as_event(self) -> dict:
+        """The JSON-safe payload clients receive (SSE ``data``, export lines)."""
+        return {
+            "id": self.pk,
+            "title": self.title,
+            "body": self.body,
+            "url": self.url,
+            "level": self.level,
+            "created_at": self.created_at.isoformat(),
+            "read": self.read_at is not None,
+        }

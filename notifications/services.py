@@ -1,0 +1,134 @@
+"""Writes of notifications, each publishing to the recipients' streams after commit.
+
+The one place that creates notifications and marks them read: views, the admin, the
+``notify`` command and other apps (chat mentions) call these functions, never the model's
+manager or the channel layer directly.
+"""
+
+from collections.abc import Iterable
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from notifications import selectors
+from notifications.events import created_event, read_event, user_key
+from notifications.models import Notification
+from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
+
+#: Rows written (and recipients published) per batch when notifying many users.
+BATCH_SIZE = 1000
+
+
+def _validated(**fields) -> Notification:
+    """Build a notification and validate its fields; raises ``ValidationError``."""
+    notification = Notification(**fields)
+    notification.full_clean(exclude=["recipient"])
+    return notification
+
+
+def notification_create(
+    *, recipient, title: str, body: str = "", url: str = "", level: str = Notification.Level.INFO
+) -> Notification:
+    """Store a notification for one user and push it to their open pages after commit."""
+    notification = _validated(title=title, body=body, url=url, level=level)
+    notification.recipient = recipient
+    with transaction.atomic():
+        notification.save()
+        unread = selectors.unread_count(notification.recipient_id)
+        publish_on_commit(
+            user_key(notification.recipient_id), created_event(notification.as_event(), unread)
+        )
+    return notification
+
+
+def notifications_create_many(
+    *,
+    recipients: Iterable,
+    title: str,
+    body: str = "",
+    url: str = "",
+    level: str = Notification.Level.INFO,
+) -> int:
+    """Store the same notification for many users; return how many were created.
+
+    One bulk write and one channel-layer message per ``BATCH_SIZE`` recipients: a batch
+    carries the shared fields once and each recipient's id and unread count (deliberately
+    not one publish per recipient: each ``group_send`` costs several Redis round trips, so
+    5,000 of them would take seconds). Users given twice are notified once.
+    """
+    template = _validated(title=title, body=body, url=url, level=level)
+    recipient_ids = list(dict.fromkeys(getattr(r, "pk", r) for r in recipients))
+    created_at = timezone.now()
+    base = {
+        "kind": "created",
+        **{k: v for k, v in template.as_event().items() if k != "id"},
+        "created_at": created_at.isoformat(),
+    }
+    with transaction.atomic():
+        for start in range(0, len(recipient_ids), BATCH_SIZE):
+            chunk = recipient_ids[start : start + BATCH_SIZE]
+            rows = Notification.objects.bulk_create(
+                [
+                    Notification(
+                        recipient_id=recipient_id,
+                        title=template.title,
+                        body=template.body,
+                        url=template.url,
+                        level=template.level,
+                        created_at=created_at,
+                    )
+                    for recipient_id in chunk
+                ]
+            )
+            unread = selectors.unread_counts(chunk)
+            publish_batch_on_commit(
+                [user_key(row.recipient_id) for row in rows],
+                base,
+                {
+                    "id": [row.pk for row in rows],
+                    "unread": [unread.get(row.recipient_id, 0) for row in rows],
+                },
+            )
+    return len(recipient_ids)
+
+
+def notifications_create_for_active_users(
+    *, title: str, body: str = "", url: str = "", level: str = Notification.Level.INFO
+) -> int:
+    """Notify every active user (an announcement); return how many were notified."""
+    recipient_ids = get_user_model().objects.filter(is_active=True).values_list("pk", flat=True)
+    return notifications_create_many(
+        recipients=list(recipient_ids), title=title, body=body, url=url, level=level
+    )
+
+
+def notification_mark_read(*, user, notification_id: int) -> bool:
+    """Mark one of ``user``'s notifications read; False if it is not theirs or was read."""
+    with transaction.atomic():
+        changed = Notification.objects.filter(
+            pk=notification_id, recipient_id=user.pk, read_at__isnull=True
+        ).update(read_at=timezone.now())
+        if changed:
+            publish_on_commit(
+                user_key(user.pk),
+                read_event(
+                    ids=[int(notification_id)], up_to=None, unread=selectors.unread_count(user.pk)
+                ),
+            )
+    return bool(changed)
+
+
+def notifications_mark_all_read(*, user) -> int:
+    """Mark all of ``user``'s notifications read; return how many changed."""
+    with transaction.atomic():
+        up_to = selectors.latest_notification_id(user.pk)
+        changed = Notification.objects.filter(
+            recipient_id=user.pk, read_at__isnull=True, id__lte=up_to
+        ).update(read_at=timezone.now())
+        if changed:
+            publish_on_commit(
+                user_key(user.pk),
+                read_event(ids=None, up_to=up_to, unread=selectors.unread_count(user.pk)),
+            )
+    return changed

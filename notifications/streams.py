@@ -1,0 +1,134 @@
+"""The notification stream: history after the client's last id, then live events.
+
+The order of operations is the guarantee:
+
+1. subscribe to the user's key (the hub is a member of its group once this returns);
+2. replay from the database everything after the client's last id, remembering the ids;
+3. release the database connection;
+4. forward live events, skipping ids already replayed, with a keepalive comment whenever
+   nothing happened for ``SSE_KEEPALIVE_SECONDS``.
+
+An event published at any moment is either committed before the replay query (replayed) or
+delivered live after the subscription: no gap. Ids replayed and also delivered live are sent
+once. If the hub reports lost events (``RESYNC``), step 2 runs again from the last id sent.
+If the client reads too slowly and its buffer overflows, the stream ends and the browser
+reconnects with ``Last-Event-ID``: the database has everything it missed.
+"""
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from django.conf import settings
+
+from notifications import selectors
+from notifications.events import NOTIFICATION_FIELDS, user_key
+from streamsite.streaming.db import arelease_connections
+from streamsite.streaming.hub import RESYNC, get_hub
+from streamsite.streaming.sse import KEEPALIVE, encode_json_event, encode_retry
+
+#: Replayed ids remembered to drop their live duplicates. Only notifications committed
+#: around the moment of subscription can arrive both ways, so the last few suffice.
+REMEMBERED_REPLAYED_IDS = 1024
+#: Rows per chunk written while replaying.
+REPLAY_CHUNK_ROWS = 100
+
+
+class StreamState:
+    """What one stream has sent: the last id, the unread count, recently replayed ids."""
+
+    __slots__ = ("last_id", "replayed", "replayed_order", "unread")
+
+    def __init__(self, last_id: int) -> None:
+        self.last_id = last_id
+        self.unread: int | None = None
+        self.replayed: set[int] = set()
+        self.replayed_order: deque[int] = deque()
+
+    def remember_replayed(self, notification_id: int) -> None:
+        self.replayed.add(notification_id)
+        self.replayed_order.append(notification_id)
+        if len(self.replayed_order) > REMEMBERED_REPLAYED_IDS:
+            self.replayed.discard(self.replayed_order.popleft())
+
+    def unread_event(self, count: int) -> bytes:
+        """The ``unread`` event if ``count`` differs from what the client has, else b""."""
+        if count == self.unread:
+            return b""
+        self.unread = count
+        return encode_json_event({"count": count}, event="unread")
+
+    def render_live(self, event: dict) -> bytes:
+        """Encode one live event from the hub for this client."""
+        if event["kind"] == "created":
+            notification_id = event["id"]
+            if notification_id in self.replayed:
+                self.replayed.discard(notification_id)
+                return self.unread_event(event["unread"])
+            if notification_id > self.last_id:
+                self.last_id = notification_id
+            payload = {field: event[field] for field in NOTIFICATION_FIELDS}
+            return encode_json_event(
+                payload, event="notification", id=notification_id
+            ) + self.unread_event(event["unread"])
+        if event["kind"] == "read":
+            payload = {"ids": event["ids"], "up_to": event["up_to"]}
+            return encode_json_event(payload, event="read") + self.unread_event(event["unread"])
+        return b""
+
+
+async def notification_stream(user_id: int, last_event_id: int | None) -> AsyncIterator[bytes]:
+    """Yield the SSE byte stream of ``user_id``'s notifications (see the module docstring).
+
+    ``last_event_id`` None means "from now on": nothing is replayed.
+    """
+    keepalive = settings.SSE_KEEPALIVE_SECONDS
+    hub = get_hub()
+    async with hub.subscribe(user_key(user_id), maxsize=settings.SSE_BUFFER_EVENTS) as events:
+        yield encode_retry(settings.SSE_RETRY_MILLISECONDS)
+        if last_event_id is None:
+            last_event_id = await selectors.alatest_notification_id(user_id)
+        state = StreamState(last_event_id)
+        async with aclosing(catch_up(user_id, state)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+        await arelease_connections()
+
+        while True:
+            if not await events.wait(keepalive):
+                yield KEEPALIVE
+                continue
+            if events.overflowed:
+                return  # the client reconnects with Last-Event-ID and catches up
+            resync = False
+            out = []
+            for item in events.take():
+                if item is RESYNC:
+                    resync = True
+                else:
+                    out.append(state.render_live(item))
+            if out:
+                yield b"".join(out)
+            if resync:
+                async with aclosing(catch_up(user_id, state)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                await arelease_connections()
+
+
+async def catch_up(user_id: int, state: StreamState) -> AsyncIterator[bytes]:
+    """Yield every notification after ``state.last_id`` from the database, then the count."""
+    buffered: list[bytes] = []
+    async with aclosing(selectors.notifications_after(user_id, state.last_id)) as rows:
+        async for notification in rows:
+            state.remember_replayed(notification.pk)
+            state.last_id = notification.pk
+            buffered.append(
+                encode_json_event(notification.as_event(), event="notification", id=notification.pk)
+            )
+            if len(buffered) >= REPLAY_CHUNK_ROWS:
+                yield b"".join(buffered)
+                buffered = []
+    unread = await selectors.aunread_count(user_id)
+    buffered.append(state.unread_event(unread))
+    yield b"".join(buffered)

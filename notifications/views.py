@@ -1,0 +1,142 @@
+"""HTTP endpoints of the notifications app: the SSE stream, the list page, mark-read, export."""
+
+import json
+from contextlib import aclosing
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import (
+    HttpResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from notifications import selectors, services
+from notifications.streams import notification_stream
+
+#: Larger ids are not ids we issued (bigint) and are refused before they reach SQL.
+MAX_EVENT_ID = 2**63 - 1
+
+
+def parse_last_event_id(request) -> int | None:
+    """Return where the client resumes: the ``Last-Event-ID`` header, else ``last_event_id``.
+
+    The header wins: a browser reconnecting on its own sends the id of the last event it
+    got, while the URL still carries the id its page was rendered with. Raises
+    ``ValueError`` with a reason for anything but a non-negative integer.
+    """
+    raw = request.headers.get("Last-Event-ID")
+    source = "Last-Event-ID"
+    if not raw:
+        raw = request.GET.get("last_event_id")
+        source = "last_event_id"
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
+        raise ValueError(f"{source} must be a non-negative integer event id.")
+    return int(raw)
+
+
+def plain_text(message: str, status: int) -> HttpResponse:
+    return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+@require_GET
+async def stream(request):
+    """The logged-in user's notifications as Server-Sent Events (docs/protocol.md)."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        # Not a redirect to the login page: EventSource would follow it and retry forever.
+        return plain_text("Log in to receive notifications.", 403)
+    try:
+        last_event_id = parse_last_event_id(request)
+    except ValueError as error:
+        return plain_text(str(error), 400)
+    response = StreamingHttpResponse(
+        notification_stream(user.pk, last_event_id),
+        content_type="text/event-stream; charset=utf-8",
+    )
+    response["Cache-Control"] = "no-cache, no-store"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+@login_required
+@require_GET
+def notification_list(request):
+    """All of the user's notifications, newest first, with mark-read forms."""
+    paginator = Paginator(selectors.notifications_of(request.user.pk), 25)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(request, "notifications/list.html", {"page": page})
+
+
+@login_required
+@require_POST
+def mark_read(request, notification_id: int):
+    if not services.notification_mark_read(user=request.user, notification_id=notification_id):
+        messages.info(request, "That notification was already read.")
+    return redirect_back(request)
+
+
+@login_required
+@require_POST
+def mark_all_read(request):
+    changed = services.notifications_mark_all_read(user=request.user)
+    messages.success(request, f"Marked {changed} notification{'s' if changed != 1 else ''} read.")
+    return redirect_back(request)
+
+
+def redirect_back(request):
+    """Back to the list page (or the page given in ``next`` if it is on this site)."""
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect("notifications:list")
+
+
+@require_GET
+async def export(request):
+    """Every notification of the user as NDJSON, streamed: memory stays flat."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return plain_text("Log in to export your notifications.", 403)
+    response = StreamingHttpResponse(
+        export_lines(user.pk), content_type="application/x-ndjson; charset=utf-8"
+    )
+    response["Content-Disposition"] = 'attachment; filename="notifications.ndjson"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+async def export_lines(user_id: int, *, rows_per_chunk: int = 500):
+    """Yield NDJSON, a chunk of ``rows_per_chunk`` lines at a time."""
+    lines = []
+    async with aclosing(selectors.notifications_for_export(user_id)) as rows:
+        async for row in rows:
+            read_at = row["read_at"]
+            lines.append(
+                json.dumps(
+                    {
+                        "id": row["id"],
+                        "title": row["title"],
+                        "body": row["body"],
+                        "url": row["url"],
+                        "level": row["level"],
+                        "created_at": row["created_at"].isoformat(),
+                        "read": read_at is not None,
+                        "read_at": read_at.isoformat() if read_at else None,
+                    },
+                    separators=(",", ":"),
+                )
+            )
+            if len(lines) >= rows_per_chunk:
+                lines.append("")
+                yield "\n".join(lines).encode()
+                lines = []
+    if lines:
+        lines.append("")
+        yield "\n".join(lines).encode()

@@ -1,0 +1,357 @@
+"""Per-process fan-out: one channel-layer channel and one receive loop for every stream.
+
+The Channels tutorial gives every connection its own channel and group membership, so an
+event for a user with three tabs costs three channel-layer messages, three Redis pops and
+three dispatches, and every idle connection keeps a blocking receive open. Here each process
+has one ``Hub``: it joins the channel-layer group of a key ("notifications.user.42") once,
+when the first local stream of that key subscribes, and leaves when the last one goes. An
+event therefore costs one channel-layer message per process that has the key, and the hub
+hands it to its local subscribers in memory.
+
+Rules this module keeps (each learned the hard way, see docs/architecture.md):
+
+- ``channel_layer.receive()`` is never cancelled by a timeout: a cancelled receive can drop
+  a message it already took off Redis. One receive task runs for the hub's lifetime.
+- Membership is in place before ``subscribe()`` returns, so a caller that subscribes and then
+  replays from the database misses nothing in between.
+- Membership changes are applied by one worker, in order, so a leave and a re-join of the
+  same key cannot overtake each other.
+- The layer is lossy. After a receive failure (Redis restarted) the hub re-joins its groups
+  and tells every subscriber to ``RESYNC`` from the database.
+- channels-redis forgets members after ``group_expiry``: the hub renews its memberships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+#: Every hub is a member of this group; batches for many keys are sent to it once.
+HUB_GROUP = "streamsite.hubs"
+#: Pushed to subscribers when events may have been lost; they should re-read the database.
+RESYNC = object()
+#: How long ``subscribe()`` waits for the channel layer to accept the membership.
+JOIN_TIMEOUT_SECONDS = 10
+
+
+class HubUnavailable(Exception):
+    """The channel layer did not accept a subscription in time."""
+
+
+class Subscription:
+    """One stream's bounded buffer of events for one key.
+
+    When the buffer is full the subscription is marked ``overflowed`` and takes nothing
+    more: its stream should end, and its client resumes from the database. That bounds the
+    memory a slow client can cost.
+    """
+
+    __slots__ = ("_buffer", "_waiter", "key", "maxsize", "overflowed")
+
+    def __init__(self, key: str, maxsize: int) -> None:
+        self.key = key
+        self.maxsize = maxsize
+        self.overflowed = False
+        self._buffer: deque = deque()
+        self._waiter: asyncio.Future | None = None
+
+    def push(self, item) -> None:
+        """Add an event (or ``RESYNC``); called by the hub, never blocks."""
+        if self.overflowed:
+            return
+        if len(self._buffer) >= self.maxsize:
+            self.overflowed = True
+            self._buffer.clear()
+        else:
+            self._buffer.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until there is something to take; return False if ``seconds`` passed first.
+
+        A future and a timer handle, no task: cheap enough for every wake of every stream.
+        """
+        if self._buffer or self.overflowed:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, waiter, False)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def take(self) -> list:
+        """Return and remove everything buffered, oldest first."""
+        items = list(self._buffer)
+        self._buffer.clear()
+        return items
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _Key:
+    """A key's local subscribers and whether the hub's group membership is in place."""
+
+    __slots__ = ("joined", "needs_resync", "subscriptions")
+
+    def __init__(self) -> None:
+        self.subscriptions: set[Subscription] = set()
+        self.joined = asyncio.Event()
+        self.needs_resync = False
+
+
+class Hub:
+    """The process' one channel-layer channel, shared by every stream and socket in it."""
+
+    def __init__(self, layer=None) -> None:
+        self.layer = layer or get_channel_layer()
+        self.channel: str | None = None
+        self._keys: dict[str, _Key] = {}
+        self._member_of: set[str] = set()
+        self._to_reconcile: deque[str] = deque()
+        self._reconcile_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    # Public API ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe(self, key: str, *, maxsize: int) -> AsyncIterator[Subscription]:
+        """Receive the events published to ``key`` until the block exits.
+
+        On entry the hub is a member of ``key``'s group: anything published after this
+        returns reaches the subscription. Leaving is synchronous and immediate.
+        """
+        await self._ensure_started()
+        subscription = Subscription(key, maxsize)
+        entry = self._keys.get(key)
+        if entry is None:
+            entry = self._keys[key] = _Key()
+        entry.subscriptions.add(subscription)
+        if not entry.joined.is_set():
+            self._reconcile(key)
+        try:
+            try:
+                await asyncio.wait_for(entry.joined.wait(), JOIN_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise HubUnavailable(f"the channel layer did not accept {key!r}") from None
+            yield subscription
+        finally:
+            # Short and synchronous: it runs while the stream is being cancelled.
+            entry.subscriptions.discard(subscription)
+            if not entry.subscriptions:
+                self._reconcile(key)
+
+    def local_subscriber_count(self, key: str | None = None) -> int:
+        """How many subscriptions this process holds (for ``key``, or in all)."""
+        if key is not None:
+            entry = self._keys.get(key)
+            return len(entry.subscriptions) if entry else 0
+        return sum(len(entry.subscriptions) for entry in self._keys.values())
+
+    def is_member(self, key: str) -> bool:
+        """Whether the hub's channel is in ``key``'s channel-layer group."""
+        return key in self._member_of
+
+    async def renew_memberships(self) -> None:
+        """Join every group again, so channels-redis' ``group_expiry`` never removes us."""
+        for key in [HUB_GROUP, *self._member_of]:
+            await self.layer.group_add(key, self.channel)
+
+    async def close(self) -> None:
+        """Stop the hub's tasks and leave its groups (for shutdown and tests)."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.channel is not None:
+            for key in [HUB_GROUP, *self._member_of]:
+                try:
+                    await self.layer.group_discard(key, self.channel)
+                except Exception:
+                    logger.warning("hub could not leave %s on close", key, exc_info=True)
+        self._member_of.clear()
+
+    # Lifecycle -------------------------------------------------------------------------
+
+    async def _ensure_started(self) -> None:
+        if self._closed:
+            raise HubUnavailable("the hub is closed")
+        if self._tasks:
+            return
+        async with self._start_lock:
+            if self._tasks:
+                return
+            self.channel = await self.layer.new_channel()
+            await self.layer.group_add(HUB_GROUP, self.channel)
+            self._tasks = [
+                asyncio.create_task(self._receive_forever(), name="hub-receive"),
+                asyncio.create_task(self._maintain_memberships(), name="hub-membership"),
+                asyncio.create_task(self._renew_forever(), name="hub-renew"),
+            ]
+
+    def _reconcile(self, key: str) -> None:
+        self._to_reconcile.append(key)
+        self._reconcile_wakeup.set()
+
+    async def _maintain_memberships(self) -> None:
+        """Bring group memberships in line with local subscribers, one key at a time."""
+        while True:
+            if not self._to_reconcile:
+                self._reconcile_wakeup.clear()
+                await self._reconcile_wakeup.wait()
+                continue
+            key = self._to_reconcile.popleft()
+            try:
+                await self._reconcile_now(key)
+            except Exception:
+                logger.warning("hub membership change for %s failed; retrying", key, exc_info=True)
+                await asyncio.sleep(1)
+                self._reconcile(key)
+
+    async def _reconcile_now(self, key: str) -> None:
+        entry = self._keys.get(key)
+        wanted = entry is not None and bool(entry.subscriptions)
+        if wanted and key not in self._member_of:
+            await self.layer.group_add(key, self.channel)
+            self._member_of.add(key)
+        elif not wanted and key in self._member_of:
+            if entry is not None:
+                entry.joined.clear()  # a subscriber arriving now waits for the re-join
+            await self.layer.group_discard(key, self.channel)
+            self._member_of.discard(key)
+        entry = self._keys.get(key)
+        if entry is None:
+            return
+        if entry.subscriptions:
+            if key not in self._member_of:
+                self._reconcile(key)  # someone subscribed while we were leaving
+                return
+            entry.joined.set()
+            if entry.needs_resync:
+                entry.needs_resync = False
+                for subscription in entry.subscriptions:
+                    subscription.push(RESYNC)
+        elif key not in self._member_of:
+            del self._keys[key]
+
+    async def _renew_forever(self) -> None:
+        interval = settings.STREAM_GROUP_RENEW_SECONDS
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew_memberships()
+            except Exception:
+                logger.warning("hub could not renew its group memberships", exc_info=True)
+
+    async def _receive_forever(self) -> None:
+        """The hub's only receive: never cancelled except when the hub closes."""
+        backoff = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("hub receive failed; will re-join and resync", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                await self._rejoin_after_failure()
+                continue
+            backoff = 0.1
+            try:
+                self._dispatch(message)
+            except Exception:
+                logger.exception("hub could not dispatch a %r message", message.get("type"))
+
+    async def _rejoin_after_failure(self) -> None:
+        """Memberships may be gone (Redis restarted) and events lost: join again, resync."""
+        try:
+            await self.layer.group_add(HUB_GROUP, self.channel)
+        except Exception:
+            logger.warning("hub could not re-join %s", HUB_GROUP, exc_info=True)
+        self._member_of.clear()
+        for key, entry in self._keys.items():
+            entry.needs_resync = True
+            self._reconcile(key)
+
+    # Dispatch --------------------------------------------------------------------------
+
+    def _dispatch(self, message: dict) -> None:
+        keys = self._keys
+        for key, event in expand_message(message, wanted=keys.__contains__):
+            for subscription in keys[key].subscriptions:
+                subscription.push(event)
+
+
+def event_message(key: str, event: dict) -> dict:
+    """The channel-layer message carrying ``event`` for ``key`` (sent to ``key``'s group)."""
+    return {"type": "hub.event", "key": key, "event": event}
+
+
+def batch_message(keys: list[str], base: dict, fields: dict[str, list]) -> dict:
+    """One message carrying an event per key (sent once, to ``HUB_GROUP``).
+
+    Key ``i`` gets ``{**base, name: values[i] for name, values in fields.items()}``: the
+    shared part travels once, so a batch for thousands of keys stays small.
+    """
+    for name, values in fields.items():
+        if len(values) != len(keys):
+            raise ValueError(f"field {name!r} has {len(values)} values for {len(keys)} keys")
+    return {"type": "hub.batch", "keys": keys, "base": base, "fields": fields}
+
+
+def expand_message(message: dict, wanted=None) -> Iterator[tuple[str, dict]]:
+    """Yield ``(key, event)`` for each event in a hub message, for keys ``wanted(key)``."""
+    kind = message.get("type")
+    if kind == "hub.event":
+        if wanted is None or wanted(message["key"]):
+            yield message["key"], message["event"]
+    elif kind == "hub.batch":
+        base, fields = message["base"], message["fields"]
+        for index, key in enumerate(message["keys"]):
+            if wanted is None or wanted(key):
+                event = dict(base)
+                for name, values in fields.items():
+                    event[name] = values[index]
+                yield key, event
+    else:
+        logger.warning("hub ignored a message of unknown type %r", kind)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """Return the hub of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None or hub._closed:
+        hub = _hubs[loop] = Hub()
+    return hub
+
+
+async def close_hub() -> None:
+    """Close the running loop's hub, if it has one."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.close()
