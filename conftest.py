@@ -11,7 +11,6 @@ import json
 from contextlib import contextmanager
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 
@@ -42,6 +41,30 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """A test database of this run's own (name suffixed with the pid).
+
+    Two test runs on one machine (a developer's and CI's, or parallel agents) would
+    otherwise share, and drop under each other, one SQLite file or PostgreSQL database.
+    """
+    import os
+    from pathlib import Path
+
+    from django.conf import settings
+
+    suffix = str(os.getpid())
+    for db in settings.DATABASES.values():
+        test = db.setdefault("TEST", {})
+        if db["ENGINE"].endswith("sqlite3"):
+            path = Path(
+                test.get("NAME") or Path(db["NAME"]).with_name(f"test_{Path(db['NAME']).name}")
+            )
+            test["NAME"] = str(path.with_name(f"{path.stem}_{suffix}{path.suffix}"))
+        else:
+            test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{suffix}"
+
+
+@pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """pytest-django's test database, with every connection to it closed before it is dropped.
 
@@ -68,13 +91,21 @@ def django_db_setup(django_db_setup, django_db_blocker):
 # Users and clients ---------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def password_hash():
+    """``PASSWORD`` hashed once: the real (slow) hasher, so servers can check logins."""
+    from django.contrib.auth.hashers import make_password
+
+    return make_password(PASSWORD)
+
+
 @pytest.fixture
-def make_user(db):
-    """Create a user with ``PASSWORD``: ``make_user("carol", is_staff=True)``."""
+def make_user(db, password_hash):
+    """Create a user whose password is ``PASSWORD``: ``make_user("carol", is_staff=True)``."""
 
     def make(username: str, **fields):
-        return get_user_model().objects.create_user(
-            username=username, email=f"{username}@example.com", password=PASSWORD, **fields
+        return get_user_model().objects.create(
+            username=username, email=f"{username}@example.com", password=password_hash, **fields
         )
 
     return make
@@ -108,9 +139,11 @@ def user_client(client, user):
 @pytest.fixture
 def channel_layer():
     """The project's channel layer, flushed after the test so no message leaks into the next."""
+    from streamsite.testing.layers import flush_layer
+
     layer = get_channel_layer()
     yield layer
-    async_to_sync(layer.flush)()
+    flush_layer(layer)
 
 
 @pytest.fixture
@@ -248,3 +281,25 @@ def logged_in_page(browser, live_server_asgi):
 
     # Each page's context closes with the browser at the end of the test.
     return page_for
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own, which the test may restart (see PrivateRedis)."""
+    from streamsite.testing.layers import PrivateRedis
+
+    redis = PrivateRedis()
+    if redis.binary is None:
+        skip_or_fail("redis-server is not installed")
+    yield redis.start()
+    redis.stop()
+
+
+@pytest.fixture
+async def hub():
+    """A hub on the project's channel layer for this test's event loop, closed after it."""
+    from streamsite.streaming.hub import Hub
+
+    hub = Hub()
+    yield hub
+    await hub.close()

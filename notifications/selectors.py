@@ -1,8 +1,8 @@
 """Reads of notifications: pages, the badge, resumption and export.
 
-The async generators stream rows from the ORM with ``aiterator()``; callers consume them
-under ``contextlib.aclosing`` so an abandoned stream closes its cursor at once, not at
-garbage collection.
+The async generators stream rows from the ORM in chunks (``streamsite.streaming.orm``, an
+``aiterator()`` that closes its cursor); callers consume them under ``contextlib.aclosing``
+so an abandoned stream closes its cursor at once, not at garbage collection.
 """
 
 from collections.abc import AsyncIterator
@@ -11,6 +11,7 @@ from contextlib import aclosing
 from django.db.models import Count, QuerySet
 
 from notifications.models import Notification
+from streamsite.streaming.orm import astream
 
 
 def notifications_of(user_id: int) -> QuerySet[Notification]:
@@ -57,10 +58,9 @@ async def notifications_after(
     user_id: int, after_id: int, *, chunk_size: int = 500
 ) -> AsyncIterator[Notification]:
     """Yield the user's notifications with an id above ``after_id``, oldest first."""
-    rows = (
-        Notification.objects.filter(recipient_id=user_id, id__gt=after_id)
-        .order_by("id")
-        .aiterator(chunk_size=chunk_size)
+    rows = astream(
+        Notification.objects.filter(recipient_id=user_id, id__gt=after_id).order_by("id"),
+        chunk_size=chunk_size,
     )
     async with aclosing(rows):
         async for notification in rows:
@@ -73,11 +73,11 @@ async def notifications_for_export(user_id: int, *, chunk_size: int = 2000) -> A
     ``values()`` rows, not model instances: the export's memory stays flat and each row
     costs a dict, not an object.
     """
-    rows = (
+    rows = astream(
         Notification.objects.filter(recipient_id=user_id)
         .order_by("id")
-        .values("id", "title", "body", "url", "level", "created_at", "read_at")
-        .aiterator(chunk_size=chunk_size)
+        .values("id", "title", "body", "url", "level", "created_at", "read_at"),
+        chunk_size=chunk_size,
     )
     async with aclosing(rows):
         async for row in rows:

@@ -155,6 +155,9 @@ SSE_BUFFER_EVENTS = 1000
 # channels-redis forgets group members after ``group_expiry`` (a day): each process' hub
 # joins its groups again this often.
 STREAM_GROUP_RENEW_SECONDS = 6 * 3600
+# Each hub sends itself a heartbeat through the channel layer this often; when three go
+# missing (Redis restarted and lost the groups) it re-joins and its streams resync.
+STREAM_HUB_HEARTBEAT_SECONDS = 5
 
 # Demo data (`manage.py seed_demo`): the password of every demo login.
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "streamsite-demo")

@@ -16,8 +16,10 @@ Rules this module keeps (each learned the hard way, see docs/architecture.md):
   replays from the database misses nothing in between.
 - Membership changes are applied by one worker, in order, so a leave and a re-join of the
   same key cannot overtake each other.
-- The layer is lossy. After a receive failure (Redis restarted) the hub re-joins its groups
-  and tells every subscriber to ``RESYNC`` from the database.
+- The layer is lossy, and a Redis restart empties its groups while redis-py quietly
+  reconnects. Every few seconds the hub sends a heartbeat through a group of its own; when
+  heartbeats stop arriving (or a receive fails) it re-joins its groups and tells every
+  subscriber to ``RESYNC`` from the database.
 - channels-redis forgets members after ``group_expiry``: the hub renews its memberships.
 """
 
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -129,6 +133,11 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
         self._closed = False
+        self._settled = asyncio.Event()
+        self._settled.set()
+        # A group only this hub is in: heartbeats through it prove our memberships live.
+        self._own_group = f"streamsite.hub.{uuid.uuid4().hex}"
+        self._heartbeat_seen = time.monotonic()
 
     # Public API ------------------------------------------------------------------------
 
@@ -172,8 +181,12 @@ class Hub:
 
     async def renew_memberships(self) -> None:
         """Join every group again, so channels-redis' ``group_expiry`` never removes us."""
-        for key in [HUB_GROUP, *self._member_of]:
+        for key in [HUB_GROUP, self._own_group, *self._member_of]:
             await self.layer.group_add(key, self.channel)
+
+    async def wait_until_settled(self) -> None:
+        """Wait until every pending membership change has been applied (for tests)."""
+        await self._settled.wait()
 
     async def close(self) -> None:
         """Stop the hub's tasks and leave its groups (for shutdown and tests)."""
@@ -184,7 +197,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.channel is not None:
-            for key in [HUB_GROUP, *self._member_of]:
+            for key in [HUB_GROUP, self._own_group, *self._member_of]:
                 try:
                     await self.layer.group_discard(key, self.channel)
                 except Exception:
@@ -203,20 +216,25 @@ class Hub:
                 return
             self.channel = await self.layer.new_channel()
             await self.layer.group_add(HUB_GROUP, self.channel)
+            await self.layer.group_add(self._own_group, self.channel)
+            self._heartbeat_seen = time.monotonic()
             self._tasks = [
                 asyncio.create_task(self._receive_forever(), name="hub-receive"),
                 asyncio.create_task(self._maintain_memberships(), name="hub-membership"),
                 asyncio.create_task(self._renew_forever(), name="hub-renew"),
+                asyncio.create_task(self._heartbeat_forever(), name="hub-heartbeat"),
             ]
 
     def _reconcile(self, key: str) -> None:
         self._to_reconcile.append(key)
+        self._settled.clear()
         self._reconcile_wakeup.set()
 
     async def _maintain_memberships(self) -> None:
         """Bring group memberships in line with local subscribers, one key at a time."""
         while True:
             if not self._to_reconcile:
+                self._settled.set()
                 self._reconcile_wakeup.clear()
                 await self._reconcile_wakeup.wait()
                 continue
@@ -263,6 +281,20 @@ class Hub:
             except Exception:
                 logger.warning("hub could not renew its group memberships", exc_info=True)
 
+    async def _heartbeat_forever(self) -> None:
+        """Notice lost memberships: heartbeats through our own group must keep arriving."""
+        interval = settings.STREAM_HUB_HEARTBEAT_SECONDS
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._heartbeat_seen > 3 * interval:
+                logger.warning("hub heartbeats stopped arriving; re-joining and resyncing")
+                self._heartbeat_seen = time.monotonic()
+                await self._rejoin_after_failure()
+            try:
+                await self.layer.group_send(self._own_group, {"type": "hub.heartbeat"})
+            except Exception:
+                logger.warning("hub could not send its heartbeat", exc_info=True)
+
     async def _receive_forever(self) -> None:
         """The hub's only receive: never cancelled except when the hub closes."""
         backoff = 0.1
@@ -285,10 +317,12 @@ class Hub:
 
     async def _rejoin_after_failure(self) -> None:
         """Memberships may be gone (Redis restarted) and events lost: join again, resync."""
-        try:
-            await self.layer.group_add(HUB_GROUP, self.channel)
-        except Exception:
-            logger.warning("hub could not re-join %s", HUB_GROUP, exc_info=True)
+        self._heartbeat_seen = time.monotonic()  # one recovery per failure, not one per check
+        for group in (HUB_GROUP, self._own_group):
+            try:
+                await self.layer.group_add(group, self.channel)
+            except Exception:
+                logger.warning("hub could not re-join %s", group, exc_info=True)
         self._member_of.clear()
         for key, entry in self._keys.items():
             entry.needs_resync = True
@@ -297,6 +331,9 @@ class Hub:
     # Dispatch --------------------------------------------------------------------------
 
     def _dispatch(self, message: dict) -> None:
+        if message.get("type") == "hub.heartbeat":
+            self._heartbeat_seen = time.monotonic()
+            return
         keys = self._keys
         for key, event in expand_message(message, wanted=keys.__contains__):
             for subscription in keys[key].subscriptions:

@@ -5,7 +5,7 @@ import datetime
 import pytest
 from django.db import transaction
 
-from streamsite.streaming.publish import publish_on_commit
+from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
 
 def test_publish_waits_for_a_real_commit(capture_published, transactional_db):
@@ -37,19 +37,45 @@ def test_capture_rejects_payloads_redis_cannot_carry(capture_published, db):
         publish_on_commit("user.1", {"type": "x", "at": datetime.datetime.now(datetime.UTC)})
 
 
-async def test_published_event_reaches_a_group_member(
-    channel_layer, capture_published, transactional_db
-):
+async def test_published_events_reach_hub_subscribers(capture_published, transactional_db, hub):
     from asgiref.sync import sync_to_async
-
-    channel = await channel_layer.new_channel()
-    await channel_layer.group_add("user.7", channel)
 
     def publish_in_transaction():
         with capture_published() as events, transaction.atomic():
-            publish_on_commit("user.7", {"type": "notification.created", "id": 3})
+            publish_on_commit("user.7", {"kind": "created", "id": 3})
+            publish_batch_on_commit(["user.7", "user.8"], {"kind": "created"}, {"id": [4, 5]})
         return events
 
-    events = await sync_to_async(publish_in_transaction)()
-    assert events == [("user.7", {"type": "notification.created", "id": 3})]
-    assert await channel_layer.receive(channel) == {"type": "notification.created", "id": 3}
+    async with hub.subscribe("user.7", maxsize=10) as subscription:
+        events = await sync_to_async(publish_in_transaction)()
+        assert events == [
+            ("user.7", {"kind": "created", "id": 3}),
+            ("user.7", {"kind": "created", "id": 4}),
+            ("user.8", {"kind": "created", "id": 5}),
+        ]
+        received = []
+        while len(received) < 2:
+            assert await subscription.wait(5)
+            received += subscription.take()
+        assert received == [{"kind": "created", "id": 3}, {"kind": "created", "id": 4}]
+
+
+def test_empty_batch_publishes_nothing(capture_published, db):
+    with capture_published() as events:
+        publish_batch_on_commit([], {"kind": "created"}, {"id": []})
+    assert events == []
+
+
+def test_failed_send_is_logged_not_raised(
+    db, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    """The data is committed; clients catch up by id. The request must not fail."""
+    from streamsite.streaming import publish as publish_module
+
+    def broken(group, message):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(publish_module, "publish", broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        publish_on_commit("user.1", {"kind": "created", "id": 1})
+    assert "publishing to user.1 failed" in caplog.text

@@ -1,0 +1,259 @@
+"""The notification stream, driven in-process the way Django's ASGI handler drives it."""
+
+import asyncio
+import json
+from contextlib import aclosing
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from notifications import services
+from notifications.events import user_key
+from notifications.streams import StreamState, notification_stream
+from streamsite.streaming.hub import close_hub, get_hub
+from streamsite.testing.layers import group_members
+from streamsite.testing.sse import StreamReader
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
+
+create = sync_to_async(services.notification_create)
+
+
+@pytest.fixture(autouse=True)
+async def close_the_hub():
+    """Streams use the running loop's hub; close it with the test."""
+    yield
+    await close_hub()
+
+
+@pytest.fixture
+def fast_stream(settings):
+    settings.SSE_KEEPALIVE_SECONDS = 30
+    return settings
+
+
+class Stream:
+    """A stream consumed by a task, as Django's ASGI handler consumes a response."""
+
+    def __init__(self, user_id: int, last_event_id: int | None) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._consume(user_id, last_event_id))
+        self.reader = StreamReader(self._chunks())
+
+    async def _consume(self, user_id, last_event_id):
+        async with aclosing(notification_stream(user_id, last_event_id)) as chunks:
+            async for chunk in chunks:
+                await self.queue.put(chunk)
+        await self.queue.put(None)
+
+    async def _chunks(self):
+        while (chunk := await self.queue.get()) is not None:
+            yield chunk
+
+    async def live(self) -> "Stream":
+        """Wait until the stream has sent its catch-up (the first ``unread`` event)."""
+        await self.reader.until(lambda e: e["event"] == "unread")
+        return self
+
+    async def disconnect(self) -> None:
+        """Cancel the consumer, as Django does when the client goes away."""
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+
+async def test_sends_retry_then_unread_count_on_connect(user, fast_stream):
+    await create(recipient=user, title="before")
+    stream = Stream(user.pk, None)
+    first = await stream.reader.next_chunk()
+    assert first == b"retry: 2000\n\n"
+    assert await stream.reader.next_event() == {"event": "unread", "data": '{"count":1}'}
+    assert stream.reader.notification_ids() == []  # no id given: nothing replayed
+    await stream.disconnect()
+
+
+async def test_replays_after_the_last_id_in_order_then_goes_live(user, other_user, fast_stream):
+    first = await create(recipient=user, title="one")
+    second = await create(recipient=user, title="two", body="line 1\nline 2")
+    await create(recipient=other_user, title="not yours")
+    third = await create(recipient=user, title="three")
+    stream = await Stream(user.pk, first.pk).live()
+    assert stream.reader.notification_ids() == [second.pk, third.pk]
+    replayed = json.loads(stream.reader.events[0]["data"])
+    assert replayed["body"] == "line 1\nline 2"
+    assert replayed["read"] is False and replayed["created_at"].endswith("+00:00")
+    assert stream.reader.last("unread") == {"count": 3}
+
+    fourth = await create(recipient=user, title="four", url="/chat/", level="warning")
+    event = await stream.reader.until(lambda e: e["event"] == "notification")
+    assert event["id"] == str(fourth.pk)
+    assert json.loads(event["data"]) == fourth.as_event()
+    assert await stream.reader.next_event() == {"event": "unread", "data": '{"count":4}'}
+    await stream.disconnect()
+
+
+async def test_hand_over_is_gap_free_while_notifications_are_created(user, fast_stream):
+    """Streams opened at different moments of a burst of creations each get every id once."""
+    total = 60
+    created: list[int] = []
+    streams: list[Stream] = []
+
+    async def create_burst():
+        for n in range(total):
+            created.append((await create(recipient=user, title=f"n{n}")).pk)
+            if n % 12 == 5:
+                streams.append(Stream(user.pk, 0))  # connect in the middle of the burst
+            await asyncio.sleep(0)
+
+    await create_burst()
+    for stream in streams:
+        await stream.reader.until(
+            lambda e: e["event"] == "notification" and e["id"] == str(created[-1])
+        )
+        assert sorted(stream.reader.notification_ids()) == created
+        assert len(stream.reader.notification_ids()) == total
+        assert stream.reader.last("unread") == {"count": total}
+    for stream in streams:
+        await stream.disconnect()
+
+
+async def test_mark_read_elsewhere_sends_read_and_unread(user, fast_stream):
+    first = await create(recipient=user, title="one")
+    await create(recipient=user, title="two")
+    stream = await Stream(user.pk, None).live()
+    await sync_to_async(services.notification_mark_read)(user=user, notification_id=first.pk)
+    event = await stream.reader.until(lambda e: e["event"] == "read")
+    assert json.loads(event["data"]) == {"ids": [first.pk], "up_to": None}
+    assert await stream.reader.next_event() == {"event": "unread", "data": '{"count":1}'}
+    await sync_to_async(services.notifications_mark_all_read)(user=user)
+    event = await stream.reader.until(lambda e: e["event"] == "read")
+    assert json.loads(event["data"])["up_to"] >= first.pk
+    assert await stream.reader.next_event() == {"event": "unread", "data": '{"count":0}'}
+    await stream.disconnect()
+
+
+async def test_keepalive_comment_when_idle(user, settings):
+    settings.SSE_KEEPALIVE_SECONDS = 0.05
+    stream = await Stream(user.pk, None).live()
+    assert await stream.reader.next_chunk() == b": keepalive\n\n"
+    await stream.disconnect()
+
+
+async def test_disconnect_releases_membership_and_tasks(user, fast_stream, channel_layer):
+    tasks_before = asyncio.all_tasks()
+    stream = await Stream(user.pk, None).live()
+    hub = get_hub()
+    key = user_key(user.pk)
+    assert hub.local_subscriber_count(key) == 1
+    assert await group_members(channel_layer, key) == {hub.channel}
+
+    await stream.disconnect()  # asserts CancelledError propagated
+    assert hub.local_subscriber_count() == 0
+    await hub.wait_until_settled()
+    assert await group_members(channel_layer, key) == set()
+    leftover = asyncio.all_tasks() - tasks_before - set(hub._tasks) - {asyncio.current_task()}
+    assert leftover == set()
+
+
+async def test_disconnect_during_replay_closes_the_cursor(user, fast_stream):
+    """Closed mid-replay (as Django's aclosing does on disconnect): the ORM cursor is
+    closed before aclose() returns."""
+    await sync_to_async(_bulk_notifications)(user, 1200)
+    chunks = notification_stream(user.pk, 0)
+    reader = StreamReader(chunks)
+    await reader.until(lambda e: e["event"] == "notification")  # suspended mid-replay
+    if connection.vendor == "postgresql":
+        assert await sync_to_async(_open_cursors)() == 1
+    await chunks.aclose()
+    assert await sync_to_async(_open_cursors)() == 0
+    assert get_hub().local_subscriber_count() == 0
+
+
+def _bulk_notifications(user, count):
+    from notifications.models import Notification
+
+    Notification.objects.bulk_create(
+        Notification(recipient=user, title=f"old {n}") for n in range(count)
+    )
+
+
+def _open_cursors() -> int:
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_cursors")
+        return cursor.fetchone()[0]
+
+
+async def test_idle_stream_holds_no_database_connection(user, fast_stream):
+    """After its catch-up the stream gives its connection back, in the thread that has it.
+
+    (In tests every thread-sensitive ORM call shares one executor thread, the stream's.)
+    """
+    executor_has_connection = sync_to_async(lambda: connection.connection is not None)
+    await create(recipient=user, title="one")  # opens the executor thread's connection
+    assert await executor_has_connection()
+    stream = await Stream(user.pk, 0).live()
+    assert not await executor_has_connection()
+    await stream.disconnect()
+
+
+async def test_overflow_ends_the_stream_and_resume_recovers(user, settings):
+    """A client that stops reading costs at most SSE_BUFFER_EVENTS events of memory: then
+    its stream ends, and reconnecting with its last id replays what it missed."""
+    settings.SSE_KEEPALIVE_SECONDS = 30
+    settings.SSE_BUFFER_EVENTS = 5
+    chunks = notification_stream(user.pk, None)
+    reader = StreamReader(chunks)
+    await reader.until(lambda e: e["event"] == "unread")  # live; now stop reading
+    created = [(await create(recipient=user, title=f"n{n}")).pk for n in range(8)]
+    (subscription,) = get_hub()._keys[user_key(user.pk)].subscriptions
+    async with asyncio.timeout(5):
+        while not subscription.overflowed:  # noqa: ASYNC110 - set by the hub task; bounded
+            await asyncio.sleep(0.01)
+    await reader.until_end()
+    assert reader.notification_ids() == []
+    await chunks.aclose()
+
+    resumed = await Stream(user.pk, 0).live()
+    assert resumed.reader.notification_ids() == created
+    await resumed.disconnect()
+
+
+async def test_lost_events_are_recovered_after_a_resync(user, settings, channel_layer):
+    """Memberships vanish (Redis restarted empty); events published meanwhile are lost by the
+    layer, but the hub's RESYNC makes the stream re-read them from the database."""
+    settings.SSE_KEEPALIVE_SECONDS = 30
+    settings.STREAM_HUB_HEARTBEAT_SECONDS = 0.05
+    stream = await Stream(user.pk, None).live()
+    hub = get_hub()
+    for group in (user_key(user.pk), hub._own_group):
+        await channel_layer.group_discard(group, hub.channel)
+    lost = await create(recipient=user, title="published to nobody")
+    event = await stream.reader.until(lambda e: e["event"] == "notification")
+    assert event["id"] == str(lost.pk)
+    await stream.disconnect()
+
+
+def test_state_drops_live_duplicates_of_replayed_ids():
+    state = StreamState(last_id=10)
+    state.remember_replayed(11)
+    state.last_id = 11
+    state.unread = 1
+    fields = {"title": "t", "body": "", "url": "", "level": "info", "created_at": "x"}
+    duplicate = {"kind": "created", "id": 11, "read": False, "unread": 1, **fields}
+    assert state.render_live(duplicate) == b""
+    fresh = {"kind": "created", "id": 12, "read": False, "unread": 2, **fields}
+    rendered = state.render_live(fresh)
+    assert rendered.startswith(b"event: notification\nid: 12\n")
+    assert rendered.endswith(b'event: unread\ndata: {"count":2}\n\n')
+    assert state.last_id == 12
+
+
+def test_state_forgets_old_replayed_ids():
+    state = StreamState(last_id=0)
+    for notification_id in range(1, 3001):
+        state.remember_replayed(notification_id)
+    assert len(state.replayed) == 1024
+    assert 3000 in state.replayed and 1 not in state.replayed
