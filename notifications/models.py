@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import ProhibitNullCharactersValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -22,8 +23,11 @@ class Notification(models.Model):
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
     )
-    title = models.CharField(max_length=200)
-    body = models.TextField(blank=True, max_length=5000)
+    # No NUL: PostgreSQL text cannot hold it (the insert would fail with a 500).
+    title = models.CharField(max_length=200, validators=[ProhibitNullCharactersValidator()])
+    body = models.TextField(
+        blank=True, max_length=5000, validators=[ProhibitNullCharactersValidator()]
+    )
     url = models.CharField(
         max_length=500,
         blank=True,

@@ -41,6 +41,17 @@ try:
     # Server-Sent Events: a comment every SSE_KEEPALIVE_SECONDS keeps idle streams (and
     # the proxies between) alive and finds dead clients.
     SSE_KEEPALIVE_SECONDS = env_int("SSE_KEEPALIVE_SECONDS", 15, minimum=1)
+    # How long a browser waits before reconnecting a dropped stream (the ``retry`` field).
+    SSE_RETRY_MILLISECONDS = env_int("SSE_RETRY_MILLISECONDS", 2000, minimum=100)
+    # Events buffered per stream for a slow client; past that the stream ends and the
+    # client resumes from the database, so a stalled reader costs bounded memory.
+    SSE_BUFFER_EVENTS = env_int("SSE_BUFFER_EVENTS", 1000, minimum=1)
+    # channels-redis forgets group members after ``group_expiry`` (a day): each process'
+    # hub joins its groups again this often.
+    STREAM_GROUP_RENEW_SECONDS = env_int("STREAM_GROUP_RENEW_SECONDS", 6 * 3600, minimum=1)
+    # Each hub sends itself a heartbeat through the channel layer this often; when three go
+    # missing (Redis restarted and lost the groups) it re-joins and its streams resync.
+    STREAM_HUB_HEARTBEAT_SECONDS = env_int("STREAM_HUB_HEARTBEAT_SECONDS", 5, minimum=1)
 except ConfigError as error:
     # One line naming the variable, not a traceback: this is the operator's mistake.
     sys.stderr.write(f"streamsite: configuration error: {error}\n")
@@ -147,17 +158,6 @@ LOGGING = {
     },
 }
 
-# How long a browser waits before reconnecting a dropped stream (the SSE ``retry`` field).
-SSE_RETRY_MILLISECONDS = 2000
-# Events buffered per stream for a slow client; past that the stream ends and the client
-# resumes from the database, so a stalled reader costs bounded memory.
-SSE_BUFFER_EVENTS = 1000
-# channels-redis forgets group members after ``group_expiry`` (a day): each process' hub
-# joins its groups again this often.
-STREAM_GROUP_RENEW_SECONDS = 6 * 3600
-# Each hub sends itself a heartbeat through the channel layer this often; when three go
-# missing (Redis restarted and lost the groups) it re-joins and its streams resync.
-STREAM_HUB_HEARTBEAT_SECONDS = 5
 
 # Demo data (`manage.py seed_demo`): the password of every demo login.
 DEMO_PASSWORD = os.environ.get("DEMO_PASSWORD", "streamsite-demo")

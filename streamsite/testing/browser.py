@@ -3,9 +3,7 @@ work here, so Playwright is pointed at ``/usr/bin/chromium``)."""
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.test import Client
-
+from streamsite.testing.live_server import session_cookies
 from streamsite.testing.services import CHROMIUM
 
 CHROMIUM_ARGS = [
@@ -31,7 +29,5 @@ def session_cookie_for(user, server_url: str) -> dict:
 
     The session is created in the shared test database, so the server process finds it.
     """
-    client = Client()
-    client.force_login(user)
-    name = settings.SESSION_COOKIE_NAME
-    return {"name": name, "value": client.cookies[name].value, "url": server_url}
+    ((name, value),) = session_cookies(user).items()
+    return {"name": name, "value": value, "url": server_url}

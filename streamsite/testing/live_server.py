@@ -39,6 +39,19 @@ def database_url_for_tests() -> str:
     return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}{port}/{db['NAME']}"
 
 
+def session_cookies(user) -> dict[str, str]:
+    """Cookies that make an HTTP client (or browser) logged in as ``user`` on a live server.
+
+    The session is stored in the shared test database, so the server process finds it.
+    """
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return {name: client.cookies[name].value}
+
+
 class LiveServer:
     """One server process: ``kind`` is ``daphne`` or ``uvicorn`` (the production command)."""
 
@@ -49,9 +62,9 @@ class LiveServer:
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
-            prefix=f"streamsite-{kind}-", suffix=".log", delete=False
-        )
+        handle, path = tempfile.mkstemp(prefix=f"streamsite-{kind}-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(path)
 
     @property
     def url(self) -> str:
@@ -99,15 +112,16 @@ class LiveServer:
         self.port = listener.getsockname()[1]
         fd = listener.fileno()
         try:
-            self.process = subprocess.Popen(
-                self.command(fd),
-                cwd=BASE_DIR,
-                env=self.environment(),
-                pass_fds=(fd,),
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so stop() reaches workers
-            )
+            with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+                self.process = subprocess.Popen(
+                    self.command(fd),
+                    cwd=BASE_DIR,
+                    env=self.environment(),
+                    pass_fds=(fd,),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: stop() reaches workers
+                )
         finally:
             listener.close()  # the child has its own copy
         self._wait_until_ready()
@@ -151,4 +165,4 @@ class LiveServer:
         self.start()
 
     def log(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")[-5000:]
+        return self.log_path.read_text(errors="replace")[-5000:]
