@@ -136,6 +136,20 @@ def user_client(client, user):
 # Channel layer and published events ---------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A new channel-layer instance for every test.
+
+    channels-redis binds asyncio locks to the first event loop that uses an instance; a
+    server process has one loop, but each async test has its own.
+    """
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture
 def channel_layer():
     """The project's channel layer, flushed after the test so no message leaks into the next."""

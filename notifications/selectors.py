@@ -1,8 +1,9 @@
 """Reads of notifications: pages, the badge, resumption and export.
 
-The async generators stream rows from the ORM in chunks (``streamsite.streaming.orm``, an
-``aiterator()`` that closes its cursor); callers consume them under ``contextlib.aclosing``
-so an abandoned stream closes its cursor at once, not at garbage collection.
+Async readers for streams run on the shared thread pool and release their connection
+(``streamsite.streaming.db.db_call``). The export streams rows from the ORM in chunks
+(``streamsite.streaming.orm.astream``, an ``aiterator()`` that closes its cursor). Callers
+consume the async generators under ``contextlib.aclosing``.
 """
 
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from contextlib import aclosing
 from django.db.models import Count, QuerySet
 
 from notifications.models import Notification
+from streamsite.streaming.db import db_call
 from streamsite.streaming.orm import astream
 
 
@@ -24,7 +26,8 @@ def unread_count(user_id: int) -> int:
 
 
 async def aunread_count(user_id: int) -> int:
-    return await Notification.objects.filter(recipient_id=user_id, read_at__isnull=True).acount()
+    """``unread_count`` for streams: on the shared pool, connection released (see db_call)."""
+    return await db_call(unread_count, user_id)
 
 
 def unread_counts(user_ids: list[int]) -> dict[int, int]:
@@ -50,21 +53,34 @@ def latest_notification_id(user_id: int) -> int:
 
 
 async def alatest_notification_id(user_id: int) -> int:
-    latest = await notifications_of(user_id).values_list("id", flat=True).afirst()
-    return latest or 0
+    """``latest_notification_id`` for streams (see db_call)."""
+    return await db_call(latest_notification_id, user_id)
+
+
+def notifications_page_after(user_id: int, after_id: int, limit: int) -> list[Notification]:
+    """Up to ``limit`` of the user's notifications with an id above ``after_id``, oldest first."""
+    return list(
+        Notification.objects.filter(recipient_id=user_id, id__gt=after_id).order_by("id")[:limit]
+    )
 
 
 async def notifications_after(
-    user_id: int, after_id: int, *, chunk_size: int = 500
+    user_id: int, after_id: int, *, page_size: int = 500
 ) -> AsyncIterator[Notification]:
-    """Yield the user's notifications with an id above ``after_id``, oldest first."""
-    rows = astream(
-        Notification.objects.filter(recipient_id=user_id, id__gt=after_id).order_by("id"),
-        chunk_size=chunk_size,
-    )
-    async with aclosing(rows):
-        async for notification in rows:
+    """Yield the user's notifications with an id above ``after_id``, oldest first.
+
+    Page by page (keyset on ``(recipient, id)``), each page one query on the shared pool
+    with its connection released: unlike a cursor (``aiterator()``), nothing is held
+    between pages, so a stream pins neither a thread nor a connection while it replays to
+    a slow client, and there is no cursor to leak if the client leaves mid-way.
+    """
+    while True:
+        page = await db_call(notifications_page_after, user_id, after_id, page_size)
+        for notification in page:
             yield notification
+        if len(page) < page_size:
+            return
+        after_id = page[-1].pk
 
 
 async def notifications_for_export(user_id: int, *, chunk_size: int = 2000) -> AsyncIterator[dict]:

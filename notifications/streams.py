@@ -3,9 +3,10 @@
 The order of operations is the guarantee:
 
 1. subscribe to the user's key (the hub is a member of its group once this returns);
-2. replay from the database everything after the client's last id, remembering the ids;
-3. release the database connection;
-4. forward live events, skipping ids already replayed, with a keepalive comment whenever
+2. replay from the database everything after the client's last id, remembering the ids
+   (each query on the shared thread pool, its connection released at once: an idle
+   stream holds no thread and no connection, see ``streamsite.streaming.db``);
+3. forward live events, skipping ids already replayed, with a keepalive comment whenever
    nothing happened for ``SSE_KEEPALIVE_SECONDS``.
 
 An event published at any moment is either committed before the replay query (replayed) or
@@ -23,7 +24,6 @@ from django.conf import settings
 
 from notifications import selectors
 from notifications.events import NOTIFICATION_FIELDS, user_key
-from streamsite.streaming.db import arelease_connections
 from streamsite.streaming.hub import RESYNC, get_hub
 from streamsite.streaming.sse import KEEPALIVE, encode_json_event, encode_retry
 
@@ -92,7 +92,6 @@ async def notification_stream(user_id: int, last_event_id: int | None) -> AsyncI
         async with aclosing(catch_up(user_id, state)) as chunks:
             async for chunk in chunks:
                 yield chunk
-        await arelease_connections()
 
         while True:
             if not await events.wait(keepalive):
@@ -113,7 +112,6 @@ async def notification_stream(user_id: int, last_event_id: int | None) -> AsyncI
                 async with aclosing(catch_up(user_id, state)) as chunks:
                     async for chunk in chunks:
                         yield chunk
-                await arelease_connections()
 
 
 async def catch_up(user_id: int, state: StreamState) -> AsyncIterator[bytes]:

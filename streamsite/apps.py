@@ -6,3 +6,8 @@ class StreamsiteConfig(AppConfig):
 
     name = "streamsite"
     verbose_name = "streamsite"
+
+    def ready(self):
+        from streamsite.streaming.db import skip_request_started_db_cleanup
+
+        skip_request_started_db_cleanup()

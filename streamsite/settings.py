@@ -73,15 +73,17 @@ INSTALLED_APPS = [
     "chat",
 ]
 
+# Django's stock middleware, adapted to run on the event loop (streamsite/middleware.py):
+# no thread hop per hook, and no executor thread kept alive by every open stream.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "streamsite.middleware.SecurityInlineMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "streamsite.middleware.SessionInlineMiddleware",
+    "streamsite.middleware.CommonInlineMiddleware",
+    "streamsite.middleware.CsrfViewInlineMiddleware",
+    "streamsite.middleware.AuthenticationInlineMiddleware",
+    "streamsite.middleware.MessageInlineMiddleware",
+    "streamsite.middleware.XFrameOptionsInlineMiddleware",
 ]
 
 ROOT_URLCONF = "streamsite.urls"
@@ -97,6 +99,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "notifications.context_processors.bell",
             ],
         },
     },

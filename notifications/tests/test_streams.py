@@ -156,15 +156,14 @@ async def test_disconnect_releases_membership_and_tasks(user, fast_stream, chann
     assert leftover == set()
 
 
-async def test_disconnect_during_replay_closes_the_cursor(user, fast_stream):
-    """Closed mid-replay (as Django's aclosing does on disconnect): the ORM cursor is
-    closed before aclose() returns."""
+async def test_disconnect_during_replay_leaves_no_cursor(user, fast_stream):
+    """Closed mid-replay (as Django's aclosing does on disconnect): the replay reads page
+    by page, so no cursor or connection is held even while it is suspended."""
     await sync_to_async(_bulk_notifications)(user, 1200)
     chunks = notification_stream(user.pk, 0)
     reader = StreamReader(chunks)
     await reader.until(lambda e: e["event"] == "notification")  # suspended mid-replay
-    if connection.vendor == "postgresql":
-        assert await sync_to_async(_open_cursors)() == 1
+    assert await sync_to_async(_open_cursors)() == 0
     await chunks.aclose()
     assert await sync_to_async(_open_cursors)() == 0
     assert get_hub().local_subscriber_count() == 0
@@ -187,16 +186,36 @@ def _open_cursors() -> int:
 
 
 async def test_idle_stream_holds_no_database_connection(user, fast_stream):
-    """After its catch-up the stream gives its connection back, in the thread that has it.
+    """Every connection the stream opened is closed (back in the pool) once it is live."""
+    from django.db.backends.signals import connection_created
 
-    (In tests every thread-sensitive ORM call shares one executor thread, the stream's.)
-    """
-    executor_has_connection = sync_to_async(lambda: connection.connection is not None)
-    await create(recipient=user, title="one")  # opens the executor thread's connection
-    assert await executor_has_connection()
-    stream = await Stream(user.pk, 0).live()
-    assert not await executor_has_connection()
+    opened = []
+
+    def remember(sender, connection, **kwargs):
+        opened.append(connection)
+
+    await create(recipient=user, title="one")
+    connection_created.connect(remember)
+    try:
+        stream = await Stream(user.pk, 0).live()
+    finally:
+        connection_created.disconnect(remember)
+    assert opened, "the stream should have queried the database"
+    assert all(wrapper.connection is None for wrapper in opened)
     await stream.disconnect()
+
+
+async def test_stream_keeps_no_thread_of_its_own(user, fast_stream):
+    """Its queries run on the shared, bounded pool: 40 open streams do not add 40 threads."""
+    import threading
+
+    await create(recipient=user, title="one")
+    before = threading.active_count()
+    streams = [await Stream(user.pk, 0).live() for _ in range(40)]
+    pool = asyncio.get_running_loop()._default_executor
+    assert threading.active_count() - before <= pool._max_workers < 40
+    for stream in streams:
+        await stream.disconnect()
 
 
 async def test_overflow_ends_the_stream_and_resume_recovers(user, settings):

@@ -1,16 +1,48 @@
-"""Database connection hygiene for long-lived streams."""
+"""Database access for long-lived streams: no thread and no connection kept while idle."""
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.db import connections
 
 
-async def arelease_connections() -> None:
-    """Give back this request's database connections before a stream waits.
+async def db_call(function, /, *args, **kwargs):
+    """Run a short piece of ORM code on the shared thread pool; then close its connections.
 
-    Django closes a request's connections only when the request ends, which for a stream
-    is when the client leaves: 100 idle tabs would pin 100 PostgreSQL connections. The ORM
-    calls of a request run in its own thread-sensitive executor, and this runs there too,
-    so it closes (returns to the pool) exactly the connections the stream opened.
-    ``CONN_MAX_AGE = 0`` makes every connection "old" once its query is done.
+    The async ORM (``acount()``, ``aiterator()``, ``request.auser()``) runs in the
+    request's thread-sensitive executor: a thread created for the request that lives until
+    the request ends, and the connection it opened stays checked out of the pool until
+    then. For a stream that is the client's whole visit: 10,000 open streams would be
+    10,000 idle threads and would pin every PostgreSQL connection.
+
+    Here the work runs on asgiref's shared pool (``thread_sensitive=False``) and closes
+    (returns to the pool) every connection it opened before the result comes back. That is
+    safe because ``function`` starts and ends its own work within the call: no transaction,
+    cursor or lazy queryset may outlive it.
     """
-    await sync_to_async(close_old_connections)()
+
+    def call_then_close():
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for connection in connections.all(initialized_only=True):
+                connection.close()
+
+    return await sync_to_async(call_then_close, thread_sensitive=False)()
+
+
+def skip_request_started_db_cleanup() -> None:
+    """Disconnect Django's start-of-request database cleanup, pointless under ASGI.
+
+    Django connects ``reset_queries`` and ``close_old_connections`` to ``request_started``.
+    Being synchronous, ``asend()`` runs them through ``sync_to_async``, which creates the
+    request's executor thread at the very start of every request, and a stream then keeps
+    that idle thread for its lifetime (measured: one OS thread and ~80 KB per stream).
+    Under ASGI the request's synchronous work runs in that brand-new thread, which has no
+    connection to close and no query log to reset, so the receivers do nothing useful.
+    streamsite is served only over ASGI (daphne, uvicorn). The end-of-request cleanup
+    (``request_finished``) stays: it closes what the request's thread opened.
+    """
+    from django.core.signals import request_started
+    from django.db import close_old_connections, reset_queries
+
+    request_started.disconnect(reset_queries)
+    request_started.disconnect(close_old_connections)
