@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.core.validators import ProhibitNullCharactersValidator
+from django.core.validators import MaxLengthValidator, ProhibitNullCharactersValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -25,8 +25,11 @@ class Notification(models.Model):
     )
     # No NUL: PostgreSQL text cannot hold it (the insert would fail with a 500).
     title = models.CharField(max_length=200, validators=[ProhibitNullCharactersValidator()])
+    # A TextField's max_length only sizes form widgets: the validator enforces it.
     body = models.TextField(
-        blank=True, max_length=5000, validators=[ProhibitNullCharactersValidator()]
+        blank=True,
+        max_length=5000,
+        validators=[ProhibitNullCharactersValidator(), MaxLengthValidator(5000)],
     )
     url = models.CharField(
         max_length=500,

@@ -132,3 +132,41 @@ def notifications_mark_all_read(*, user) -> int:
                 read_event(ids=None, up_to=up_to, unread=selectors.unread_count(user.pk)),
             )
     return changed
+
+
+def notifications_mark_read_many(*, notification_ids: Iterable[int]) -> int:
+    """Mark these notifications read, whoever they belong to (staff tools); return how many
+    changed.
+
+    One UPDATE, then one ``read`` event per recipient affected (its ids and unread count),
+    sent in batches like ``notifications_create_many``'s.
+    """
+    ids = list(dict.fromkeys(int(pk) for pk in notification_ids))
+    with transaction.atomic():
+        # Lock the unread rows first, so a concurrent mark-read cannot make the ids we
+        # announce differ from the ones we changed.
+        rows = list(
+            Notification.objects.select_for_update()
+            .filter(pk__in=ids, read_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", "recipient_id")
+        )
+        if not rows:
+            return 0
+        Notification.objects.filter(pk__in=[pk for pk, _ in rows]).update(read_at=timezone.now())
+        by_recipient: dict[int, list[int]] = {}
+        for pk, recipient_id in rows:
+            by_recipient.setdefault(recipient_id, []).append(pk)
+        recipients = list(by_recipient)
+        for start in range(0, len(recipients), BATCH_SIZE):
+            chunk = recipients[start : start + BATCH_SIZE]
+            unread = selectors.unread_counts(chunk)
+            publish_batch_on_commit(
+                [user_key(recipient_id) for recipient_id in chunk],
+                {"kind": "read", "up_to": None},
+                {
+                    "ids": [by_recipient[recipient_id] for recipient_id in chunk],
+                    "unread": [unread.get(recipient_id, 0) for recipient_id in chunk],
+                },
+            )
+    return len(rows)
