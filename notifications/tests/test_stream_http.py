@@ -180,3 +180,36 @@ async def test_idle_streams_hold_no_database_connections(live_server_factory, ma
             for response in streams:
                 await response.aclose()
     assert during - before <= 5, f"{during - before} connections for 200 idle streams"
+
+
+async def notify_from_another_process(redis_url: str, username: str, title: str) -> str:
+    """Run ``manage.py notify`` as its own process on the test database and ``redis_url``."""
+    import os
+    import sys
+
+    from streamsite.testing.live_server import database_url_for_tests
+
+    env = {**os.environ, "DATABASE_URL": database_url_for_tests(), "REDIS_URL": redis_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "manage.py", "notify", "--user", username, "--title", title,
+        cwd=settings.BASE_DIR, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_stream_survives_a_redis_restart(live_server_factory, private_redis, user):
+    """Redis dies and comes back empty; a notification sent meanwhile from another process
+    still reaches the open stream (live, or re-read from the database on resync)."""
+    server = live_server_factory(
+        "uvicorn", REDIS_URL=private_redis.url, STREAM_HUB_HEARTBEAT_SECONDS="1"
+    )
+    async with open_stream(server, user) as (_, reader):
+        await reader.until(lambda e: e["event"] == "unread")
+        private_redis.restart()
+        await notify_from_another_process(private_redis.url, user.username, "after restart")
+        event = await reader.until(lambda e: e["event"] == "notification", seconds=30)
+    assert json.loads(event["data"])["title"] == "after restart"

@@ -276,3 +276,52 @@ def test_state_forgets_old_replayed_ids():
         state.remember_replayed(notification_id)
     assert len(state.replayed) == 1024
     assert 3000 in state.replayed and 1 not in state.replayed
+
+
+async def test_keepalives_never_cancel_the_layer_receive(user, settings, channel_layer):
+    """One receive() stays pending across keepalives: a cancelled receive can drop a
+    message channels-redis already popped."""
+    settings.SSE_KEEPALIVE_SECONDS = 0.02
+    calls = []
+    real_receive = channel_layer.receive
+
+    async def counting_receive(channel):
+        calls.append(channel)
+        return await real_receive(channel)
+
+    channel_layer.receive = counting_receive
+    stream = await Stream(user.pk, None).live()
+    for _ in range(5):
+        assert await stream.reader.next_chunk() == b": keepalive\n\n"
+    receive_task = get_hub()._tasks[0]
+    assert calls == [get_hub().channel]  # one call, still pending
+    assert not receive_task.done()
+    await stream.disconnect()
+
+
+async def test_tabs_of_one_user_share_one_membership(user, fast_stream, channel_layer):
+    """Eight tabs in one process: one group member, so one layer message per event."""
+    streams = [await Stream(user.pk, None).live() for _ in range(8)]
+    assert await group_members(channel_layer, user_key(user.pk)) == {get_hub().channel}
+    created = await create(recipient=user, title="to every tab")
+    for stream in streams:
+        event = await stream.reader.until(lambda e: e["event"] == "notification")
+        assert event["id"] == str(created.pk)
+    for stream in streams:
+        await stream.disconnect()
+
+
+async def test_a_stream_outliving_group_expiry_still_delivers(user, settings, channel_layer):
+    """channels-redis forgets members after group_expiry; the hub's renewal re-adds them."""
+    settings.SSE_KEEPALIVE_SECONDS = 30
+    settings.STREAM_GROUP_RENEW_SECONDS = 0.05
+    stream = await Stream(user.pk, None).live()
+    hub, key = get_hub(), user_key(user.pk)
+    await channel_layer.group_discard(key, hub.channel)  # what expiry does after a day
+    async with asyncio.timeout(5):
+        while not await group_members(channel_layer, key):  # noqa: ASYNC110 - renewal task
+            await asyncio.sleep(0.02)
+    created = await create(recipient=user, title="a day later")
+    event = await stream.reader.until(lambda e: e["event"] == "notification")
+    assert event["id"] == str(created.pk)
+    await stream.disconnect()
