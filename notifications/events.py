@@ -21,3 +21,15 @@ def created_event(notification: dict, unread: int) -> dict:
 def read_event(*, ids: list[int] | None, up_to: int | None, unread: int) -> dict:
     """Notifications marked read: these ``ids``, or all up to ``up_to`` (mark all read)."""
     return {"kind": "read", "ids": ids, "up_to": up_to, "unread": unread}
+
+
+def session_ended_event(session_digest: str) -> dict:
+    """The browser session with this digest logged out: its streams must end."""
+    return {"kind": "session.ended", "session": session_digest}
+
+
+def session_digest(session_key: str) -> str:
+    """A stand-in for a session key in events: they cross Redis; the key must not."""
+    import hashlib
+
+    return hashlib.sha256(f"streamsite-session:{session_key}".encode()).hexdigest()[:32]

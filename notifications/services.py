@@ -12,7 +12,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifications import selectors
-from notifications.events import created_event, read_event, user_key
+from notifications.events import (
+    created_event,
+    read_event,
+    session_digest,
+    session_ended_event,
+    user_key,
+)
 from notifications.models import Notification
 from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
@@ -170,3 +176,12 @@ def notifications_mark_read_many(*, notification_ids: Iterable[int]) -> int:
                 },
             )
     return len(rows)
+
+
+def notification_streams_end_for_session(*, user_id: int, session_key: str) -> None:
+    """End the notification streams a browser session has open (it logged out).
+
+    Without this a logged-out browser would keep receiving the user's notifications on
+    the stream it opened while logged in, until it closed the page.
+    """
+    publish_on_commit(user_key(user_id), session_ended_event(session_digest(session_key)))

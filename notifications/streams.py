@@ -37,10 +37,12 @@ REPLAY_CHUNK_ROWS = 100
 class StreamState:
     """What one stream has sent: the last id, the unread count, recently replayed ids."""
 
-    __slots__ = ("last_id", "replayed", "replayed_order", "unread")
+    __slots__ = ("ended", "last_id", "replayed", "replayed_order", "session", "unread")
 
-    def __init__(self, last_id: int) -> None:
+    def __init__(self, last_id: int, session: str | None = None) -> None:
         self.last_id = last_id
+        self.session = session
+        self.ended = False
         self.unread: int | None = None
         self.replayed: set[int] = set()
         self.replayed_order: deque[int] = deque()
@@ -74,13 +76,19 @@ class StreamState:
         if event["kind"] == "read":
             payload = {"ids": event["ids"], "up_to": event["up_to"]}
             return encode_json_event(payload, event="read") + self.unread_event(event["unread"])
+        if event["kind"] == "session.ended" and event["session"] == self.session:
+            self.ended = True
         return b""
 
 
-async def notification_stream(user_id: int, last_event_id: int | None) -> AsyncIterator[bytes]:
+async def notification_stream(
+    user_id: int, last_event_id: int | None, *, session: str | None = None
+) -> AsyncIterator[bytes]:
     """Yield the SSE byte stream of ``user_id``'s notifications (see the module docstring).
 
-    ``last_event_id`` None means "from now on": nothing is replayed.
+    ``last_event_id`` None means "from now on": nothing is replayed. ``session`` is the
+    digest of the browser session the stream belongs to: when it logs out, the stream ends
+    (and the browser's reconnect then gets a 403, which stops EventSource for good).
     """
     keepalive = settings.SSE_KEEPALIVE_SECONDS
     hub = get_hub()
@@ -88,7 +96,7 @@ async def notification_stream(user_id: int, last_event_id: int | None) -> AsyncI
         yield encode_retry(settings.SSE_RETRY_MILLISECONDS)
         if last_event_id is None:
             last_event_id = await selectors.alatest_notification_id(user_id)
-        state = StreamState(last_event_id)
+        state = StreamState(last_event_id, session)
         async with aclosing(catch_up(user_id, state)) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -108,6 +116,8 @@ async def notification_stream(user_id: int, last_event_id: int | None) -> AsyncI
                     out.append(state.render_live(item))
             if out:
                 yield b"".join(out)
+            if state.ended:
+                return
             if resync:
                 async with aclosing(catch_up(user_id, state)) as chunks:
                     async for chunk in chunks:

@@ -36,13 +36,17 @@ def fast_stream(settings):
 class Stream:
     """A stream consumed by a task, as Django's ASGI handler consumes a response."""
 
-    def __init__(self, user_id: int, last_event_id: int | None) -> None:
+    def __init__(self, user_id: int, last_event_id: int | None, session: str | None = None):
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.task = asyncio.create_task(self._consume(user_id, last_event_id))
+        self.task = asyncio.create_task(self._consume(user_id, last_event_id, session))
         self.reader = StreamReader(self._chunks())
 
-    async def _consume(self, user_id, last_event_id):
-        async with aclosing(notification_stream(user_id, last_event_id)) as chunks:
+    @classmethod
+    def for_session(cls, user_id: int, session: str) -> "Stream":
+        return cls(user_id, None, session)
+
+    async def _consume(self, user_id, last_event_id, session):
+        async with aclosing(notification_stream(user_id, last_event_id, session=session)) as chunks:
             async for chunk in chunks:
                 await self.queue.put(chunk)
         await self.queue.put(None)
@@ -325,3 +329,18 @@ async def test_a_stream_outliving_group_expiry_still_delivers(user, settings, ch
     event = await stream.reader.until(lambda e: e["event"] == "notification")
     assert event["id"] == str(created.pk)
     await stream.disconnect()
+
+
+async def test_logging_out_ends_that_sessions_streams_only(user, fast_stream):
+    from notifications.events import session_digest
+
+    mine = await Stream.for_session(user.pk, session_digest("key-a")).live()
+    other_browser = await Stream.for_session(user.pk, session_digest("key-b")).live()
+    await sync_to_async(services.notification_streams_end_for_session)(
+        user_id=user.pk, session_key="key-a"
+    )
+    await mine.reader.until_end()
+    created = await create(recipient=user, title="still here")
+    event = await other_browser.reader.until(lambda e: e["event"] == "notification")
+    assert event["id"] == str(created.pk)
+    await other_browser.disconnect()
