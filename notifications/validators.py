@@ -7,12 +7,16 @@ def validate_notification_url(value: str) -> None:
     """Allow a path on this site or an http(s) URL, nothing a browser would execute.
 
     A notification's link is rendered into pages and followed on click, so
-    ``javascript:`` and ``data:`` URLs (and scheme-relative ``//host``) are refused.
+    ``javascript:`` and ``data:`` URLs are refused, and so is anything a browser would
+    read as another host: scheme-relative ``//host``, and any backslash (browsers' URL
+    parsers treat ``\\`` as ``/``, so ``/\\evil.example/`` leads off-site).
     """
     if not value:
         return
-    if any(ch in value for ch in "\r\n\t\x00") or value != value.strip():
-        raise ValidationError("A link cannot contain spaces at its ends or control characters.")
+    if any(ch in value for ch in "\r\n\t\x00\\") or value != value.strip():
+        raise ValidationError(
+            "A link cannot contain backslashes, control characters or spaces at its ends."
+        )
     if value.startswith("/") and not value.startswith("//"):
         return
     parts = urlsplit(value)

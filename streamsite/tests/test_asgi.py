@@ -96,3 +96,19 @@ async def test_live_server_accepts_its_own_origin(live_server_asgi):
     ) as socket:
         await socket.wait_closed()
     assert socket.close_code == 4404
+
+
+@pytest.mark.live_server
+def test_production_modules_import_hashed_names(live_servers, transactional_db, user):
+    """The hashed notifications module imports its siblings by their hashed names too."""
+    import re
+
+    from streamsite.testing.live_server import session_cookies
+
+    server = live_servers("uvicorn")  # the production server: DEBUG off, hashed names
+    page = httpx.get(f"{server.url}/", cookies=session_cookies(user), timeout=10)
+    src = re.search(r'src="(/static/js/notifications\.[0-9a-f]{12}\.js)"', page.text)
+    assert src, "the page should load the hashed notifications module"
+    module = httpx.get(f"{server.url}{src.group(1)}", timeout=10).text
+    imports = re.findall(r'from "\./([^"]+)"', module)
+    assert imports and all(re.search(r"\.[0-9a-f]{12}\.js$", name) for name in imports)
