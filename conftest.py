@@ -65,7 +65,27 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
+def remove_sqlite_side_files():
+    """Delete a SQLite test database's -wal and -shm files once the database is dropped.
+
+    Django removes the database file, but threads of the run may still hold connections,
+    which leave the write-ahead log files behind. Set up before (so torn down after)
+    pytest-django's ``django_db_setup``.
+    """
+    yield
+    from pathlib import Path
+
+    from django.conf import settings
+
+    for db in settings.DATABASES.values():
+        name = db.get("TEST", {}).get("NAME")
+        if db["ENGINE"].endswith("sqlite3") and name:
+            for suffix in ("-wal", "-shm"):
+                Path(f"{name}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(remove_sqlite_side_files, django_db_setup, django_db_blocker):
     """pytest-django's test database, with every connection to it closed before it is dropped.
 
     PostgreSQL will not drop a database that has sessions, and two kinds outlive the tests:
@@ -228,6 +248,11 @@ def live_server_asgi(request, live_servers, transactional_db):
     """The real ASGI app in its own process: daphne, then the production server (uvicorn).
 
     Tests that use it commit their data (``transactional_db``), so the server sees it.
+    One server of each kind serves the whole session. Known limit: the flush after each
+    transactional test re-creates content types under new ids, which this long-lived
+    process has cached, so the admin's add and change views (their LogEntry) fail from
+    the second test on. A test that needs them starts its own server with
+    ``live_server_factory``.
     """
     return live_servers(request.param)
 

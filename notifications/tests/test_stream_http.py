@@ -213,3 +213,20 @@ async def test_stream_survives_a_redis_restart(live_server_factory, private_redi
         await notify_from_another_process(private_redis.url, user.username, "after restart")
         event = await reader.until(lambda e: e["event"] == "notification", seconds=30)
     assert json.loads(event["data"])["title"] == "after restart"
+
+
+async def test_logging_out_ends_the_stream(live_server_asgi, user):
+    """Logout in the same browser (same session cookie) ends its stream; the reconnect
+    that follows is refused, so EventSource stops."""
+    cookies = await sync_to_async(session_cookies)(user)
+    async with httpx.AsyncClient(base_url=live_server_asgi.url, cookies=cookies) as client:
+        async with client.stream("GET", "/notifications/stream/") as response:
+            reader = StreamReader(response.aiter_raw())
+            await reader.until(lambda e: e["event"] == "unread")
+            login_page = await client.get("/")
+            token = login_page.text.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"')[0]
+            logout = await client.post("/accounts/logout/", data={"csrfmiddlewaretoken": token})
+            assert logout.status_code == 302
+            await reader.until_end()
+        again = await client.get("/notifications/stream/")
+    assert again.status_code == 403

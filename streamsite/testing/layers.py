@@ -82,11 +82,12 @@ class PrivateRedis:
 
 
 def flush_layer(layer) -> None:
-    """Empty the channel layer from synchronous code, touching none of its connections.
+    """Empty the channel layer's queued messages from synchronous code, after a test.
 
     ``RedisChannelLayer.flush()`` closes the connection pools of every event loop that used
     the layer, including the (finished) loop of an async test, which fails; so Redis keys
-    are deleted with a client of our own.
+    are deleted with a client of our own. Group memberships stay: the session's live
+    servers keep theirs across tests (a test's own hubs leave their groups when closed).
     """
     if isinstance(layer, InMemoryChannelLayer):
         layer.channels.clear()
@@ -97,7 +98,12 @@ def flush_layer(layer) -> None:
     for host in layer.hosts:
         client = redis.Redis.from_url(host["address"])
         try:
-            keys = list(client.scan_iter(match=f"{layer.prefix}*", count=1000))
+            groups = f"{layer.prefix}:group:".encode()
+            keys = [
+                key
+                for key in client.scan_iter(match=f"{layer.prefix}*", count=1000)
+                if not key.startswith(groups)
+            ]
             for start in range(0, len(keys), 1000):
                 client.delete(*keys[start : start + 1000])
         finally:

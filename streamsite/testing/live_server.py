@@ -84,6 +84,8 @@ class LiveServer:
             **os.environ,
             "DATABASE_URL": database_url_for_tests(),
             "PYTHONUNBUFFERED": "1",
+            # Notice lost memberships within seconds (a test restarting Redis, say).
+            "STREAM_HUB_HEARTBEAT_SECONDS": "1",
         }
         if self.kind == "uvicorn":
             # The production configuration: DEBUG off, a real secret, hashed static files.
