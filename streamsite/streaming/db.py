@@ -1,7 +1,14 @@
 """Database access for long-lived streams: no thread and no connection kept while idle."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 from asgiref.sync import sync_to_async
 from django.db import connections
+
+#: Threads (so at most as many database connections) that streams' queries use at once.
+#: Small on purpose: queries are short, and each thread keeps one pooled connection warm.
+STREAM_DB_THREADS = 4
+_executor = ThreadPoolExecutor(max_workers=STREAM_DB_THREADS, thread_name_prefix="stream-db")
 
 
 async def db_call(function, /, *args, **kwargs):
@@ -13,7 +20,7 @@ async def db_call(function, /, *args, **kwargs):
     then. For a stream that is the client's whole visit: 10,000 open streams would be
     10,000 idle threads and would pin every PostgreSQL connection.
 
-    Here the work runs on asgiref's shared pool (``thread_sensitive=False``) and closes
+    Here the work runs on a small pool of its own (``STREAM_DB_THREADS``) and closes
     (returns to the pool) every connection it opened before the result comes back. That is
     safe because ``function`` starts and ends its own work within the call: no transaction,
     cursor or lazy queryset may outlive it.
@@ -26,7 +33,7 @@ async def db_call(function, /, *args, **kwargs):
             for connection in connections.all(initialized_only=True):
                 connection.close()
 
-    return await sync_to_async(call_then_close, thread_sensitive=False)()
+    return await sync_to_async(call_then_close, thread_sensitive=False, executor=_executor)()
 
 
 def skip_request_started_db_cleanup() -> None:

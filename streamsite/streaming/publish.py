@@ -7,9 +7,11 @@ id. So services publish only through the ``*_on_commit`` functions here, and eve
 goes to the per-process hubs (``streamsite.streaming.hub``), which fan it out locally.
 """
 
+import asyncio
 import logging
+import threading
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -53,10 +55,45 @@ def _on_commit(group: str, message: dict, using: str | None) -> None:
 
 
 def publish(group: str, message: dict) -> None:
-    """Send a hub ``message`` to ``group`` now, from synchronous code."""
-    async_to_sync(get_channel_layer().group_send)(group, message)
+    """Send a hub ``message`` to ``group`` now, from synchronous code.
+
+    In a server, sync code runs under ``sync_to_async`` and ``async_to_sync`` sends on the
+    server's own loop. Elsewhere (``manage.py notify``, a worker, a script) ``async_to_sync``
+    would create an event loop and new Redis connections for every message (about 3 ms
+    each); there the message goes through one long-lived loop of this module's instead.
+    """
+    layer = get_channel_layer()
+    if getattr(SyncToAsync.threadlocal, "main_event_loop", None) is not None:
+        async_to_sync(layer.group_send)(group, message)
+    else:
+        _publisher_loop().send(layer.group_send(group, message))
 
 
 async def apublish(group: str, message: dict) -> None:
     """Send a hub ``message`` to ``group`` now, from asynchronous code."""
     await get_channel_layer().group_send(group, message)
+
+
+class _PublisherLoop:
+    """An event loop on a daemon thread, for publishing from code that has no loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self.loop.run_forever, name="publisher", daemon=True)
+        thread.start()
+
+    def send(self, coroutine) -> None:
+        """Run ``coroutine`` on the loop and wait for it (its errors are raised here)."""
+        asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+
+_publisher: _PublisherLoop | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publisher_loop() -> _PublisherLoop:
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None:
+            _publisher = _PublisherLoop()
+        return _publisher

@@ -13,6 +13,8 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FIELD_UNSAFE = re.compile(r"[\r\n\x00]")
 
 KEEPALIVE = b": keepalive\n\n"
+# One encoder, built once: json.dumps(..., separators=...) builds a new one on every call.
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def clean_field(value: str) -> str:
@@ -39,7 +41,7 @@ def encode_json_event(payload, *, event: str, id: int | None = None) -> bytes:
     ``json.dumps`` escapes every control character, so its output is one safe line and
     needs no splitting: this is the per-event hot path.
     """
-    data = json.dumps(payload, separators=(",", ":"))
+    data = _to_json(payload)
     if id is None:
         return f"event: {event}\ndata: {data}\n\n".encode()
     return f"event: {event}\nid: {int(id)}\ndata: {data}\n\n".encode()
