@@ -52,6 +52,8 @@ try:
     # Each hub sends itself a heartbeat through the channel layer this often; when three go
     # missing (Redis restarted and lost the groups) it re-joins and its streams resync.
     STREAM_HUB_HEARTBEAT_SECONDS = env_int("STREAM_HUB_HEARTBEAT_SECONDS", 5, minimum=1)
+    # Longest chat message, in characters after trimming (longer ones are refused: too_long).
+    CHAT_MAX_MESSAGE_LENGTH = env_int("CHAT_MAX_MESSAGE_LENGTH", 4000, minimum=1)
 except ConfigError as error:
     # One line naming the variable, not a traceback: this is the operator's mistake.
     sys.stderr.write(f"streamsite: configuration error: {error}\n")
@@ -133,7 +135,7 @@ STORAGES = {
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
-        else "servestatic.storage.CompressedManifestStaticFilesStorage"
+        else "streamsite.storage.ManifestStaticFilesStorage"
     },
 }
 

@@ -1,8 +1,10 @@
-"""``seed_demo`` creates the demo logins, idempotently, and only for development."""
+"""``seed_demo`` creates the demo logins and chat rooms, idempotently, only for development."""
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import CommandError, call_command
+
+from chat.models import Membership, Room
 
 
 def seed(**options) -> str:
@@ -41,6 +43,35 @@ def test_is_idempotent(db, debug_on):
     assert "exists" in output
 
 
+def rooms_and_members() -> dict[str, tuple[bool, dict[str, str]]]:
+    return {
+        room.slug: (
+            room.is_private,
+            dict(room.memberships.values_list("user__username", "role")),
+        )
+        for room in Room.objects.all()
+    }
+
+
+def test_creates_a_public_lobby_and_a_private_staff_room(db, debug_on):
+    output = seed()
+    assert rooms_and_members() == {
+        "lobby": (False, {"admin": "moderator"}),
+        "staff": (True, {"admin": "moderator", "alice": "member"}),
+    }
+    assert "/chat/lobby/" in output and "/chat/staff/" in output
+
+
+def test_rooms_are_seeded_once_and_their_demo_members_restored(db, debug_on):
+    seed()
+    rooms = list(Room.objects.values_list("pk", "slug"))
+    Membership.objects.filter(room__slug="staff", user__username="alice").delete()
+    output = seed()
+    assert list(Room.objects.values_list("pk", "slug")) == rooms
+    assert rooms_and_members()["staff"] == (True, {"admin": "moderator", "alice": "member"})
+    assert "(exists)" in output
+
+
 def test_resets_a_changed_password(db, debug_on, settings):
     seed()
     alice = get_user_model().objects.get(username="alice")
@@ -55,5 +86,7 @@ def test_refuses_without_debug_unless_forced(db, settings):
     with pytest.raises(CommandError, match="DEBUG is off"):
         seed()
     assert not get_user_model().objects.exists()
+    assert not Room.objects.exists()
     seed(force=True)
     assert get_user_model().objects.count() == 3
+    assert Room.objects.count() == 2

@@ -1,0 +1,56 @@
+"""What the chat app publishes: the key of a room's sockets and the event shapes.
+
+Every event holds JSON-safe primitives only (it crosses Redis): ids are ints, the
+``client_id`` a string, times ISO 8601 strings. The consumer turns ``message`` and
+``message.deleted`` into the socket frames ``{"type": kind, ...}`` of docs/protocol.md;
+``member.removed`` is for the consumers themselves (the removed user's sockets stop).
+"""
+
+#: The fields of a message as clients receive them (socket frames, history).
+MESSAGE_FIELDS = ("id", "client_id", "room", "author", "body", "created_at")
+
+
+def room_key(room_id: int) -> str:
+    """The hub key (and channel-layer group) of one room's sockets.
+
+    Built from the id, never the slug or name: group names must stay ASCII and short, and
+    must not come from user text.
+    """
+    return f"chat.room.{int(room_id)}"
+
+
+def message_payload(message) -> dict:
+    """A message as clients receive it: ``{id, client_id, room, author, body, created_at}``.
+
+    ``message.room`` and ``message.author`` must be loaded (``select_related``). A deleted
+    message (only ever met in history or resume, never as a new message) keeps its place
+    with an empty ``body`` and ``"deleted": true``, so ids stay continuous for the client.
+    """
+    payload = {
+        "id": message.pk,
+        "client_id": str(message.client_id),
+        "room": message.room.slug,
+        "author": {"id": message.author_id, "username": message.author.get_username()},
+        "body": message.body,
+        "created_at": message.created_at.isoformat(),
+    }
+    if message.deleted_at is not None:
+        payload["body"] = ""  # already empty in the database; never shown, whatever happens
+        payload["deleted"] = True
+    return payload
+
+
+def message_event(payload: dict) -> dict:
+    """A new message in the room (``payload`` from ``message_payload``)."""
+    return {"kind": "message", "message": payload}
+
+
+def message_deleted_event(message_id: int) -> dict:
+    """A moderator deleted this message: every client removes it."""
+    return {"kind": "message.deleted", "id": int(message_id)}
+
+
+def member_removed_event(user_id: int) -> dict:
+    """This user left or was removed: their open sockets in the room stop receiving at once
+    (a public room's consumer may re-check ``can_read`` instead of closing)."""
+    return {"kind": "member.removed", "user_id": int(user_id)}

@@ -1,0 +1,176 @@
+"""Reads of rooms and messages: room lists with unread counts, history, resume, export.
+
+Async readers for sockets and streams run on the shared thread pool and release their
+connection (``streamsite.streaming.db.db_call``). The export streams rows from the ORM in
+chunks (``streamsite.streaming.orm.astream``). Callers consume the async generators under
+``contextlib.aclosing``.
+"""
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
+
+from django.db.models import Case, Count, F, FilteredRelation, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce, Lower
+
+from chat.conf import HISTORY_MAX_LIMIT, HISTORY_PAGE_SIZE
+from chat.models import Membership, Message, Room
+from streamsite.streaming.db import db_call
+from streamsite.streaming.orm import astream
+
+#: The fields of an export row (``messages_for_export``).
+EXPORT_FIELDS = (
+    "id",
+    "client_id",
+    "author_id",
+    "author__username",
+    "body",
+    "created_at",
+    "edited_at",
+    "deleted_at",
+)
+
+
+def room_by_slug(slug: str) -> Room | None:
+    return Room.objects.filter(slug=slug).first()
+
+
+def rooms_for(user) -> list[Room]:
+    """The rooms ``user`` can see, by name, in one query, each annotated with:
+
+    - ``role``: the user's role in it, None when not a member;
+    - ``unread``: for members, how many messages by others, not deleted, came after the
+      user's ``last_read_message_id``; None for rooms the user has not joined.
+
+    Public rooms and the user's rooms; staff see every room.
+    """
+    rooms = Room.objects.annotate(
+        mine=FilteredRelation("memberships", condition=Q(memberships__user_id=user.pk)),
+        membership_id=F("mine__id"),  # filtering on "mine" itself would join it twice
+        role=F("mine__role"),
+        last_read=Coalesce(F("mine__last_read_message_id"), Value(0)),
+    )
+    if not user.is_staff:
+        rooms = rooms.filter(Q(is_private=False) | Q(membership_id__isnull=False))
+    unread = (
+        Message.objects.filter(
+            room_id=OuterRef("pk"), id__gt=OuterRef("last_read"), deleted_at__isnull=True
+        )
+        .exclude(author_id=user.pk)
+        .order_by()
+        .values("room_id")
+        .annotate(count=Count("id"))
+        .values("count")
+    )
+    # Counted for members only: a public room the user never joined has no read cursor.
+    rooms = rooms.annotate(
+        unread=Case(When(membership_id__isnull=False, then=Coalesce(Subquery(unread), Value(0))))
+    )
+    return list(rooms.order_by("name", "id"))
+
+
+def members_of(room: Room, *, limit: int = 100) -> tuple[list[Membership], int]:
+    """The first ``limit`` memberships of the room with their users (moderators first, then
+    by username), and how many there are in all."""
+    memberships = Membership.objects.filter(room_id=room.pk)
+    shown = list(
+        memberships.select_related("user").order_by("-role", "user__username")[:limit]
+    )  # "moderator" > "member"
+    total = len(shown) if len(shown) < limit else memberships.count()
+    return shown, total
+
+
+def member_ids_named(room: Room, usernames: Iterable[str], *, exclude_user_id: int) -> list[int]:
+    """Ids of the room's active members with one of these usernames (case-insensitive)."""
+    names = {name.lower() for name in usernames}
+    if not names:
+        return []
+    return list(
+        Membership.objects.filter(room_id=room.pk, user__is_active=True)
+        .exclude(user_id=exclude_user_id)
+        .annotate(username_lower=Lower("user__username"))
+        .filter(username_lower__in=names)
+        .order_by("user_id")
+        .values_list("user_id", flat=True)
+    )
+
+
+def latest_message_id(room_id: int) -> int:
+    """The highest message id of the room, 0 if it has none: where a fresh page resumes."""
+    latest = (
+        Message.objects.filter(room_id=room_id).order_by("-id").values_list("id", flat=True).first()
+    )
+    return latest or 0
+
+
+def room_history(
+    room: Room, *, before: int | None = None, limit: int = HISTORY_PAGE_SIZE
+) -> tuple[list[Message], bool]:
+    """Up to ``limit`` messages before the id ``before`` (or the latest), oldest first, and
+    whether older ones exist.
+
+    Deleted messages are included (``deleted_at`` set, body empty): pages show where they
+    were. Each message has its ``author`` and ``room`` loaded. ``limit`` must be 1 to
+    ``HISTORY_MAX_LIMIT``.
+    """
+    if not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {HISTORY_MAX_LIMIT}, not {limit}")
+    messages = Message.objects.filter(room_id=room.pk).select_related("author").order_by("-id")
+    if before is not None:
+        messages = messages.filter(id__lt=before)
+    page = list(messages[: limit + 1])  # one more than asked: is there an older page?
+    has_more = len(page) > limit
+    page = page[:limit]
+    page.reverse()
+    for message in page:
+        message.room = room
+    return page, has_more
+
+
+async def aroom_history(
+    room: Room, *, before: int | None = None, limit: int = HISTORY_PAGE_SIZE
+) -> tuple[list[Message], bool]:
+    """``room_history`` for consumers (see db_call)."""
+    return await db_call(room_history, room, before=before, limit=limit)
+
+
+def messages_page_after(room_id: int, after_id: int, limit: int) -> list[Message]:
+    """Up to ``limit`` of the room's messages with an id above ``after_id``, oldest first."""
+    return list(
+        Message.objects.filter(room_id=room_id, id__gt=after_id)
+        .select_related("author", "room")
+        .order_by("id")[:limit]
+    )
+
+
+async def messages_after(
+    room_id: int, after_id: int, *, page_size: int = 500
+) -> AsyncIterator[Message]:
+    """Yield the room's messages with an id above ``after_id``, oldest first (resume).
+
+    Page by page (keyset on ``(room, id)``), each page one query on the shared pool with
+    its connection released: nothing is held between pages, so a socket replaying to a
+    slow client pins neither a thread nor a connection, and there is no cursor to leak if
+    it leaves mid-way. Deleted messages are included, as in ``room_history``.
+    """
+    while True:
+        page = await db_call(messages_page_after, room_id, after_id, page_size)
+        for message in page:
+            yield message
+        if len(page) < page_size:
+            return
+        after_id = page[-1].pk
+
+
+async def messages_for_export(room_id: int, *, chunk_size: int = 2000) -> AsyncIterator[dict]:
+    """Yield every message of the room as a ``values()`` row (``EXPORT_FIELDS``), oldest first.
+
+    Rows, not model instances: the export's memory stays flat. A deleted message's body is
+    empty; the caller leaves it out.
+    """
+    rows = astream(
+        Message.objects.filter(room_id=room_id).order_by("id").values(*EXPORT_FIELDS),
+        chunk_size=chunk_size,
+    )
+    async with aclosing(rows):
+        async for row in rows:
+            yield row
