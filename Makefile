@@ -41,6 +41,11 @@ serve: migrate
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## Benchmarks on the local PostgreSQL + Redis (docs/benchmarks.md): about 25 minutes.
+## `make bench ARGS=--quick` for a smoke run; `ARGS=--help` lists the options.
+bench: $(VENV)/.installed-dev
+	$(PY) -m bench.sse $(ARGS)
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

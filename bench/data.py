@@ -1,0 +1,150 @@
+"""The benchmark's database: created fresh, filled with users and sessions, dropped at the end.
+
+Functions below ``setup_django`` need Django set up with ``bench.settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import timedelta
+
+PG = ["-h", "127.0.0.1", "-U", "postgres"]
+#: Marks the harness' own PostgreSQL connections, so they are not counted as the server's.
+HARNESS_APPLICATION = "bench-harness"
+
+
+def create_database(name: str) -> str:
+    """Create database ``name``; return its DATABASE_URL."""
+    subprocess.run(["createdb", *PG, name], check=True, capture_output=True, text=True)
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(name: str) -> None:
+    subprocess.run(
+        ["dropdb", *PG, "--if-exists", "--force", name], check=False, capture_output=True
+    )
+
+
+def setup_django(environment: dict[str, str]) -> None:
+    """Configure Django in this process with the servers' environment, then migrate."""
+    os.environ.update(environment)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    connection.settings_dict["OPTIONS"]["application_name"] = HARNESS_APPLICATION
+    call_command("migrate", interactive=False, verbosity=0)
+
+
+def close_django() -> None:
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        connection.close_pool()
+
+
+def create_users(count: int, prefix: str = "bench") -> list[int]:
+    """Create ``count`` active users (one password hash for all); return their ids in order."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+
+    user_model = get_user_model()
+    password = make_password("bench-password-not-secret")
+    users = user_model.objects.bulk_create(
+        [user_model(username=f"{prefix}{i:06d}", password=password) for i in range(count)],
+        batch_size=2000,
+    )
+    return [user.pk for user in users]
+
+
+def create_sessions(user_ids: list[int]) -> list[str]:
+    """A logged-in session per user, as ``login()`` would leave it; return the cookies."""
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
+    from django.contrib.sessions.backends.base import VALID_KEY_CHARS
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+    from django.utils.crypto import get_random_string
+
+    if not user_ids:
+        return []
+    # Every user has the same password hash, so the same session auth hash.
+    auth_hash = get_user_model().objects.get(pk=user_ids[0]).get_session_auth_hash()
+    store = SessionStore()
+    expires = timezone.now() + timedelta(days=1)
+    keys, rows = [], []
+    for user_id in user_ids:
+        key = get_random_string(32, VALID_KEY_CHARS)
+        data = {
+            SESSION_KEY: str(user_id),
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: auth_hash,
+        }
+        rows.append(Session(session_key=key, session_data=store.encode(data), expire_date=expires))
+        keys.append(key)
+    Session.objects.bulk_create(rows, batch_size=2000)
+    return keys
+
+
+def delete_notifications() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE notifications_notification")
+
+
+def insert_notifications(user_id: int, count: int) -> None:
+    """Give ``user_id`` ``count`` notifications in one INSERT ... SELECT (half of them read)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO notifications_notification
+                (recipient_id, title, body, url, level, created_at, read_at)
+            SELECT %s,
+                   'Export row ' || g,
+                   'Body of notification ' || g || ', long enough to look like a real one.',
+                   '/notifications/',
+                   'info',
+                   now() - g * interval '1 second',
+                   CASE WHEN g %% 2 = 0 THEN now() END
+            FROM generate_series(1, %s) AS g
+            """,
+            [user_id, count],
+        )
+        cursor.execute("ANALYZE notifications_notification")
+
+
+def server_connections(database: str) -> dict[str, int]:
+    """PostgreSQL connections to ``database`` other than the harness' and publishers', by state."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity
+            WHERE datname = %s AND application_name NOT LIKE 'bench-%%'
+              AND backend_type = 'client backend'
+            GROUP BY 1
+            """,
+            [database],
+        )
+        return dict(cursor.fetchall())
+
+
+def versions() -> dict[str, str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        return {"postgresql": cursor.fetchone()[0]}

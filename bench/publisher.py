@@ -1,0 +1,119 @@
+"""Publish numbered notifications at a fixed rate through a service, from its own process.
+
+Run by ``bench.sse`` as ``python -m bench.publisher ...`` with the benchmark's settings.
+It prints ``{"ready": true}`` once Django is set up and its connections are warm, waits for
+``{"t0": <epoch seconds>}`` on stdin, then calls the service for sequence numbers
+``index, index + of, ...`` (below ``count``), number ``seq`` at ``t0 + seq / rate`` or as
+soon after as it can. Each notification's title is ``bench <run> <seq> <sent>``, ``sent``
+being ``time.time()`` just before the service call: the load generator's latency is its
+receive time minus ``sent``. It prints one JSON summary line and exits.
+"""
+
+import argparse
+import itertools
+import json
+import sys
+import time
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--mode", choices=("streamsite", "baseline", "streamsite-layer"), required=True
+    )
+    parser.add_argument("--recipients", required=True, help="JSON file: a list of user ids")
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--rate", type=float, required=True, help="publishes per second")
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--of", type=int, default=1)
+    parser.add_argument("--max-seconds", type=float, default=30)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import django
+
+    django.setup()
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.db import connection
+
+    from bench import baseline
+    from notifications import services
+
+    # Told apart from the server's connections when the harness counts them.
+    connection.settings_dict["OPTIONS"]["application_name"] = "bench-publisher"
+    service = {
+        "streamsite": services.notifications_create_many,
+        "baseline": baseline.notifications_create_many,
+        "streamsite-layer": publish_only,
+    }[args.mode]
+    with open(args.recipients) as file:
+        recipients = json.load(file)
+
+    # Warm up the database connection and the channel layer's imports (no one receives).
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    async_to_sync(get_channel_layer().group_send)("bench.warmup", {"type": "bench.warmup"})
+    print(json.dumps({"ready": True}), flush=True)
+
+    t0 = json.loads(sys.stdin.readline())["t0"]
+    deadline = t0 + args.max_seconds
+    seqs, sent, durations = [], [], []
+    cpu_before = time.process_time()
+    stopped_by_deadline = False
+    for seq in range(args.index, args.count, args.of):
+        delay = t0 + seq / args.rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        if time.time() > deadline:
+            stopped_by_deadline = True
+            break
+        started = time.time()
+        service(recipients=recipients, title=f"bench {args.run} {seq} {started:.6f}")
+        seqs.append(seq)
+        sent.append(started)
+        durations.append(round(time.time() - started, 6))
+    summary = {
+        "seqs": seqs,
+        "sent": sent,
+        "durations": durations,
+        "cpu_seconds": round(time.process_time() - cpu_before, 3),
+        "stopped_by_deadline": stopped_by_deadline,
+    }
+    print(json.dumps(summary), flush=True)
+
+
+#: Made-up notification ids for ``publish_only``, increasing like real ones.
+_ids = itertools.count(1)
+
+
+def publish_only(*, recipients: list[int], title: str) -> int:
+    """What ``notifications_create_many`` publishes after its commit, without its writes.
+
+    The server receives the same batches (made-up ids), so this measures the fan-out alone,
+    where the database would hold the publisher back.
+    """
+    from django.utils import timezone
+
+    from notifications.events import user_key
+    from notifications.services import BATCH_SIZE
+    from streamsite.streaming.hub import HUB_GROUP, batch_message
+    from streamsite.streaming.publish import publish
+
+    base = {
+        "kind": "created", "title": title, "body": "", "url": "", "level": "info",
+        "created_at": timezone.now().isoformat(), "read": False,
+    }  # fmt: skip
+    for start in range(0, len(recipients), BATCH_SIZE):
+        chunk = recipients[start : start + BATCH_SIZE]
+        ids = [next(_ids) for _ in chunk]
+        keys = [user_key(user_id) for user_id in chunk]
+        publish(HUB_GROUP, batch_message(keys, base, {"id": ids, "unread": [1] * len(chunk)}))
+    return len(recipients)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""What is measured: fan-out, idle streams, PostgreSQL connections, export.
+
+Each function drives one server process at a time through ``Bench`` (the run's shared
+state) and hands every measurement to ``bench.record`` as soon as it is made.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import data
+from bench.processes import (
+    LineChild,
+    Profiler,
+    Sampler,
+    Server,
+    cpu_seconds,
+    publisher,
+    reset_peak_rss,
+    status_kb,
+)
+
+#: Seconds a command to the load generator may take, beyond what it is asked to wait.
+SLACK = 30
+#: A fan-out run at ≤ 10/s, or a broadcast, is repeated (``--repeats``) only while one
+#: takes less than this long.
+CHEAP_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Config:
+    """What serves the streams: ``app`` (streamsite or baseline) on ``server``."""
+
+    app: str
+    server: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.app}-{self.server}"
+
+    @property
+    def stream_path(self) -> str:
+        return "/notifications/stream/" if self.app == "streamsite" else "/bench/baseline/stream/"
+
+    @property
+    def export_path(self) -> str:
+        return (
+            "/notifications/export.ndjson"
+            if self.app == "streamsite"
+            else "/bench/baseline/export.ndjson"
+        )
+
+
+@dataclass
+class Bench:
+    """The run's shared state: options, environment, users, the load generator, results."""
+
+    args: object
+    env: dict
+    database: str
+    log_dir: Path
+    user_ids: list[int]
+    cookies: list[str]
+    client: LineChild
+    record: object  # callable(dict)
+    profile_dir: Path | None = None
+
+    def server(self, config: Config, label: str) -> Server:
+        return Server(config.server, self.env, self.log_dir, f"{config.name}-{label}")
+
+    def recipients_file(self, count: int) -> Path:
+        path = self.log_dir / f"recipients-{count}.json"
+        if not path.exists():
+            path.write_text(json.dumps(self.user_ids[:count]))
+        return path
+
+
+def settle(pid: int, *, quiet_percent: float = 25, timeout: float = 20) -> None:
+    """Wait (bounded) until the server's CPU use falls below ``quiet_percent`` of a core."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        if (cpu_seconds(pid) - before) * 200 < quiet_percent:
+            return
+
+
+def hold(bench: Bench, server: Server, config: Config, count: int, *, warm_up: bool) -> dict:
+    """Open ``count`` streams of distinct users and keep them; measure what they cost."""
+    args = bench.args
+    if warm_up:  # imports, the hub, pools: not per-stream memory
+        connect(bench, server, config, bench.cookies[:20])
+        bench.client.request({"cmd": "close"}, SLACK)
+        settle(server.pid)
+        time.sleep(1)
+    rss_before = status_kb(server.pid, "VmRSS")
+    threads_before = status_kb(server.pid, "Threads")
+    reply = connect(bench, server, config, bench.cookies[:count])
+    time.sleep(2)
+    settle(server.pid)
+    # Idle cost: keepalives only.
+    cpu_before = cpu_seconds(server.pid)
+    time.sleep(args.idle_cpu_seconds)
+    idle_cpu = 100 * (cpu_seconds(server.pid) - cpu_before) / args.idle_cpu_seconds
+    rss_after = status_kb(server.pid, "VmRSS")
+    ready = reply["ready"]
+    result = {
+        "kind": "hold",
+        "config": config.name,
+        "n": count,
+        "ready": ready,
+        "failed": reply["failed"],
+        "errors": reply["errors"],
+        "connect_seconds": reply["seconds"],
+        "connects_per_second": round(ready / reply["seconds"], 1) if reply["seconds"] else None,
+        "rss_before_kb": rss_before,
+        "rss_after_kb": rss_after,
+        "kb_per_stream": round((rss_after - rss_before) / ready, 2) if ready else None,
+        "threads_before": threads_before,
+        "threads_after": status_kb(server.pid, "Threads"),
+        "idle_cpu_percent": round(idle_cpu, 1),
+        "pg_connections": data.server_connections(bench.database),
+        "warmed_up": warm_up,
+    }
+    bench.record(result)
+    return result
+
+
+def connect(bench: Bench, server: Server, config: Config, cookies: list[str]) -> dict:
+    timeout = bench.args.connect_timeout
+    return bench.client.request(
+        {
+            "cmd": "connect",
+            "port": server.port,
+            "path": config.stream_path,
+            "cookies": cookies,
+            "concurrency": bench.args.connect_concurrency,
+            "within": timeout,
+        },
+        timeout + SLACK,
+    )
+
+
+def publish_run(
+    bench: Bench,
+    server: Server,
+    config: Config,
+    *,
+    kind: str,
+    n: int,
+    ready: int,
+    rate: float,
+    count: int,
+    publishers: int = 1,
+    repeat: int = 0,
+    mode: str | None = None,
+) -> dict:
+    """Publish ``count`` notifications to ``n`` users at ``rate``/s; count what arrives.
+
+    ``mode`` is the publisher's (default: the app's service; ``streamsite-layer``: the
+    service's channel-layer messages without its database writes).
+    """
+    args = bench.args
+    data.delete_notifications()
+    run = secrets.token_hex(4)
+    recipients = bench.recipients_file(n)
+    profiler = None
+    children = [
+        publisher(
+            bench.env,
+            mode=mode or config.app,
+            recipients=recipients,
+            run=run,
+            rate=rate,
+            count=count,
+            index=index,
+            of=publishers,
+            max_seconds=args.max_publish_seconds,
+        )
+        for index in range(publishers)
+    ]
+    try:
+        for child in children:
+            child.receive(timeout=120)  # set up and warm
+        bench.client.request({"cmd": "start", "run": run, "count": count}, SLACK)
+        drops_before = server.log_count("over capacity")
+        reset_peak_rss(server.pid)
+        rss_before = status_kb(server.pid, "VmRSS")
+        pids = {"server": server.pid, "client": bench.client.pid}
+        pids |= {f"publisher{i}": child.pid for i, child in enumerate(children)}
+        if bench.profile_dir is not None:
+            name = (
+                f"{config.name}-{kind}-n{n}-r{rate}-p{publishers}-{mode or 'service'}-{repeat}.txt"
+            )
+            profiler = Profiler(server.pid, bench.profile_dir / name, bench.env)
+        with Sampler(pids) as sampler:
+            t0 = time.time() + 0.2
+            for child in children:
+                child.send({"t0": t0})
+            reports = [child.receive(args.max_publish_seconds + 120) for child in children]
+            sent = sorted(s for report in reports for s in report["sent"])
+            published = len(sent)
+            expected = ready * published
+            deadline = (sent[-1] if sent else time.time()) + args.drain
+            while time.time() < deadline:
+                progress = bench.client.request({"cmd": "progress"}, SLACK)
+                if progress["unique"] >= expected:
+                    break
+                time.sleep(0.1)
+            summary = bench.client.request({"cmd": "stop"}, 120)
+        peak_kb = max(status_kb(server.pid, "VmHWM"), sampler.peak_rss_kb())
+    finally:
+        for child in children:
+            child.close()
+        if profiler is not None:
+            profiler.stop()
+    durations = sorted(d for report in reports for d in report["durations"])
+    first = sent[0] if sent else None
+    last_receive = summary["last_receive"]
+    # The busy window: from the first publish until the last delivery or publish return.
+    done = [
+        s + d
+        for report in reports
+        for s, d in zip(report["sent"], report["durations"], strict=True)
+    ]
+    end = max([*done, last_receive or 0], default=0)
+    unique = summary["unique"]
+
+    def cpu(name: str) -> float | None:
+        return sampler.cpu_percent(name, first, end) if first else None
+
+    result = {
+        "kind": kind,
+        "config": config.name,
+        "n": n,
+        "ready": ready,
+        "rate": rate,
+        "count": count,
+        "publishers": publishers,
+        "mode": "layer-only" if mode == "streamsite-layer" else "service",
+        "repeat": repeat,
+        "run": run,
+        "published": published,
+        "publish_seconds": round(sent[-1] - first, 3) if published > 1 else 0,
+        "publishes_per_second": round((published - 1) / (sent[-1] - first), 2)
+        if published > 1 and sent[-1] > first
+        else None,
+        "stopped_by_deadline": any(report["stopped_by_deadline"] for report in reports),
+        "service_call_ms": {
+            "p50": round(1000 * statistics.median(durations), 1) if durations else None,
+            "max": round(1000 * durations[-1], 1) if durations else None,
+        },
+        "expected": expected,
+        "delivered": unique,
+        "loss_percent": round(100 * (1 - unique / expected), 3) if expected else None,
+        "deliveries_per_second": round(unique / (last_receive - first), 1)
+        if last_receive and first and last_receive > first
+        else None,
+        "target_deliveries_per_second": round(ready * rate),
+        "latency_ms": summary["latency_ms"],
+        "latency_mean_ms": summary["latency_mean_ms"],
+        "cpu_percent": {
+            name: cpu(name) for name in ["server", "client", "redis", "postgres", "machine"]
+        }
+        | {"publishers": _sum(cpu(f"publisher{i}") for i in range(publishers))},
+        "rss_before_kb": rss_before,
+        "rss_peak_kb": peak_kb,
+        "threads": status_kb(server.pid, "Threads"),
+        "layer_drops_logged": server.log_count("over capacity") - drops_before,
+        "streams_ended_by_server": summary["closed_during_run"],
+        "duplicates": summary["duplicates"],
+        "foreign_events": summary["foreign"],
+        "raw": {
+            "sent": sent,
+            "service_call_seconds": [d for report in reports for d in report["durations"]],
+            "publisher_cpu_seconds": [report["cpu_seconds"] for report in reports],
+            "per_seq_delivered": summary["per_seq"],
+            "deliveries_per_second_timeline": summary["per_second"],
+            "histogram_ms": summary["histogram_ms"],
+        },
+    }
+    bench.record(result)
+    settle(server.pid)
+    return result
+
+
+def _sum(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values), 1) if values else None
+
+
+def fanout(bench: Bench, config: Config) -> None:
+    """(a) N streams, then publishes at each rate; (c) PostgreSQL connections of the N."""
+    args = bench.args
+    for n in args.fanout_n:
+        with bench.server(config, f"fanout-{n}") as server:
+            held = hold(bench, server, config, n, warm_up=False)
+            for rate, count in args.rates:
+                for repeat in range(args.repeats if rate <= 10 else 1):
+                    started = time.monotonic()
+                    publish_run(
+                        bench, server, config, kind="fanout", n=n, ready=held["ready"],
+                        rate=rate, count=count, repeat=repeat,
+                    )  # fmt: skip
+                    if time.monotonic() - started > CHEAP_SECONDS:
+                        break  # repeated only while a run is cheap
+            if config.name == "streamsite-uvicorn":
+                # Is the publisher the limit? Several publishers, and the fan-out alone.
+                rate, count = max(args.rates)
+                if n == min(args.fanout_n) and args.extra_publishers > 1:
+                    publish_run(
+                        bench, server, config, kind="fanout", n=n, ready=held["ready"],
+                        rate=rate, count=count, publishers=args.extra_publishers,
+                    )  # fmt: skip
+                if args.layer_only:
+                    publish_run(
+                        bench, server, config, kind="fanout", n=n, ready=held["ready"],
+                        rate=rate, count=count, mode="streamsite-layer",
+                    )  # fmt: skip
+            bench.client.request({"cmd": "close"}, SLACK)
+
+
+def pg_connections(bench: Bench, config: Config) -> None:
+    """(c) PostgreSQL connections while ``--pg-n`` idle streams are open."""
+    with bench.server(config, "pg") as server:
+        hold(bench, server, config, bench.args.pg_n, warm_up=False)
+        bench.client.request({"cmd": "close"}, SLACK)
+
+
+def idle(bench: Bench, config: Config) -> None:
+    """(b) Memory and connect rate of ``--idle-n`` idle streams, then one broadcast to all."""
+    args = bench.args
+    with bench.server(config, "idle") as server:
+        held = hold(bench, server, config, args.idle_n, warm_up=True)
+        for repeat in range(args.repeats):
+            started = time.monotonic()
+            publish_run(
+                bench, server, config, kind="broadcast", n=args.idle_n, ready=held["ready"],
+                rate=1, count=1, repeat=repeat,
+            )  # fmt: skip
+            if time.monotonic() - started > CHEAP_SECONDS:
+                break
+        bench.client.request({"cmd": "close"}, SLACK)
+
+
+def export(bench: Bench, configs: list[Config], user_id: int, cookie: str) -> None:
+    """(d) Download ``--export-rows`` notifications through each server; rows/s, memory."""
+    args = bench.args
+    data.delete_notifications()
+    warm_user, warm_cookie = bench.user_ids[0], bench.cookies[0]
+    data.insert_notifications(warm_user, 1000)
+    started = time.monotonic()
+    data.insert_notifications(user_id, args.export_rows)
+    bench.record(
+        {"kind": "export-insert", "rows": args.export_rows, "seconds": time.monotonic() - started}
+    )
+    for config in configs:
+        with bench.server(config, "export") as server:
+            download(bench, server, config, warm_cookie, timeout=60)
+            settle(server.pid)
+            rss_before = status_kb(server.pid, "VmRSS")
+            reset_peak_rss(server.pid)
+            pids = {"server": server.pid, "client": bench.client.pid}
+            with Sampler(pids, interval=0.02, others=False) as sampler:
+                started_at = time.time()
+                reply = download(bench, server, config, cookie, timeout=args.export_timeout)
+                ended_at = time.time()
+            peak = max(status_kb(server.pid, "VmHWM"), sampler.peak_rss_kb())
+            seconds = reply["seconds"]
+            bench.record(
+                {
+                    "kind": "export",
+                    "config": config.name,
+                    "rows": args.export_rows,
+                    **reply,
+                    "rows_per_second": round(reply["lines"] / seconds) if seconds else None,
+                    "mb_per_second": round(reply["bytes"] / seconds / 2**20, 1)
+                    if seconds
+                    else None,
+                    "rss_before_kb": rss_before,
+                    "rss_peak_kb": peak,
+                    "rss_growth_mb": round((peak - rss_before) / 1024, 1),
+                    "cpu_percent": {
+                        name: sampler.cpu_percent(name, started_at, ended_at)
+                        for name in ("server", "client", "machine")
+                    },
+                }
+            )
+    data.delete_notifications()
+
+
+def download(bench: Bench, server: Server, config: Config, cookie: str, *, timeout: float) -> dict:
+    return bench.client.request(
+        {
+            "cmd": "download",
+            "port": server.port,
+            "path": config.export_path,
+            "cookie": cookie,
+            "within": timeout,
+        },
+        timeout + SLACK,
+    )
