@@ -8,13 +8,14 @@ chunks (``streamsite.streaming.orm.astream``). Callers consume the async generat
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
+from functools import partial
 
 from django.db.models import Case, Count, F, FilteredRelation, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Lower
 
 from chat.conf import HISTORY_MAX_LIMIT, HISTORY_PAGE_SIZE
 from chat.models import Membership, Message, Room
-from streamsite.streaming.db import db_call
+from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
 
 #: The fields of an export row (``messages_for_export``).
@@ -152,13 +153,10 @@ async def messages_after(
     slow client pins neither a thread nor a connection, and there is no cursor to leak if
     it leaves mid-way. Deleted messages are included, as in ``room_history``.
     """
-    while True:
-        page = await db_call(messages_page_after, room_id, after_id, page_size)
-        for message in page:
+    pages = keyset_pages(partial(messages_page_after, room_id), after_id, page_size=page_size)
+    async with aclosing(pages):
+        async for message in pages:
             yield message
-        if len(page) < page_size:
-            return
-        after_id = page[-1].pk
 
 
 async def messages_for_export(room_id: int, *, chunk_size: int = 2000) -> AsyncIterator[dict]:

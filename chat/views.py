@@ -4,9 +4,7 @@ The live part (the socket) is the consumer's; these pages work without JavaScrip
 where the browser client hooks in (``<div id="chat">`` in templates/chat/room.html).
 """
 
-import json
 import uuid
-from contextlib import aclosing
 
 from django.contrib import messages
 from django.contrib.auth import get_user, get_user_model
@@ -22,6 +20,7 @@ from chat.conf import max_message_length
 from chat.forms import MemberAddForm, MessageForm, RoomCreateForm
 from chat.models import Membership, Message, Room
 from streamsite.streaming.db import db_call
+from streamsite.streaming.ndjson import ndjson_chunks
 
 #: Larger ids are not ids we issued (bigint) and are refused before they reach SQL.
 MAX_MESSAGE_ID = 2**63 - 1
@@ -226,16 +225,10 @@ def export_row(room: Room, row: dict) -> dict:
     return line
 
 
-async def export_lines(room: Room, *, rows_per_chunk: int = 500):
-    """Yield NDJSON, a chunk of ``rows_per_chunk`` lines at a time."""
-    lines = []
-    async with aclosing(selectors.messages_for_export(room.pk)) as rows:
-        async for row in rows:
-            lines.append(json.dumps(export_row(room, row), separators=(",", ":")))
-            if len(lines) >= rows_per_chunk:
-                lines.append("")
-                yield "\n".join(lines).encode()
-                lines = []
-    if lines:
-        lines.append("")
-        yield "\n".join(lines).encode()
+def export_lines(room: Room, *, rows_per_chunk: int = 500):
+    """Yield the room's messages as NDJSON, ``rows_per_chunk`` lines at a time."""
+    return ndjson_chunks(
+        selectors.messages_for_export(room.pk),
+        lambda row: export_row(room, row),
+        rows_per_chunk=rows_per_chunk,
+    )

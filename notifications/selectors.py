@@ -8,11 +8,12 @@ consume the async generators under ``contextlib.aclosing``.
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from functools import partial
 
 from django.db.models import Count, QuerySet
 
 from notifications.models import Notification
-from streamsite.streaming.db import db_call
+from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
 
 
@@ -74,13 +75,10 @@ async def notifications_after(
     between pages, so a stream pins neither a thread nor a connection while it replays to
     a slow client, and there is no cursor to leak if the client leaves mid-way.
     """
-    while True:
-        page = await db_call(notifications_page_after, user_id, after_id, page_size)
-        for notification in page:
+    pages = keyset_pages(partial(notifications_page_after, user_id), after_id, page_size=page_size)
+    async with aclosing(pages):
+        async for notification in pages:
             yield notification
-        if len(page) < page_size:
-            return
-        after_id = page[-1].pk
 
 
 async def notifications_for_export(user_id: int, *, chunk_size: int = 2000) -> AsyncIterator[dict]:

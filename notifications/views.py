@@ -1,8 +1,5 @@
 """HTTP endpoints of the notifications app: the SSE stream, the list page, mark-read, export."""
 
-import json
-from contextlib import aclosing
-
 from django.contrib import messages
 from django.contrib.auth import get_user
 from django.contrib.auth.decorators import login_required
@@ -16,6 +13,7 @@ from notifications import selectors, services
 from notifications.events import session_digest
 from notifications.streams import notification_stream
 from streamsite.streaming.db import db_call
+from streamsite.streaming.ndjson import ndjson_chunks
 
 #: Notifications per page of the list.
 LIST_PAGE_SIZE = 25
@@ -153,31 +151,23 @@ async def export(request):
     return response
 
 
-async def export_lines(user_id: int, *, rows_per_chunk: int = 500):
-    """Yield NDJSON, a chunk of ``rows_per_chunk`` lines at a time."""
-    lines = []
-    async with aclosing(selectors.notifications_for_export(user_id)) as rows:
-        async for row in rows:
-            read_at = row["read_at"]
-            lines.append(
-                json.dumps(
-                    {
-                        "id": row["id"],
-                        "title": row["title"],
-                        "body": row["body"],
-                        "url": row["url"],
-                        "level": row["level"],
-                        "created_at": row["created_at"].isoformat(),
-                        "read": read_at is not None,
-                        "read_at": read_at.isoformat() if read_at else None,
-                    },
-                    separators=(",", ":"),
-                )
-            )
-            if len(lines) >= rows_per_chunk:
-                lines.append("")
-                yield "\n".join(lines).encode()
-                lines = []
-    if lines:
-        lines.append("")
-        yield "\n".join(lines).encode()
+def export_object(row: dict) -> dict:
+    """One export line: the event payload plus when it was read."""
+    read_at = row["read_at"]
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "body": row["body"],
+        "url": row["url"],
+        "level": row["level"],
+        "created_at": row["created_at"].isoformat(),
+        "read": read_at is not None,
+        "read_at": read_at.isoformat() if read_at else None,
+    }
+
+
+def export_lines(user_id: int, *, rows_per_chunk: int = 500):
+    """Yield the user's notifications as NDJSON, ``rows_per_chunk`` lines at a time."""
+    return ndjson_chunks(
+        selectors.notifications_for_export(user_id), export_object, rows_per_chunk=rows_per_chunk
+    )

@@ -36,6 +36,23 @@ async def db_call(function, /, *args, **kwargs):
     return await sync_to_async(call_then_close, thread_sensitive=False, executor=_executor)()
 
 
+async def keyset_pages(fetch_page, after_id: int, *, page_size: int = 500):
+    """Yield the rows ``fetch_page(after_id, limit)`` returns, page after page.
+
+    ``fetch_page`` is a synchronous ORM function returning up to ``limit`` rows with an id
+    above ``after_id``, oldest first; each page runs through ``db_call``, so nothing (no
+    thread, connection or cursor) is held between pages: a stream replaying to a slow
+    client pins nothing, and one that is closed mid-way has nothing to clean up.
+    """
+    while True:
+        page = await db_call(fetch_page, after_id, page_size)
+        for row in page:
+            yield row
+        if len(page) < page_size:
+            return
+        after_id = page[-1].pk
+
+
 def skip_request_started_db_cleanup() -> None:
     """Disconnect Django's start-of-request database cleanup, pointless under ASGI.
 
