@@ -54,6 +54,16 @@ try:
     STREAM_HUB_HEARTBEAT_SECONDS = env_int("STREAM_HUB_HEARTBEAT_SECONDS", 5, minimum=1)
     # Longest chat message, in characters after trimming (longer ones are refused: too_long).
     CHAT_MAX_MESSAGE_LENGTH = env_int("CHAT_MAX_MESSAGE_LENGTH", 4000, minimum=1)
+    # Messages one user may send per window, across all their sockets and processes;
+    # over it a send gets ``rate_limited`` and nothing is stored.
+    CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 20, minimum=1)
+    CHAT_RATE_LIMIT_SECONDS = env_int("CHAT_RATE_LIMIT_SECONDS", 10, minimum=1)
+    # A process refreshes its users' presence every third of this; the users of a process
+    # that crashed (``disconnect`` never ran) drop out of presence after at most this long.
+    CHAT_PRESENCE_TTL_SECONDS = env_int("CHAT_PRESENCE_TTL_SECONDS", 30, minimum=3)
+    # Shared state that must hold across processes (rate limits, presence) lives in this
+    # Redis when it is set, in the process otherwise (the embedded, single-process default).
+    REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 except ConfigError as error:
     # One line naming the variable, not a traceback: this is the operator's mistake.
     sys.stderr.write(f"streamsite: configuration error: {error}\n")
