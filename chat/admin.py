@@ -31,6 +31,14 @@ class RoomAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [MembershipInline]
 
+    def delete_model(self, request, obj):
+        # Through the service, so the room's open sockets are told (and close).
+        services.room_delete(room=obj)
+
+    def delete_queryset(self, request, queryset):
+        for room in queryset:
+            services.room_delete(room=room)
+
     def save_formset(self, request, form, formset, change):
         if formset.model is not Membership:
             super().save_formset(request, form, formset, change)

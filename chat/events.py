@@ -54,3 +54,13 @@ def member_removed_event(user_id: int) -> dict:
     """This user left or was removed: their open sockets in the room stop receiving at once
     (a public room's consumer may re-check ``can_read`` instead of closing)."""
     return {"kind": "member.removed", "user_id": int(user_id)}
+
+
+def typing_event(user) -> dict:
+    """``user`` is typing in the room (sent to the room's other sockets, never stored)."""
+    return {"kind": "typing", "user": user.get_username(), "user_id": int(user.pk)}
+
+
+def room_deleted_event() -> dict:
+    """The room is gone: its sockets close with 4404."""
+    return {"kind": "room.deleted"}

@@ -1,3 +1,9 @@
-"""The chat app's WebSocket routes (its consumers come with issue #4)."""
+"""The chat app's WebSocket routes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from chat.consumers import RoomConsumer
+
+websocket_urlpatterns = [
+    path("ws/chat/<slug:slug>/", RoomConsumer.as_asgi()),
+]

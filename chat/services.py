@@ -28,13 +28,16 @@ from chat.events import (
     message_deleted_event,
     message_event,
     message_payload,
+    room_deleted_event,
     room_key,
+    typing_event,
 )
 from chat.models import Membership, Message, Room
 from chat.validators import clean_message_body
 from notifications.services import notifications_create_many
 from streamsite.streaming.db import db_call
-from streamsite.streaming.publish import publish_on_commit
+from streamsite.streaming.hub import event_message
+from streamsite.streaming.publish import apublish, publish_on_commit
 
 #: ``@name`` where name is what Django allows in a username; not inside a word or address.
 MENTION = re.compile(r"(?<![\w.@+-])@([\w.@+-]+)")
@@ -77,6 +80,18 @@ def room_create(*, creator, name: str, slug: str | None = None, is_private: bool
     raise ValidationError(
         {"slug": ValidationError("A room with this slug already exists.", code="unique")}
     )
+
+
+def room_delete(*, room: Room) -> None:
+    """Delete a room with its memberships and messages; its open sockets close (4404).
+
+    Publishes ``room.deleted`` after commit, so no socket keeps listening to a room that
+    no longer exists.
+    """
+    room_id = room.pk
+    with transaction.atomic():
+        room.delete()
+        publish_on_commit(room_key(room_id), room_deleted_event())
 
 
 def _slug_from(name: str) -> str:
@@ -280,3 +295,18 @@ def message_delete(*, user, message: Message) -> bool:
     if changed:
         message.deleted_at, message.deleted_by, message.body = now, user, ""
     return bool(changed)
+
+
+# Typing -----------------------------------------------------------------------------------
+
+
+async def atyping_announce(*, user, room: Room) -> None:
+    """Tell the room's other sockets that ``user`` is typing. Nothing is stored.
+
+    The caller throttles (a socket announces at most every few seconds). Raises
+    ``PermissionDenied`` when the user may not post here: typing is a prelude to posting.
+    """
+    if not await permissions.acan_post(user, room):
+        raise PermissionDenied("You cannot post in this room.")
+    key = room_key(room.pk)
+    await apublish(key, event_message(key, typing_event(user)))

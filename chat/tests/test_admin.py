@@ -258,3 +258,19 @@ def test_membership_room_and_user_are_read_only_when_editing(
         user,
         "moderator",
     )
+
+
+def test_deleting_rooms_in_the_admin_closes_their_sockets(staff_client, stored, capture_published):
+    """The page's delete and the list's action both go through services.room_delete."""
+    lobby, secret = stored["lobby"], stored["secret"]
+    with capture_published() as events:
+        response = staff_client.post(f"{ROOMS}{lobby.pk}/delete/", {"post": "yes"})
+        assert response.status_code == 302
+        response = staff_client.post(
+            ROOMS, {"action": "delete_selected", "_selected_action": [secret.pk], "post": "yes"}
+        )
+        assert response.status_code == 302
+    assert not Room.objects.exists()
+    assert not Message.objects.exists()
+    assert (room_key(lobby.pk), {"kind": "room.deleted"}) in events
+    assert (room_key(secret.pk), {"kind": "room.deleted"}) in events

@@ -13,10 +13,10 @@ from django.db import transaction
 from chat import services
 from chat.events import message_payload, room_key
 from chat.models import Membership, Message, Room
-from chat.tests.factories import add_messages, post
+from chat.tests.factories import add_messages, post, room_with
 from notifications.events import user_key
 from notifications.models import Notification
-from streamsite.streaming.hub import HUB_GROUP, expand_message
+from streamsite.streaming.hub import HUB_GROUP, Hub, expand_message
 
 pytestmark = pytest.mark.django_db
 
@@ -431,3 +431,38 @@ async def test_async_twins_write_and_publish_after_commit(
     assert created
     assert [event["message"]["id"] for _, event in events] == [message.pk]
     assert await services.amembership_mark_read(user=user, room=room, up_to=message.pk) is False
+
+
+# Room deletion and typing -----------------------------------------------------------------
+
+
+def test_room_delete_removes_everything_and_publishes_after_commit(
+    make_room, user, capture_published
+):
+    room = make_room("doomed", members=[user])
+    room_id = room.pk
+    with capture_published() as events:
+        services.room_delete(room=room)
+    assert not Room.objects.filter(pk=room_id).exists()
+    assert events == [(room_key(room_id), {"kind": "room.deleted"})]
+
+
+async def test_typing_is_published_to_the_room_and_never_stored(
+    transactional_db, user, channel_layer
+):
+    room = await sync_to_async(room_with)("typing")
+    hub = Hub()
+    try:
+        async with hub.subscribe(room_key(room.pk), maxsize=10) as events:
+            await services.atyping_announce(user=user, room=room)
+            assert await events.wait(10)
+            assert events.take() == [{"kind": "typing", "user": "alice", "user_id": user.pk}]
+    finally:
+        await hub.close()
+    assert await sync_to_async(Message.objects.count)() == 0
+
+
+async def test_typing_in_a_private_room_needs_membership(transactional_db, other_user):
+    room = await sync_to_async(room_with)("hush", private=True)
+    with pytest.raises(PermissionDenied):
+        await services.atyping_announce(user=other_user, room=room)

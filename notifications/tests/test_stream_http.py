@@ -14,7 +14,7 @@ from notifications import services
 from notifications.events import user_key
 from streamsite.testing.layers import group_members
 from streamsite.testing.live_server import session_cookies
-from streamsite.testing.services import skip_or_fail
+from streamsite.testing.services import database_connection_count, skip_or_fail
 from streamsite.testing.sse import StreamReader
 
 pytestmark = pytest.mark.live_server
@@ -154,14 +154,8 @@ async def test_idle_streams_hold_no_database_connections(live_server_factory, ma
         skip_or_fail("counting connections needs PostgreSQL (pg_stat_activity)")
     server = live_server_factory("uvicorn")
     users = await sync_to_async(lambda: [make_user(f"idle{n}") for n in range(200)])()
-    count_sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-
-    def connections_now() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(count_sql)
-            return cursor.fetchone()[0]
-
-    before = await sync_to_async(connections_now)()
+    connections_now = sync_to_async(database_connection_count)
+    before = await connections_now()
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
         streams, readers = [], []
@@ -175,7 +169,7 @@ async def test_idle_streams_hold_no_database_connections(live_server_factory, ma
             await asyncio.gather(
                 *(reader.until(lambda e: e["event"] == "unread") for reader in readers)
             )
-            during = await sync_to_async(connections_now)()
+            during = await connections_now()
         finally:
             for response in streams:
                 await response.aclose()

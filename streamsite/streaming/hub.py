@@ -81,20 +81,22 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    async def wait(self, seconds: float) -> bool:
+    async def wait(self, seconds: float | None) -> bool:
         """Wait until there is something to take; return False if ``seconds`` passed first.
 
         A future and a timer handle, no task: cheap enough for every wake of every stream.
+        ``None`` waits as long as it takes (no timer at all).
         """
         if self._buffer or self.overflowed:
             return True
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(seconds, _resolve, waiter, False)
+        timer = None if seconds is None else loop.call_later(seconds, _resolve, waiter, False)
         try:
             return await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiter = None
 
     def take(self) -> list:
@@ -142,14 +144,18 @@ class Hub:
     # Public API ------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def subscribe(self, key: str, *, maxsize: int) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, key: str, *, maxsize: int, into: Subscription | None = None
+    ) -> AsyncIterator[Subscription]:
         """Receive the events published to ``key`` until the block exits.
 
         On entry the hub is a member of ``key``'s group: anything published after this
-        returns reaches the subscription. Leaving is synchronous and immediate.
+        returns reaches the subscription. Leaving is synchronous and immediate. With
+        ``into``, the events of ``key`` go to that existing subscription (one buffer and
+        one reader for several keys; ``maxsize`` is then the existing one's).
         """
         await self._ensure_started()
-        subscription = Subscription(key, maxsize)
+        subscription = into if into is not None else Subscription(key, maxsize)
         entry = self._keys.get(key)
         if entry is None:
             entry = self._keys[key] = _Key()

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from chat.protocol import MAX_FRAME_BYTES
+
 
 def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -> list[str]:
     """Return the uvicorn command line that serves streamsite in production.
@@ -20,6 +22,9 @@ def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -
         "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
         "--workers", str(workers), "--no-access-log", "--proxy-headers",
         "--timeout-graceful-shutdown", "5",
+        # The chat protocol's frame limit, enforced by the server before it buffers more
+        # (docs/protocol.md: a bigger frame closes the socket with 1009).
+        "--ws-max-size", str(MAX_FRAME_BYTES),
     ]  # fmt: skip
     if fd is not None:
         argv += ["--fd", str(fd)]

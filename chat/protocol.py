@@ -1,0 +1,238 @@
+"""The chat socket's wire format: parse what clients send, encode what the server sends.
+
+Pure functions, no I/O: the consumer (``chat.consumers``) calls them, and the fuzz tests
+throw arbitrary frames at ``parse_frame``. docs/protocol.md is the reference; the rules that
+matter for robustness:
+
+- A client frame is a JSON object with a known ``type`` and correctly typed fields; anything
+  else is a ``ProtocolError`` with code ``invalid`` that the consumer answers with an
+  ``error`` frame, keeping the socket open. Unknown extra keys are ignored (forward
+  compatibility). Booleans are not integers, ids are bounded to PostgreSQL's bigint.
+- Only a frame larger than ``MAX_FRAME_BYTES`` closes the socket (``FrameTooLarge``): it is
+  refused before it is parsed.
+- Server frames are encoded once per event (``event_frame``) and the same text goes to every
+  socket of the room.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from chat.conf import HISTORY_MAX_LIMIT
+
+#: The largest client frame accepted, in bytes of UTF-8 (docs/protocol.md).
+MAX_FRAME_BYTES = 64 * 1024
+#: Ids above this are not ids PostgreSQL's bigint can hold: refused before they reach SQL.
+MAX_ID = 2**63 - 1
+
+#: Close codes (docs/protocol.md). 4xxx are the application's; the others are RFC 6455's.
+CLOSE_NOT_LOGGED_IN = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_LARGE = 1009
+CLOSE_INTERNAL_ERROR = 1011
+#: The client read too slowly (its buffer overflowed) or lost events: reconnect and resume.
+CLOSE_TRY_AGAIN_LATER = 1013
+
+#: The codes an ``error`` frame carries.
+INVALID = "invalid"
+TOO_LONG = "too_long"
+RATE_LIMITED = "rate_limited"
+FORBIDDEN = "forbidden"
+
+
+class ProtocolError(Exception):
+    """A client frame the server refuses; answered with an ``error`` frame."""
+
+    def __init__(self, code: str, detail: str, *, client_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.client_id = client_id
+
+
+class FrameTooLarge(Exception):
+    """A client frame over ``MAX_FRAME_BYTES``: the socket is closed with 1009."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    client_id: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    before: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    up_to: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Request = Send | Typing | History | Resume | Read | Ping
+
+
+def check_frame_size(text: str) -> None:
+    """Raise ``FrameTooLarge`` if ``text`` is over ``MAX_FRAME_BYTES`` in UTF-8.
+
+    Cheap for ordinary frames: a string of at most a quarter of the limit in characters
+    cannot exceed it (UTF-8 takes at most 4 bytes a character), so only long frames are
+    encoded to be measured.
+    """
+    if len(text) * 4 <= MAX_FRAME_BYTES:
+        return
+    if len(text) > MAX_FRAME_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"frames are limited to {MAX_FRAME_BYTES} bytes")
+
+
+def parse_frame(text: str) -> Request:
+    """Turn a client text frame into a request, or raise ``ProtocolError``.
+
+    The caller checks the size first (``check_frame_size``).
+    """
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(INVALID, "The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(INVALID, "A frame must be a JSON object.")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(INVALID, 'A frame needs a string "type".')
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError(INVALID, f"Unknown frame type {kind[:50]!r}.")
+    return parser(data)
+
+
+def _parse_send(data: dict) -> Send:
+    raw_client_id = data.get("client_id")
+    # Echoed in the error only when it is a string of sane length: it came from the client.
+    echo = raw_client_id if isinstance(raw_client_id, str) and len(raw_client_id) <= 64 else None
+    if not isinstance(raw_client_id, str):
+        raise ProtocolError(INVALID, '"client_id" must be a UUID string.', client_id=echo)
+    try:
+        client_id = str(uuid.UUID(raw_client_id))
+    except ValueError:
+        raise ProtocolError(INVALID, '"client_id" must be a UUID string.', client_id=echo) from None
+    body = data.get("body")
+    if not isinstance(body, str):
+        raise ProtocolError(INVALID, '"body" must be a string.', client_id=echo)
+    return Send(client_id=client_id, body=body)
+
+
+def _parse_history(data: dict) -> History:
+    before = _id_field(data, "before", minimum=1)
+    limit = data.get("limit")
+    if not _is_int(limit) or not 1 <= limit <= HISTORY_MAX_LIMIT:
+        raise ProtocolError(INVALID, f'"limit" must be an integer from 1 to {HISTORY_MAX_LIMIT}.')
+    return History(before=before, limit=limit)
+
+
+def _parse_resume(data: dict) -> Resume:
+    return Resume(after=_id_field(data, "after", minimum=0))
+
+
+def _parse_read(data: dict) -> Read:
+    return Read(up_to=_id_field(data, "up_to", minimum=0))
+
+
+def _id_field(data: dict, name: str, *, minimum: int) -> int:
+    value = data.get(name)
+    if not _is_int(value) or not minimum <= value <= MAX_ID:
+        raise ProtocolError(INVALID, f'"{name}" must be a message id (an integer >= {minimum}).')
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_PARSERS = {
+    "message.send": _parse_send,
+    "typing": lambda data: Typing(),
+    "history": _parse_history,
+    "resume": _parse_resume,
+    "read": _parse_read,
+    "ping": lambda data: Ping(),
+}
+
+
+# Server frames ----------------------------------------------------------------------------
+
+
+def encode(frame: dict) -> str:
+    """A server frame as compact JSON text (non-ASCII kept as is: frames are UTF-8)."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+PONG = encode({"type": "pong"})
+
+
+def error_frame(error: ProtocolError, *, retry_after: float | None = None) -> str:
+    frame = {"type": "error", "code": error.code, "detail": error.detail}
+    if error.client_id is not None:
+        frame["client_id"] = error.client_id
+    if retry_after is not None:
+        frame["retry_after"] = round(retry_after, 3)
+    return encode(frame)
+
+
+def ack_frame(client_id: str, message_id: int) -> str:
+    return encode({"type": "ack", "client_id": client_id, "id": message_id})
+
+
+def presence_frame(online: list[str]) -> str:
+    return encode({"type": "presence", "online": online})
+
+
+def history_frame(messages: list[dict], has_more: bool) -> str:
+    return encode({"type": "history", "messages": messages, "has_more": has_more})
+
+
+def message_frame(payload: dict) -> str:
+    return encode({"type": "message", "message": payload})
+
+
+def event_frame(event: dict) -> str | None:
+    """The frame every socket of the room gets for a hub event, cached on the event.
+
+    The hub hands the same event object to each local subscriber, so the JSON is built once
+    per event and process, not once per socket. None for events that are not forwarded
+    as frames (removals and logouts close sockets).
+    """
+    frame = event.get("_frame", False)
+    if frame is False:
+        kind = event.get("kind")
+        if kind == "message":
+            frame = message_frame(event["message"])
+        elif kind == "message.deleted":
+            frame = encode({"type": "message.deleted", "id": event["id"]})
+        elif kind == "typing":
+            frame = encode({"type": "typing", "user": event["user"]})
+        elif kind == "presence":
+            frame = presence_frame(event["online"])
+        else:
+            frame = None
+        event["_frame"] = frame
+    return frame

@@ -1,0 +1,180 @@
+"""The chat socket on real servers: the wire, several processes, restarts, crashes."""
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
+from chat.models import Message
+from chat.tests.factories import add_messages, room_with
+from streamsite.testing.chat import RemoteChatSocket
+from streamsite.testing.live_server import session_cookies
+from streamsite.testing.services import database_connection_count, skip_or_fail
+
+pytestmark = pytest.mark.live_server
+
+
+def uses_redis() -> bool:
+    return settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+
+
+@pytest.fixture
+async def open_socket():
+    """``await open_socket(server, user, slug)``: a joined socket; all closed after the test."""
+    sockets: list[RemoteChatSocket] = []
+
+    async def open_one(server, user, slug: str = "lobby", *, joined=True) -> RemoteChatSocket:
+        cookies = await sync_to_async(session_cookies)(user)
+        socket = await RemoteChatSocket(f"{server.ws_url}/ws/chat/{slug}/", cookies).connect()
+        sockets.append(socket)
+        if joined:
+            await socket.joined()
+        return socket
+
+    yield open_one
+    for socket in sockets:
+        await socket.disconnect()
+
+
+@pytest.fixture
+def lobby_room(transactional_db):
+    return room_with("lobby")
+
+
+async def test_two_users_chat_on_a_real_server(
+    live_server_asgi, open_socket, user, other_user, lobby_room
+):
+    alice = await open_socket(live_server_asgi, user)
+    bob = await open_socket(live_server_asgi, other_user)
+    await alice.send_message("hi bob")
+    frame = await bob.until_type("message")
+    assert frame["message"]["body"] == "hi bob"
+    assert frame["message"]["author"]["username"] == "alice"
+    await alice.until_type("ack")
+
+
+async def test_a_foreign_origin_is_refused_at_the_handshake(live_server_asgi, user, lobby_room):
+    cookies = await sync_to_async(session_cookies)(user)
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    with pytest.raises(InvalidStatus) as refused:
+        await ws_connect(
+            f"{live_server_asgi.ws_url}/ws/chat/lobby/",
+            origin="http://evil.example",
+            additional_headers={"Cookie": cookie},
+        )
+    assert refused.value.response.status_code == 403
+
+
+async def test_anonymous_socket_gets_4401_on_a_real_server(live_server_asgi, lobby_room):
+    socket = RemoteChatSocket(f"{live_server_asgi.ws_url}/ws/chat/lobby/")
+    await socket.connect()
+    try:
+        assert await socket.closed() == 4401
+    finally:
+        await socket.disconnect()
+
+
+async def test_two_processes_share_the_room_and_presence(
+    live_server_factory, open_socket, user, other_user, lobby_room
+):
+    """Alice on process A and Bob on process B chat, and each sees the other online."""
+    if not uses_redis():
+        skip_or_fail("two processes need REDIS_URL")
+    first, second = live_server_factory("uvicorn"), live_server_factory("daphne")
+    alice = await open_socket(first, user)
+    bob = await open_socket(second, other_user)
+    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice", "bob"])
+    bob_presence = [f for f in bob.frames if f["type"] == "presence"][-1]
+    assert bob_presence["online"] == ["alice", "bob"]
+    await alice.send_message("from A")
+    assert (await bob.until_type("message"))["message"]["body"] == "from A"
+    await bob.send_message("from B")
+    await alice.until(lambda f: f.get("type") == "message" and f["message"]["body"] == "from B")
+    await bob.disconnect()
+    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice"])
+
+
+async def test_a_crashed_process_users_leave_presence_within_the_ttl(
+    live_server_factory, open_socket, user, other_user, lobby_room
+):
+    """``disconnect`` never runs when a process dies: presence expires instead."""
+    if not uses_redis():
+        skip_or_fail("presence across processes needs REDIS_URL")
+    ttl = "3"
+    survivor = live_server_factory("uvicorn", CHAT_PRESENCE_TTL_SECONDS=ttl)
+    doomed = live_server_factory("uvicorn", CHAT_PRESENCE_TTL_SECONDS=ttl)
+    alice = await open_socket(survivor, user)
+    await open_socket(doomed, other_user)
+    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice", "bob"])
+    os.killpg(doomed.process.pid, signal.SIGKILL)
+    started = asyncio.get_running_loop().time()
+    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice"], 15)
+    # Within the TTL plus one refresh period of the survivor.
+    assert asyncio.get_running_loop().time() - started < 3 + 1 + 2
+
+
+async def test_after_a_restart_the_client_resumes_and_misses_nothing(
+    live_server_factory, open_socket, user, other_user, lobby_room
+):
+    server = live_server_factory("uvicorn")
+    alice = await open_socket(server, user)
+    await alice.send_message("before")
+    last_seen = (await alice.until_type("ack"))["id"]
+    server.stop()
+    await alice.closed()
+    # Written while the server is down (by another process, say): only the database has
+    # them. More than the join's history holds, so the resume must bring the rest.
+    missed = [m.pk for m in await sync_to_async(add_messages)(lobby_room, other_user, 80)]
+    server.start()
+    again = await open_socket(server, user, joined=False)
+    _presence, history = await again.joined()
+    await again.send({"type": "resume", "after": last_seen})
+    await again.until(lambda f: f.get("type") == "message" and f["message"]["id"] == missed[-51])
+    await again.ping()
+    history_ids = [m["id"] for m in history["messages"]]
+    resumed_ids = [m["id"] for m in again.messages()]
+    assert history_ids == missed[-50:]
+    assert resumed_ids == missed[:-50]  # the rest, once each, in order
+
+
+async def test_idle_sockets_hold_few_database_connections(
+    live_server_factory, make_user, lobby_room
+):
+    """200 open sockets on PostgreSQL: the server's connections stay few."""
+    if connection.vendor != "postgresql":
+        skip_or_fail("counting connections needs PostgreSQL (pg_stat_activity)")
+    server = live_server_factory("uvicorn")
+    users = await sync_to_async(lambda: [make_user(f"idle{n}") for n in range(200)])()
+    connections_now = sync_to_async(database_connection_count)
+    before = await connections_now()
+    sockets = []
+    try:
+        for member in users:
+            cookies = await sync_to_async(session_cookies)(member)
+            socket = RemoteChatSocket(f"{server.ws_url}/ws/chat/lobby/", cookies)
+            sockets.append(await socket.connect())
+        await asyncio.gather(*(socket.joined() for socket in sockets))
+        during = await connections_now()
+    finally:
+        for socket in sockets:
+            await socket.disconnect()
+    assert during - before <= 6, f"{during - before} connections for 200 idle sockets"
+
+
+async def test_export_lists_what_the_socket_sent(live_server_asgi, open_socket, user, lobby_room):
+    alice = await open_socket(live_server_asgi, user)
+    await alice.send_message("exported")
+    await alice.until_type("ack")
+    cookies = await sync_to_async(session_cookies)(user)
+    async with httpx.AsyncClient(base_url=live_server_asgi.url, cookies=cookies) as client:
+        response = await client.get("/chat/lobby/export.ndjson")
+    assert response.status_code == 200
+    assert b'"exported"' in response.content
+    assert await sync_to_async(Message.objects.count)() == 1

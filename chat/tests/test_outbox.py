@@ -1,0 +1,197 @@
+"""The per-socket writer (chat.outbox): order, duplicates, slow readers, recovery."""
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat import protocol
+from chat.events import message_event, message_payload
+from chat.outbox import RecentIds, RoomOutbox
+from chat.presence import RoomPresence
+from chat.tests.factories import add_messages, room_with
+from streamsite.streaming.hub import RESYNC, Subscription
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Socket:
+    """Collects what the outbox sends; ``gate`` blocks sends to play a slow reader."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+        self.close_code: int | None = None
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.changed = asyncio.Condition()
+
+    async def send(self, text: str) -> None:
+        await self.gate.wait()
+        self.frames.append(json.loads(text))
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def close(self, code: int) -> None:
+        self.close_code = code
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def until(self, predicate) -> None:
+        async with asyncio.timeout(10), self.changed:
+            await self.changed.wait_for(lambda: predicate(self))
+
+    def message_ids(self) -> list[int]:
+        return [f["message"]["id"] for f in self.frames if f["type"] == "message"]
+
+
+@pytest.fixture
+def room(transactional_db):
+    return room_with("lobby")
+
+
+def outbox_for(room, user, socket: Socket, maxsize: int = 1000) -> RoomOutbox:
+    return RoomOutbox(
+        room=room,
+        user=user,
+        session="digest",
+        events=Subscription("chat.room.test", maxsize),
+        send=socket.send,
+        close=socket.close,
+    )
+
+
+@pytest.fixture
+async def running():
+    tasks: list[asyncio.Task] = []
+
+    def start(outbox: RoomOutbox) -> asyncio.Task:
+        task = asyncio.create_task(outbox.run())
+        tasks.append(task)
+        return task
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def live(message) -> dict:
+    return message_event(message_payload(message))
+
+
+async def test_recent_ids_forget_the_oldest():
+    ids = RecentIds(3)
+    for n in range(5):
+        ids.add(n)
+    assert [n in ids for n in range(5)] == [False, False, True, True, True]
+
+
+async def test_live_messages_already_in_the_join_history_are_not_sent_again(room, user, running):
+    messages = await sync_to_async(add_messages)(room, user, 3)
+    for message in messages:
+        message.room = room
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence(["alice"], 1), messages[:2], False)
+    running(outbox)
+    for message in messages:
+        outbox.events.push(live(message))
+    await socket.until(lambda s: s.message_ids() == [messages[2].pk])
+
+
+async def test_live_messages_wait_for_a_resume_and_none_is_sent_twice(room, user, running):
+    messages = await sync_to_async(add_messages)(room, user, 1200)
+    for message in messages:
+        message.room = room
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence([], 1), [], False)
+    running(outbox)
+    # A resume, then live events for messages it will also replay, and one it will not.
+    assert outbox.request_resume(0)
+    for message in messages[-5:]:
+        outbox.events.push(live(message))
+    await socket.until(lambda s: len(s.message_ids()) >= 1200)
+    assert socket.message_ids() == [m.pk for m in messages]
+
+
+async def test_a_slow_reader_is_closed_with_1013_and_memory_stays_bounded(room, user, running):
+    messages = await sync_to_async(add_messages)(room, user, 1)
+    messages[0].room = room
+    socket = Socket()
+    outbox = outbox_for(room, user, socket, maxsize=10)
+    await outbox.start(RoomPresence([], 1), [], False)
+    socket.gate.clear()  # the client stops reading
+    running(outbox)
+    event = live(messages[0])
+    for n in range(50):
+        outbox.events.push({**event, "message": {**event["message"], "id": 10_000 + n}})
+    socket.gate.set()
+    await socket.until(lambda s: s.close_code == protocol.CLOSE_TRY_AGAIN_LATER)
+    assert len(outbox.events.take()) == 0
+
+
+async def test_resync_replays_from_the_last_id_sent(room, user, running):
+    messages = await sync_to_async(add_messages)(room, user, 5)
+    for message in messages:
+        message.room = room
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence([], 1), messages[:2], False)
+    running(outbox)
+    # Messages 3..5 were published while the layer was down: only RESYNC says so.
+    outbox.events.push(RESYNC)
+    await socket.until(lambda s: s.message_ids() == [m.pk for m in messages[2:]])
+
+
+async def test_presence_is_sent_only_when_it_changes_and_never_goes_back(room, user, running):
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence(["alice"], 1), [], False)
+    running(outbox)
+    for version, online in [(2, ["alice"]), (3, ["alice", "bob"]), (1, ["carol"])]:
+        outbox.events.push({"kind": "presence", "online": online, "version": version})
+    outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
+    await socket.until(lambda s: s.frames[-1]["type"] == "typing")
+    presence = [f["online"] for f in socket.frames if f["type"] == "presence"]
+    assert presence == [["alice"], ["alice", "bob"]]
+
+
+async def test_removal_closes_a_private_room_socket_but_not_a_public_one(
+    user, running, transactional_db
+):
+    public = await sync_to_async(room_with)("public")
+    private = await sync_to_async(room_with)("private", private=True, members=[user])
+    sockets = {}
+    for room in (public, private):
+        socket = sockets[room.slug] = Socket()
+        outbox = outbox_for(room, user, socket)
+        await outbox.start(RoomPresence([], 1), [], False)
+        running(outbox)
+        outbox.events.push({"kind": "member.removed", "user_id": user.pk})
+        outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
+    await sockets["private"].until(lambda s: s.close_code == protocol.CLOSE_FORBIDDEN)
+    assert sockets["private"].frames[-1]["type"] == "history"  # nothing after the removal
+    await sockets["public"].until(lambda s: s.frames[-1]["type"] == "typing")
+    assert sockets["public"].close_code is None
+
+
+async def test_session_end_closes_only_that_session_s_sockets(room, user, running):
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence([], 1), [], False)
+    running(outbox)
+    outbox.events.push({"kind": "session.ended", "session": "another"})
+    outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
+    await socket.until(lambda s: s.frames[-1]["type"] == "typing")
+    assert socket.close_code is None
+    outbox.events.push({"kind": "session.ended", "session": "digest"})
+    await socket.until(lambda s: s.close_code == protocol.CLOSE_NOT_LOGGED_IN)
+
+
+async def test_the_same_event_is_encoded_once(room, user):
+    message = (await sync_to_async(add_messages)(room, user, 1))[0]
+    message.room = room
+    event = live(message)
+    assert protocol.event_frame(event) is protocol.event_frame(event)
