@@ -37,6 +37,7 @@ from chat.ratelimit import acheck_send_rate
 from notifications.events import session_digest, user_key
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import HubUnavailable, get_hub
+from streamsite.websocket import server_send
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             user=user,
             session=session_digest(session_key) if session_key else None,
             events=events,
-            send=self.send_text,
+            send=server_send(self.scope, self.base_send),
             close=self.close,
         )
         self._in_presence = True
@@ -167,7 +168,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
     # Frames from the client ----------------------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+        if self.outbox is None or not self.outbox.closed:
+            await self.base_send(protocol.websocket_send(text))
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.outbox is None or self.outbox.closed:
@@ -187,6 +189,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
         except protocol.FrameTooLarge:
             await self.outbox.close(protocol.CLOSE_TOO_LARGE)
+        except OSError:
+            pass  # the client left while we answered (uvicorn's ClientDisconnected)
         except Exception:
             # Not the client's doing (the database is down, a bug): log it, close with 1011,
             # and let the client reconnect and resume, instead of dying mid-dispatch.

@@ -80,8 +80,9 @@ class RecentIds:
 class RoomOutbox:
     """The single writer of one socket's frames about its room (see the module docstring).
 
-    ``send`` writes one text frame; ``close`` closes the socket with a code. The owner
-    (the consumer) runs ``run()`` as a task and cancels it when the socket goes.
+    ``send`` takes an ASGI ``websocket.send`` message; ``close`` closes the socket with a
+    code. The owner (the consumer) runs ``run()`` as a task and cancels it when the socket
+    goes. Nothing is sent once the socket is closed.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class RoomOutbox:
         user,
         session: str | None,
         events: Subscription,
-        send: Callable[[str], Awaitable[None]],
+        send: Callable[[dict], Awaitable[None]],
         close: Callable[[int], Awaitable[None]],
     ) -> None:
         self.room = room
@@ -123,7 +124,7 @@ class RoomOutbox:
         for message in messages:
             self._mark_sent(message.pk)
             payloads.append(message_payload(message))
-        await self._send(protocol.history_frame(payloads, has_more))
+        await self._send_text(protocol.history_frame(payloads, has_more))
 
     def request_history(self, before: int, limit: int) -> bool:
         """Queue a history read; False if too many reads are already waiting."""
@@ -141,15 +142,21 @@ class RoomOutbox:
         self.events.push(request)
         return True
 
-    async def send_presence(self, online: list[str], version: int, frame: str | None = None):
-        """Send the online list if it is newer than the last one sent, and different."""
+    async def send_presence(self, online: list[str], version: int, event: dict | None = None):
+        """Send the online list if it is newer than the last one sent, and different.
+
+        ``event``: the hub's presence event, whose frame every socket of the room shares.
+        """
         if version <= self.presence_version:
             return
         self.presence_version = version
         if online is self.online or online == self.online:
             return
         self.online = online
-        await self._send(frame or protocol.presence_frame(online))
+        if event is not None:
+            await self._send_event(event)
+        else:
+            await self._send_text(protocol.presence_frame(online))
 
     # The task --------------------------------------------------------------------------
 
@@ -183,6 +190,14 @@ class RoomOutbox:
             self.closed = True
             await self._close(code)
 
+    async def _send_text(self, text: str) -> None:
+        if not self.closed:
+            await self._send(protocol.websocket_send(text))
+
+    async def _send_event(self, event: dict) -> None:
+        if not self.closed:
+            await self._send(protocol.event_send(event))
+
     # Handling ------------------------------------------------------------------------------
 
     async def _live(self, event: dict) -> None:
@@ -192,15 +207,15 @@ class RoomOutbox:
             if message_id in self.sent:
                 return
             self._mark_sent(message_id)
-            await self._send(protocol.event_frame(event))
+            await self._send_event(event)
         elif kind == "typing":
             if event["user_id"] != self.user_id:
-                await self._send(protocol.event_frame(event))
+                await self._send_event(event)
         elif kind == "message.deleted":
-            await self._send(protocol.event_frame(event))
+            await self._send_event(event)
         elif kind == "presence":
             # The list object and its frame are shared by the room's sockets in this process.
-            await self.send_presence(event["online"], event["version"], protocol.event_frame(event))
+            await self.send_presence(event["online"], event["version"], event)
         elif kind == "member.removed":
             if event["user_id"] == self.user_id and self.removal_closes:
                 await self.close(protocol.CLOSE_FORBIDDEN)
@@ -214,7 +229,7 @@ class RoomOutbox:
         messages, has_more = await selectors.aroom_history(
             self.room, before=request.before, limit=request.limit
         )
-        await self._send(
+        await self._send_text(
             protocol.history_frame([message_payload(message) for message in messages], has_more)
         )
 
@@ -227,7 +242,7 @@ class RoomOutbox:
             async for message in messages:
                 if message.pk not in self.sent:
                     self._mark_sent(message.pk)
-                    await self._send(protocol.message_frame(message_payload(message)))
+                    await self._send_text(protocol.message_frame(message_payload(message)))
                 rows += 1
                 if rows % RESUME_PAGE_SIZE == 0:
                     # Set live events aside (handled after the replay) so the hub's buffer

@@ -236,3 +236,19 @@ def event_frame(event: dict) -> str | None:
             frame = None
         event["_frame"] = frame
     return frame
+
+
+def websocket_send(text: str) -> dict:
+    """The ASGI message that sends ``text`` as one text frame."""
+    return {"type": "websocket.send", "text": text}
+
+
+def event_send(event: dict) -> dict:
+    """``websocket_send(event_frame(event))``, built once per event and shared by sockets.
+
+    Servers only read the message, so one dict serves every socket of the room.
+    """
+    message = event.get("_send")
+    if message is None:
+        message = event["_send"] = websocket_send(event_frame(event))
+    return message

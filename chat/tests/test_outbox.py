@@ -26,9 +26,10 @@ class Socket:
         self.gate.set()
         self.changed = asyncio.Condition()
 
-    async def send(self, text: str) -> None:
+    async def send(self, message: dict) -> None:
+        assert message["type"] == "websocket.send"
         await self.gate.wait()
-        self.frames.append(json.loads(text))
+        self.frames.append(json.loads(message["text"]))
         async with self.changed:
             self.changed.notify_all()
 
@@ -195,3 +196,16 @@ async def test_the_same_event_is_encoded_once(room, user):
     message.room = room
     event = live(message)
     assert protocol.event_frame(event) is protocol.event_frame(event)
+    assert protocol.event_send(event) is protocol.event_send(event)
+    assert protocol.event_send(event)["text"] == protocol.event_frame(event)
+
+
+async def test_nothing_is_sent_after_the_socket_closed(room, user, running):
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence([], 1), [], False)
+    running(outbox)
+    await outbox.close(protocol.CLOSE_TOO_LARGE)
+    outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
+    await outbox.send_presence(["alice", "bob"], 5)
+    assert [f["type"] for f in socket.frames] == ["presence", "history"]

@@ -1,9 +1,14 @@
 """Database access for long-lived streams: no thread and no connection kept while idle."""
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.db import connections
+
+from streamsite.streaming.publish import apublish, deferred_publishing
+
+logger = logging.getLogger(__name__)
 
 #: Threads (so at most as many database connections) that streams' queries use at once.
 #: Small on purpose: queries are short, and each thread keeps one pooled connection warm.
@@ -23,17 +28,34 @@ async def db_call(function, /, *args, **kwargs):
     Here the work runs on a small pool of its own (``STREAM_DB_THREADS``) and closes
     (returns to the pool) every connection it opened before the result comes back. That is
     safe because ``function`` starts and ends its own work within the call: no transaction,
-    cursor or lazy queryset may outlive it.
+    cursor or lazy queryset may outlive it. What ``function`` publishes after its commits
+    is sent from the event loop once it returns (in order, before this returns), so the
+    thread is not held waiting for the loop (``deferred_publishing``).
     """
 
     def call_then_close():
-        try:
-            return function(*args, **kwargs)
-        finally:
-            for connection in connections.all(initialized_only=True):
-                connection.close()
+        with deferred_publishing() as sends:
+            try:
+                return function(*args, **kwargs), None, sends
+            except Exception as error:
+                return None, error, sends
+            finally:
+                for connection in connections.all(initialized_only=True):
+                    connection.close()
 
-    return await sync_to_async(call_then_close, thread_sensitive=False, executor=_executor)()
+    result, error, sends = await sync_to_async(
+        call_then_close, thread_sensitive=False, executor=_executor
+    )()
+    # What the function published after its commits is sent from here, the event loop:
+    # the database thread is free again at once (see deferred_publishing).
+    for group, message in sends:
+        try:
+            await apublish(group, message)
+        except Exception:
+            logger.exception("publishing to %s failed; clients will catch up by id", group)
+    if error is not None:
+        raise error
+    return result
 
 
 async def keyset_pages(fetch_page, after_id: int, *, page_size: int = 500):

@@ -140,6 +140,10 @@ class Hub:
         # A group only this hub is in: heartbeats through it prove our memberships live.
         self._own_group = f"streamsite.hub.{uuid.uuid4().hex}"
         self._heartbeat_seen = time.monotonic()
+        # Heartbeats are numbered: one missing between two that arrived was dropped by the
+        # layer (capacity, expiry), and events with it.
+        self._heartbeats_sent = 0
+        self._heartbeats_received = 0
 
     # Public API ------------------------------------------------------------------------
 
@@ -288,18 +292,43 @@ class Hub:
                 logger.warning("hub could not renew its group memberships", exc_info=True)
 
     async def _heartbeat_forever(self) -> None:
-        """Notice lost memberships: heartbeats through our own group must keep arriving."""
+        """Notice lost memberships and dropped events with numbered heartbeats.
+
+        A heartbeat that is late proves nothing by itself: under load it waits in the
+        channel behind thousands of events, and resyncing every stream then would make
+        the load far worse. So a late heartbeat leads to a look at the membership itself
+        (``_still_member``); only a membership that is gone means re-join and resync. A
+        heartbeat that never arrives while a later one does was dropped: see ``_dispatch``.
+        """
         interval = settings.STREAM_HUB_HEARTBEAT_SECONDS
         while True:
             await asyncio.sleep(interval)
             if time.monotonic() - self._heartbeat_seen > 3 * interval:
-                logger.warning("hub heartbeats stopped arriving; re-joining and resyncing")
-                self._heartbeat_seen = time.monotonic()
-                await self._rejoin_after_failure()
+                self._heartbeat_seen = time.monotonic()  # one check per three intervals
+                if not await self._still_member():
+                    logger.warning("hub lost its group memberships; re-joining and resyncing")
+                    await self._rejoin_after_failure()
+            self._heartbeats_sent += 1
             try:
-                await self.layer.group_send(self._own_group, {"type": "hub.heartbeat"})
+                await self.layer.group_send(
+                    self._own_group, {"type": "hub.heartbeat", "n": self._heartbeats_sent}
+                )
             except Exception:
                 logger.warning("hub could not send its heartbeat", exc_info=True)
+
+    async def _still_member(self) -> bool:
+        """Whether the layer still has our channel in our own group (False if unsure)."""
+        layer, group = self.layer, self._own_group
+        try:
+            if hasattr(layer, "_group_key") and hasattr(layer, "consistent_hash"):
+                # channels-redis: the group is a sorted set of channel names.
+                connection = layer.connection(layer.consistent_hash(group))
+                return await connection.zscore(layer._group_key(group), self.channel) is not None
+            if isinstance(getattr(layer, "groups", None), dict):  # the in-memory layer
+                return self.channel in layer.groups.get(group, {})
+        except Exception:
+            logger.warning("hub could not check its membership", exc_info=True)
+        return False
 
     async def _receive_forever(self) -> None:
         """The hub's only receive: never cancelled except when the hub closes."""
@@ -324,6 +353,7 @@ class Hub:
     async def _rejoin_after_failure(self) -> None:
         """Memberships may be gone (Redis restarted) and events lost: join again, resync."""
         self._heartbeat_seen = time.monotonic()  # one recovery per failure, not one per check
+        self._heartbeats_received = self._heartbeats_sent  # those in flight may be lost too
         for group in (HUB_GROUP, self._own_group):
             try:
                 await self.layer.group_add(group, self.channel)
@@ -339,6 +369,15 @@ class Hub:
     def _dispatch(self, message: dict) -> None:
         if message.get("type") == "hub.heartbeat":
             self._heartbeat_seen = time.monotonic()
+            number = message.get("n", 0)
+            if number > self._heartbeats_received + 1:
+                # The layer dropped the ones between (over capacity, expired), and whatever
+                # events were queued with them: every stream re-reads the database.
+                logger.warning("hub heartbeats %s were dropped; resyncing", number - 1)
+                for entry in self._keys.values():
+                    for subscription in entry.subscriptions:
+                        subscription.push(RESYNC)
+            self._heartbeats_received = max(self._heartbeats_received, number)
             return
         keys = self._keys
         for key, event in expand_message(message, wanted=keys.__contains__):

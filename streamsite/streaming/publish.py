@@ -10,6 +10,8 @@ goes to the per-process hubs (``streamsite.streaming.hub``), which fan it out lo
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
@@ -54,14 +56,39 @@ def _on_commit(group: str, message: dict, using: str | None) -> None:
     transaction.on_commit(publish_after_commit, using=using)
 
 
+_deferred = threading.local()
+
+
+@contextmanager
+def deferred_publishing() -> Iterator[list[tuple[str, dict]]]:
+    """Collect what ``publish`` sends in this thread instead of sending it.
+
+    For ``streamsite.streaming.db.db_call``: its thread would otherwise wait in
+    ``async_to_sync`` until the busy event loop gets round to the send, holding one of the
+    few database threads all that time. The caller sends the list from its loop instead.
+    """
+    previous = getattr(_deferred, "sends", None)
+    sends: list[tuple[str, dict]] = []
+    _deferred.sends = sends
+    try:
+        yield sends
+    finally:
+        _deferred.sends = previous
+
+
 def publish(group: str, message: dict) -> None:
     """Send a hub ``message`` to ``group`` now, from synchronous code.
 
-    In a server, sync code runs under ``sync_to_async`` and ``async_to_sync`` sends on the
-    server's own loop. Elsewhere (``manage.py notify``, a worker, a script) ``async_to_sync``
-    would create an event loop and new Redis connections for every message (about 3 ms
-    each); there the message goes through one long-lived loop of this module's instead.
+    Inside ``deferred_publishing`` the message is handed to the caller. In a server, sync
+    code runs under ``sync_to_async`` and ``async_to_sync`` sends on the server's own loop.
+    Elsewhere (``manage.py notify``, a worker, a script) ``async_to_sync`` would create an
+    event loop and new Redis connections for every message (about 3 ms each); there the
+    message goes through one long-lived loop of this module's instead.
     """
+    sends = getattr(_deferred, "sends", None)
+    if sends is not None:
+        sends.append((group, message))
+        return
     layer = get_channel_layer()
     if getattr(SyncToAsync.threadlocal, "main_event_loop", None) is not None:
         async_to_sync(layer.group_send)(group, message)

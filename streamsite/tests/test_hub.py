@@ -179,3 +179,41 @@ async def test_lost_memberships_are_noticed_by_heartbeats(hub, channel_layer, se
         assert await next_items(subscription) == [RESYNC]
         await hub.wait_until_settled()
         assert await group_members(channel_layer, "k.lost") == {hub.channel}
+
+
+async def test_a_dropped_heartbeat_makes_every_stream_resync(hub, channel_layer):
+    """Heartbeat 3 arriving after 1 means the layer dropped 2, and events with it."""
+    async with hub.subscribe("k.drop", maxsize=10) as subscription:
+        hub._dispatch({"type": "hub.heartbeat", "n": hub._heartbeats_received + 1})
+        assert subscription.take() == []
+        hub._dispatch({"type": "hub.heartbeat", "n": hub._heartbeats_received + 2})
+        assert subscription.take() == [RESYNC]
+
+
+async def test_a_late_heartbeat_with_membership_intact_does_not_resync(
+    hub, channel_layer, settings, monkeypatch
+):
+    """Under load heartbeats queue behind events: the hub checks its membership instead of
+    making every stream re-read the database."""
+    settings.STREAM_HUB_HEARTBEAT_SECONDS = 0.05
+    checked = asyncio.Event()
+    answers = []
+    real_still_member = hub._still_member
+
+    async def still_member():
+        answers.append(await real_still_member())
+        checked.set()
+        return answers[-1]
+
+    async def no_heartbeats(group, message):
+        if group != hub._own_group:
+            await real_group_send(group, message)
+
+    real_group_send = channel_layer.group_send
+    monkeypatch.setattr(hub, "_still_member", still_member)
+    async with hub.subscribe("k.late", maxsize=10) as subscription:
+        monkeypatch.setattr(hub.layer, "group_send", no_heartbeats)
+        async with asyncio.timeout(10):
+            await checked.wait()
+        assert answers == [True]
+        assert subscription.take() == []

@@ -79,3 +79,63 @@ def test_failed_send_is_logged_not_raised(
     with django_capture_on_commit_callbacks(execute=True):
         publish_on_commit("user.1", {"kind": "created", "id": 1})
     assert "publishing to user.1 failed" in caplog.text
+
+
+async def test_db_call_sends_what_its_function_published_from_the_loop(
+    transactional_db, channel_layer, monkeypatch
+):
+    """The database thread does not wait for the busy loop to send: the loop sends."""
+    import threading
+
+    from streamsite.streaming.db import db_call
+    from streamsite.streaming.hub import Hub
+
+    sent_from = []
+    real_group_send = channel_layer.group_send
+
+    async def recording_group_send(group, message):
+        if group == "k.deferred":
+            sent_from.append(threading.current_thread())
+        await real_group_send(group, message)
+
+    monkeypatch.setattr(channel_layer, "group_send", recording_group_send)
+
+    sent_when_committed = []
+
+    def write_and_publish():
+        with transaction.atomic():
+            publish_on_commit("k.deferred", {"n": 1})
+        sent_when_committed.append(len(sent_from))  # the thread did not wait for the send
+
+    hub = Hub()
+    try:
+        async with hub.subscribe("k.deferred", maxsize=10) as subscription:
+            await db_call(write_and_publish)
+            assert sent_when_committed == [0]
+            assert sent_from == [threading.current_thread()]  # sent before db_call returned
+            assert await subscription.wait(10)
+            assert subscription.take() == [{"n": 1}]
+    finally:
+        await hub.close()
+
+
+async def test_db_call_still_publishes_when_its_function_raises_after_a_commit(
+    transactional_db, channel_layer
+):
+    from streamsite.streaming.db import db_call
+    from streamsite.streaming.hub import Hub
+
+    def commit_then_fail():
+        with transaction.atomic():
+            publish_on_commit("k.raised", {"n": 2})
+        raise ValueError("after the commit")
+
+    hub = Hub()
+    try:
+        async with hub.subscribe("k.raised", maxsize=10) as subscription:
+            with pytest.raises(ValueError, match="after the commit"):
+                await db_call(commit_then_fail)
+            assert await subscription.wait(10)
+            assert subscription.take() == [{"n": 2}]
+    finally:
+        await hub.close()
