@@ -10,7 +10,7 @@ PORT ?= 8000
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: run test serve migrate lint format bench clean
+.PHONY: run test serve migrate lint format bench bench-chat clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -45,6 +45,11 @@ test: $(VENV)/.installed-dev
 ## `make bench ARGS=--quick` for a smoke run; `ARGS=--help` lists the options.
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.sse $(ARGS)
+
+## Chat socket benchmark (docs/benchmarks.md, "Chat sockets"): about 20 minutes.
+## `make bench-chat ARGS=--quick` for a smoke run (~3 min); `ARGS=--help` lists the options.
+bench-chat: $(VENV)/.installed-dev
+	$(PY) -m bench.chat $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

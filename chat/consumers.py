@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import AsyncExitStack, suppress
+from contextlib import suppress
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -36,7 +36,7 @@ from chat.protocol import FORBIDDEN, INVALID, RATE_LIMITED, TOO_LONG, ProtocolEr
 from chat.ratelimit import acheck_send_rate
 from notifications.events import session_digest, user_key
 from streamsite.streaming.db import db_call
-from streamsite.streaming.hub import HubUnavailable, get_hub
+from streamsite.streaming.hub import HubUnavailable, Subscription, get_hub
 from streamsite.websocket import server_send
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.user = None
         self.outbox: RoomOutbox | None = None
         self._writer: asyncio.Task | None = None
-        self._subscriptions: AsyncExitStack | None = None
+        self._hub = None
+        self._events: Subscription | None = None
         self._in_presence = False
         self._last_typing = float("-inf")
 
@@ -111,15 +112,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _join(self) -> None:
         """Subscribe, then read: what is published from here on reaches the socket."""
         room, user = self.room, self.user
-        hub = get_hub()
-        self._subscriptions = AsyncExitStack()
-        events = await self._subscriptions.enter_async_context(
-            hub.subscribe(room_key(room.pk), maxsize=SOCKET_BUFFER_EVENTS)
-        )
+        hub = self._hub = get_hub()
+        events = self._events = Subscription(room_key(room.pk), SOCKET_BUFFER_EVENTS)
+        # Plain add/remove rather than subscribe()'s context managers: thousands of
+        # sockets each keeping two suspended generators and an exit stack add up.
+        await hub.add(room_key(room.pk), events)
         # The user's own key carries "session.ended": a logout closes this socket too.
-        await self._subscriptions.enter_async_context(
-            hub.subscribe(user_key(user.pk), maxsize=SOCKET_BUFFER_EVENTS, into=events)
-        )
+        await hub.add(user_key(user.pk), events)
         session_key = self.scope["session"].session_key if "session" in self.scope else None
         self.outbox = RoomOutbox(
             room=room,
@@ -158,9 +157,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if writer is not None:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-        subscriptions, self._subscriptions = self._subscriptions, None
-        if subscriptions is not None:
-            await subscriptions.aclose()
+        events, self._events = self._events, None
+        if events is not None:
+            self._hub.remove(room_key(self.room.pk), events)
+            self._hub.remove(user_key(self.user.pk), events)
         if self._in_presence:
             self._in_presence = False
             await presence_leave(self.room.pk, self.user.pk)

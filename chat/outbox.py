@@ -23,7 +23,10 @@ sent twice. So one ``RoomOutbox`` task per socket owns the order:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -35,13 +38,17 @@ from streamsite.streaming.hub import RESYNC, Subscription
 
 logger = logging.getLogger(__name__)
 
-#: Ids remembered per socket to drop a message that arrives twice (replay and live).
-REMEMBERED_IDS = 2048
+#: Ids remembered per socket to drop a message that arrives twice (replay and live). A
+#: replay overlaps what the socket sent live only just after it connects, so a few hundred
+#: are plenty.
+REMEMBERED_IDS = 256
 #: Rows per database page when replaying; between pages the socket's live events are
 #: set aside, so the buffer cannot overflow during a long replay.
 RESUME_PAGE_SIZE = 500
 #: ``history``/``resume`` requests a socket may have waiting; more are refused.
 MAX_PENDING_READS = 8
+#: ``RoomOutbox._prepare``: this event closes the socket; the writer task does that.
+NEEDS_TASK = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,25 +63,35 @@ class ResumeRequest:
 
 
 class RecentIds:
-    """A bounded set of the ids most recently added."""
+    """The highest ids added (at least ``capacity`` of them), in a compact sorted array.
 
-    __slots__ = ("_ids", "_order", "capacity")
+    Every socket keeps one and adds every message it frames, so it must stay small: 8 bytes
+    an id, no int objects, no hash table (a set of 2,048 ids costs ~100 KB). Ids arrive in
+    increasing order almost always, so adding is an append.
+    """
+
+    __slots__ = ("_ids", "capacity")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._ids: set[int] = set()
-        self._order: deque[int] = deque()
+        self._ids = array("q")
 
     def __contains__(self, item: int) -> bool:
-        return item in self._ids
+        ids = self._ids
+        index = bisect_left(ids, item)
+        return index < len(ids) and ids[index] == item
 
     def add(self, item: int) -> None:
-        if item in self._ids:
-            return
-        self._ids.add(item)
-        self._order.append(item)
-        if len(self._order) > self.capacity:
-            self._ids.discard(self._order.popleft())
+        ids = self._ids
+        if not ids or item > ids[-1]:
+            ids.append(item)
+        else:
+            index = bisect_left(ids, item)
+            if index < len(ids) and ids[index] == item:
+                return
+            ids.insert(index, item)
+        if len(ids) > 2 * self.capacity:
+            del ids[: len(ids) - self.capacity]  # trimmed in halves: amortised O(1)
 
 
 class RoomOutbox:
@@ -84,6 +101,25 @@ class RoomOutbox:
     code. The owner (the consumer) runs ``run()`` as a task and cancels it when the socket
     goes. Nothing is sent once the socket is closed.
     """
+
+    __slots__ = (
+        "_close",
+        "_idle",
+        "_inflight",
+        "_pending",
+        "_send",
+        "closed",
+        "events",
+        "last_id",
+        "online",
+        "pending_reads",
+        "presence_version",
+        "removal_closes",
+        "room",
+        "sent",
+        "session",
+        "user_id",
+    )  # one per socket: no __dict__
 
     def __init__(
         self,
@@ -110,6 +146,11 @@ class RoomOutbox:
         self.pending_reads = 0
         self.closed = False
         self._pending: deque = deque()
+        # The writer task is waiting with nothing to do: the hub may deliver directly.
+        self._idle = False
+        # A frame whose direct send had to wait for the connection to drain.
+        self._inflight: asyncio.Task | None = None
+        events.direct = self.deliver_now
 
     # What the consumer calls ---------------------------------------------------------------
 
@@ -142,21 +183,19 @@ class RoomOutbox:
         self.events.push(request)
         return True
 
-    async def send_presence(self, online: list[str], version: int, event: dict | None = None):
-        """Send the online list if it is newer than the last one sent, and different.
+    async def send_presence(self, online: list[str], version: int) -> None:
+        """Send the online list if it is newer than the last one sent, and different."""
+        if self._presence_changed(online, version):
+            await self._send_text(protocol.presence_frame(online))
 
-        ``event``: the hub's presence event, whose frame every socket of the room shares.
-        """
+    def _presence_changed(self, online: list[str], version: int) -> bool:
         if version <= self.presence_version:
-            return
+            return False
         self.presence_version = version
         if online is self.online or online == self.online:
-            return
+            return False
         self.online = online
-        if event is not None:
-            await self._send_event(event)
-        else:
-            await self._send_text(protocol.presence_frame(online))
+        return True
 
     # The task --------------------------------------------------------------------------
 
@@ -166,7 +205,11 @@ class RoomOutbox:
         events = self.events
         while not self.closed:
             if not pending:
-                await events.wait(None)
+                self._idle = True
+                try:
+                    await events.wait(None)
+                finally:
+                    self._idle = False
                 if events.overflowed:
                     await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
                     return
@@ -191,39 +234,92 @@ class RoomOutbox:
             await self._close(code)
 
     async def _send_text(self, text: str) -> None:
-        if not self.closed:
-            await self._send(protocol.websocket_send(text))
+        await self._send_message(protocol.websocket_send(text))
 
-    async def _send_event(self, event: dict) -> None:
+    async def _send_message(self, message: dict) -> None:
+        if self._inflight is not None:
+            await self._inflight  # a direct send still draining goes out first
         if not self.closed:
-            await self._send(protocol.event_send(event))
+            await self._send(message)
 
     # Handling ------------------------------------------------------------------------------
 
-    async def _live(self, event: dict) -> None:
+    def _prepare(self, event: dict):
+        """What a live event means for this socket: an ASGI message to send, None for
+        nothing, or ``NEEDS_TASK`` when it closes the socket (which only the task does)."""
         kind = event.get("kind")
         if kind == "message":
             message_id = event["message"]["id"]
             if message_id in self.sent:
-                return
+                return None
             self._mark_sent(message_id)
-            await self._send_event(event)
-        elif kind == "typing":
-            if event["user_id"] != self.user_id:
-                await self._send_event(event)
-        elif kind == "message.deleted":
-            await self._send_event(event)
-        elif kind == "presence":
-            # The list object and its frame are shared by the room's sockets in this process.
-            await self.send_presence(event["online"], event["version"], event)
-        elif kind == "member.removed":
-            if event["user_id"] == self.user_id and self.removal_closes:
+            return protocol.event_send(event)
+        if kind == "typing":
+            return protocol.event_send(event) if event["user_id"] != self.user_id else None
+        if kind == "message.deleted":
+            return protocol.event_send(event)
+        if kind == "presence":
+            changed = self._presence_changed(event["online"], event["version"])
+            # The list's frame is shared by the room's sockets in this process.
+            return protocol.event_send(event) if changed else None
+        if kind == "member.removed":
+            removed = event["user_id"] == self.user_id and self.removal_closes
+            return NEEDS_TASK if removed else None
+        if kind == "room.deleted":
+            return NEEDS_TASK
+        if kind == "session.ended" and self.session and event.get("session") == self.session:
+            return NEEDS_TASK
+        return None  # the user's notification events share the buffer: not ours
+
+    async def _live(self, event: dict) -> None:
+        message = self._prepare(event)
+        if message is NEEDS_TASK:
+            kind = event["kind"]
+            if kind == "member.removed":
                 await self.close(protocol.CLOSE_FORBIDDEN)
-        elif kind == "room.deleted":
-            await self.close(protocol.CLOSE_NOT_FOUND)
-        elif kind == "session.ended" and self.session and event.get("session") == self.session:
-            await self.close(protocol.CLOSE_NOT_LOGGED_IN)
-        # Anything else (the user's notification events share the buffer) is not ours.
+            elif kind == "room.deleted":
+                await self.close(protocol.CLOSE_NOT_FOUND)
+            else:
+                await self.close(protocol.CLOSE_NOT_LOGGED_IN)
+        elif message is not None:
+            await self._send_message(message)
+
+    def deliver_now(self, event) -> bool:
+        """The hub's fast path: handle ``event`` at once if the writer has nothing queued.
+
+        Waking a task per socket for every event costs more than the write itself. When
+        this socket's writer is idle, its buffer empty and no send in flight, the frame is
+        written here, synchronously: the server's ``send`` completes without suspending
+        when the connection is writable. If it does suspend (flow control), it finishes in a
+        task that the writer awaits before anything else. Returns False to have the event
+        queued for the writer instead (it keeps the order in every other case).
+        """
+        if not self._idle or self._inflight is not None or self.events._buffer or self.closed:
+            return False
+        if type(event) is not dict:
+            return False
+        message = self._prepare(event)
+        if message is NEEDS_TASK:
+            return False
+        if message is None:
+            return True
+        sending = self._send(message)
+        try:
+            blocked_on = sending.send(None)
+        except StopIteration:
+            return True
+        except Exception:
+            # The client is gone (ClientDisconnected): the consumer's disconnect follows.
+            self.closed = True
+            return True
+        self._inflight = asyncio.ensure_future(_Resumed(sending, blocked_on).wait())
+        self._inflight.add_done_callback(self._sent_inflight)
+        return True
+
+    def _sent_inflight(self, task: asyncio.Task) -> None:
+        self._inflight = None
+        if not task.cancelled() and task.exception() is not None:
+            self.closed = True  # the client went away mid-write
 
     async def _history(self, request: HistoryRequest) -> None:
         messages, has_more = await selectors.aroom_history(
@@ -256,3 +352,38 @@ class RoomOutbox:
         self.sent.add(message_id)
         if message_id > self.last_id:
             self.last_id = message_id
+
+
+class _Resumed:
+    """Finish, in a task, a coroutine that was started by hand and is now suspended.
+
+    ``deliver_now`` drives the server's ``send`` coroutine itself to avoid a task per
+    frame; in the rare case it suspends (the connection must drain first), this hands the
+    future it is blocked on to a task, and relays everything after: results, exceptions,
+    cancellation.
+    """
+
+    __slots__ = ("blocked_on", "coroutine")
+
+    def __init__(self, coroutine, blocked_on) -> None:
+        self.coroutine = coroutine
+        self.blocked_on = blocked_on
+
+    async def wait(self):
+        return await self
+
+    def __await__(self):
+        coroutine, waiting_for = self.coroutine, self.blocked_on
+        while True:
+            try:
+                result = yield waiting_for
+            except BaseException as error:  # cancellation included: pass it on
+                try:
+                    waiting_for = coroutine.throw(error)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting_for = coroutine.send(result)
+                except StopIteration as stop:
+                    return stop.value

@@ -317,3 +317,18 @@ async def test_a_rate_limited_message_stays_pending_and_is_sent_later(
     await expect(messages(alice).locator("li.is-sent")).to_have_count(21)
     assert await Message.objects.filter(room=lobby).acount() == 21
     assert await shown_ids(alice) == sorted(await shown_ids(alice))
+
+
+async def test_a_mention_lights_up_the_mentioned_user_s_bell(
+    browser, live_server_asgi, lobby, user, other_user
+):
+    """``@bob`` in a message notifies bob through the notifications service: the bell on
+    his open page counts it, live."""
+    await sync_to_async(services.membership_add)(room=lobby, user=other_user)
+    alice = await open_room(browser, live_server_asgi, user, lobby)
+    bob = await open_room(browser, live_server_asgi, other_user, lobby)
+    bell = bob.get_by_test_id("bell-count")
+    await expect(bell).to_have_text(re.compile(r"^0?$"))
+    await send(alice, "@bob have a look")
+    await expect(message(bob, "have a look")).to_have_count(1, timeout=DELIVERY_MS)
+    await expect(bell).to_have_text("1", timeout=DELIVERY_MS)

@@ -81,11 +81,13 @@ def live(message) -> dict:
     return message_event(message_payload(message))
 
 
-async def test_recent_ids_forget_the_oldest():
+async def test_recent_ids_keep_at_least_the_highest_capacity_ids():
     ids = RecentIds(3)
-    for n in range(5):
+    for n in [0, 1, 2, 3, 5, 4, 6]:  # one out of order
         ids.add(n)
-    assert [n in ids for n in range(5)] == [False, False, True, True, True]
+    assert [n in ids for n in range(8)] == [False] * 4 + [True] * 3 + [False]
+    ids.add(5)  # already there: nothing changes
+    assert [n in ids for n in range(8)] == [False] * 4 + [True] * 3 + [False]
 
 
 async def test_live_messages_already_in_the_join_history_are_not_sent_again(room, user, running):
@@ -209,3 +211,59 @@ async def test_nothing_is_sent_after_the_socket_closed(room, user, running):
     outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
     await outbox.send_presence(["alice", "bob"], 5)
     assert [f["type"] for f in socket.frames] == ["presence", "history"]
+
+
+async def wait_until_idle(outbox: RoomOutbox) -> None:
+    async with asyncio.timeout(10):
+        while not outbox._idle:  # noqa: ASYNC110 - the writer task flips it
+            await asyncio.sleep(0)
+
+
+async def test_an_idle_socket_gets_live_frames_without_a_task_wake(room, user, running):
+    messages = await sync_to_async(add_messages)(room, user, 2)
+    for message in messages:
+        message.room = room
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence([], 1), [], False)
+    running(outbox)
+    await wait_until_idle(outbox)
+    for message in messages:
+        assert outbox.deliver_now(live(message)) is True
+    # Written synchronously: nothing buffered, nothing waiting.
+    assert socket.message_ids() == [m.pk for m in messages]
+    assert outbox.events.take() == []
+    # A duplicate is dropped there too.
+    assert outbox.deliver_now(live(messages[0])) is True
+    assert socket.message_ids() == [m.pk for m in messages]
+
+
+async def test_a_direct_send_that_must_wait_keeps_the_order(room, user, running):
+    messages = await sync_to_async(add_messages)(room, user, 5)
+    for message in messages:
+        message.room = room
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence([], 1), [], False)
+    running(outbox)
+    await wait_until_idle(outbox)
+    socket.gate.clear()  # the connection must drain: the first send suspends
+    assert outbox.deliver_now(live(messages[0])) is True
+    assert outbox._inflight is not None
+    for message in messages[1:]:
+        # Not direct while a send is in flight: queued for the writer, behind it.
+        assert outbox.deliver_now(live(message)) is False
+        outbox.events.push(live(message))
+    socket.gate.set()
+    await socket.until(lambda s: len(s.message_ids()) == 5)
+    assert socket.message_ids() == [m.pk for m in messages]
+
+
+async def test_closing_events_are_left_to_the_writer(room, user, running):
+    socket = Socket()
+    outbox = outbox_for(room, user, socket)
+    await outbox.start(RoomPresence([], 1), [], False)
+    running(outbox)
+    await wait_until_idle(outbox)
+    assert outbox.deliver_now({"kind": "room.deleted"}) is False
+    assert outbox.deliver_now({"kind": "created", "id": 1}) is True  # not ours: dropped

@@ -59,12 +59,15 @@ class Subscription:
     memory a slow client can cost.
     """
 
-    __slots__ = ("_buffer", "_waiter", "key", "maxsize", "overflowed")
+    __slots__ = ("_buffer", "_waiter", "direct", "key", "maxsize", "overflowed")
 
     def __init__(self, key: str, maxsize: int) -> None:
         self.key = key
         self.maxsize = maxsize
         self.overflowed = False
+        #: Optional fast path: ``direct(event)`` returns True when it handled the event
+        #: itself (the hub then does not buffer it), False to have it buffered as usual.
+        self.direct = None
         self._buffer: deque = deque()
         self._waiter: asyncio.Future | None = None
 
@@ -158,8 +161,19 @@ class Hub:
         ``into``, the events of ``key`` go to that existing subscription (one buffer and
         one reader for several keys; ``maxsize`` is then the existing one's).
         """
-        await self._ensure_started()
         subscription = into if into is not None else Subscription(key, maxsize)
+        try:
+            await self.add(key, subscription)
+            yield subscription
+        finally:
+            # Short and synchronous: it runs while the stream is being cancelled.
+            self.remove(key, subscription)
+
+    async def add(self, key: str, subscription: Subscription) -> None:
+        """``subscribe()`` without a context manager, for owners that keep many (sockets):
+        the events of ``key`` go to ``subscription`` once this returns. Always pair with
+        ``remove()``, even when this raised or was cancelled."""
+        await self._ensure_started()
         entry = self._keys.get(key)
         if entry is None:
             entry = self._keys[key] = _Key()
@@ -167,16 +181,18 @@ class Hub:
         if not entry.joined.is_set():
             self._reconcile(key)
         try:
-            try:
-                await asyncio.wait_for(entry.joined.wait(), JOIN_TIMEOUT_SECONDS)
-            except TimeoutError:
-                raise HubUnavailable(f"the channel layer did not accept {key!r}") from None
-            yield subscription
-        finally:
-            # Short and synchronous: it runs while the stream is being cancelled.
-            entry.subscriptions.discard(subscription)
-            if not entry.subscriptions:
-                self._reconcile(key)
+            await asyncio.wait_for(entry.joined.wait(), JOIN_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise HubUnavailable(f"the channel layer did not accept {key!r}") from None
+
+    def remove(self, key: str, subscription: Subscription) -> None:
+        """Stop delivering ``key``'s events to ``subscription``. Synchronous and immediate."""
+        entry = self._keys.get(key)
+        if entry is None or subscription not in entry.subscriptions:
+            return
+        entry.subscriptions.discard(subscription)
+        if not entry.subscriptions:
+            self._reconcile(key)
 
     def local_subscriber_count(self, key: str | None = None) -> int:
         """How many subscriptions this process holds (for ``key``, or in all)."""
@@ -382,7 +398,9 @@ class Hub:
         keys = self._keys
         for key, event in expand_message(message, wanted=keys.__contains__):
             for subscription in keys[key].subscriptions:
-                subscription.push(event)
+                direct = subscription.direct
+                if direct is None or not direct(event):
+                    subscription.push(event)
 
 
 def event_message(key: str, event: dict) -> dict:

@@ -15,11 +15,13 @@ def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -
     """Return the uvicorn command line that serves streamsite in production.
 
     uvicorn rather than daphne because it applies flow control: a client that reads slowly
-    pauses its own stream instead of growing the server's memory.
+    pauses its own stream instead of growing the server's memory. Its sans-I/O WebSocket
+    protocol keeps no tasks per connection and writes a frame without suspending, which
+    the chat's fan-out relies on for speed (docs/architecture.md, "Servers").
     """
     argv = [
         sys.executable, "-m", "uvicorn", "streamsite.asgi:application",
-        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
         "--workers", str(workers), "--no-access-log", "--proxy-headers",
         "--timeout-graceful-shutdown", "5",
         # The chat protocol's frame limit, enforced by the server before it buffers more

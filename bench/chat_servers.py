@@ -1,0 +1,130 @@
+"""The chat benchmark's servers: streamsite's production command and the baseline, same flags.
+
+Both are uvicorn started the way ``bench.processes.Server`` starts servers (the harness
+binds the socket and passes it with ``--fd``): streamsite by ``manage.py serve --workers W``
+(``streamsite.management.commands.serve.uvicorn_argv``), the baseline by the same argv with
+``bench.chat_baseline:application`` in place of ``streamsite.asgi:application``. With
+``--workers 2`` uvicorn's supervisor forks two worker processes sharing the socket; the
+harness measures the workers, found as the supervisor's children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+
+from bench.processes import Server, cpu_seconds, status_kb
+
+STREAMSITE_APP = "streamsite.asgi:application"
+BASELINE_APP = "bench.chat_baseline:application"
+
+
+def baseline_argv(fd: int, workers: int) -> list[str]:
+    """The production uvicorn command line, serving the baseline application."""
+    from streamsite.management.commands.serve import uvicorn_argv
+
+    argv = uvicorn_argv(host="127.0.0.1", port=0, workers=workers, fd=fd)
+    argv[argv.index(STREAMSITE_APP)] = BASELINE_APP
+    return argv
+
+
+class ChatServer(Server):
+    """``app`` (streamsite or baseline) on uvicorn with ``workers`` processes."""
+
+    def __init__(self, app: str, workers: int, env: dict, log_dir, label: str) -> None:
+        super().__init__("uvicorn", env, log_dir, label)
+        self.app = app
+        self.workers = workers
+
+    def command(self, fd: int) -> list[str]:
+        if self.app == "streamsite":
+            return [
+                sys.executable, "manage.py", "serve", "--fd", str(fd),
+                "--workers", str(self.workers), "--no-collectstatic",
+            ]  # fmt: skip
+        return baseline_argv(fd, self.workers)
+
+    def start(self) -> ChatServer:
+        super().start()
+        if self.workers > 1:
+            self._wait_for_workers()
+        return self
+
+    def _wait_for_workers(self, timeout: float = 60) -> None:
+        """Until every worker exists and has finished starting (its CPU use has settled)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.worker_pids()) < self.workers:
+            time.sleep(0.1)
+        pids = self.worker_pids()
+        if len(pids) < self.workers:
+            raise RuntimeError(f"{len(pids)} of {self.workers} workers started:\n{self.log_tail()}")
+        while time.monotonic() < deadline:
+            before = {pid: cpu_seconds(pid) for pid in pids}
+            time.sleep(0.5)
+            if all(cpu_seconds(pid) - before[pid] < 0.05 for pid in pids):
+                return
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve: the server itself, or its uvicorn workers."""
+        if self.workers == 1:
+            return [self.pid]
+        return [pid for pid in children(self.pid) if b"spawn_main" in cmdline(pid)]
+
+    def rss_kb(self) -> int:
+        return sum(status_kb(pid, "VmRSS") for pid in self.worker_pids())
+
+    def threads(self) -> int:
+        return sum(status_kb(pid, "Threads") for pid in self.worker_pids())
+
+    def sockets_per_worker(self) -> list[int]:
+        """Established client connections to the server's port held by each worker."""
+        inodes = established_inodes(self.port)
+        return [len(socket_inodes(pid) & inodes) for pid in self.worker_pids()]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/stat") as file:
+                fields = file.read().rpartition(")")[2].split()
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def established_inodes(port: int) -> set[int]:
+    """Inodes of ESTABLISHED TCP sockets whose local port is ``port`` (the server side)."""
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name) as file:
+            next(file)
+            for line in file:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(int(inode))
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
