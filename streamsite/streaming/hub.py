@@ -37,81 +37,20 @@ from contextlib import asynccontextmanager
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from streamsite.streaming.subscription import RESYNC, Subscription
+
+__all__ = ["HUB_GROUP", "RESYNC", "Hub", "HubUnavailable", "Subscription", "get_hub"]
+
 logger = logging.getLogger(__name__)
 
 #: Every hub is a member of this group; batches for many keys are sent to it once.
 HUB_GROUP = "streamsite.hubs"
-#: Pushed to subscribers when events may have been lost; they should re-read the database.
-RESYNC = object()
 #: How long ``subscribe()`` waits for the channel layer to accept the membership.
 JOIN_TIMEOUT_SECONDS = 10
 
 
 class HubUnavailable(Exception):
     """The channel layer did not accept a subscription in time."""
-
-
-class Subscription:
-    """One stream's bounded buffer of events for one key.
-
-    When the buffer is full the subscription is marked ``overflowed`` and takes nothing
-    more: its stream should end, and its client resumes from the database. That bounds the
-    memory a slow client can cost.
-    """
-
-    __slots__ = ("_buffer", "_waiter", "direct", "key", "maxsize", "overflowed")
-
-    def __init__(self, key: str, maxsize: int) -> None:
-        self.key = key
-        self.maxsize = maxsize
-        self.overflowed = False
-        #: Optional fast path: ``direct(event)`` returns True when it handled the event
-        #: itself (the hub then does not buffer it), False to have it buffered as usual.
-        self.direct = None
-        self._buffer: deque = deque()
-        self._waiter: asyncio.Future | None = None
-
-    def push(self, item) -> None:
-        """Add an event (or ``RESYNC``); called by the hub, never blocks."""
-        if self.overflowed:
-            return
-        if len(self._buffer) >= self.maxsize:
-            self.overflowed = True
-            self._buffer.clear()
-        else:
-            self._buffer.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
-
-    async def wait(self, seconds: float | None) -> bool:
-        """Wait until there is something to take; return False if ``seconds`` passed first.
-
-        A future and a timer handle, no task: cheap enough for every wake of every stream.
-        ``None`` waits as long as it takes (no timer at all).
-        """
-        if self._buffer or self.overflowed:
-            return True
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = None if seconds is None else loop.call_later(seconds, _resolve, waiter, False)
-        try:
-            return await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._waiter = None
-
-    def take(self) -> list:
-        """Return and remove everything buffered, oldest first."""
-        items = list(self._buffer)
-        self._buffer.clear()
-        return items
-
-
-def _resolve(future: asyncio.Future, value) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 class _Key:

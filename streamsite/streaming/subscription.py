@@ -1,0 +1,72 @@
+"""A stream's or socket's bounded buffer of events from the hub (``streamsite.streaming.hub``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+#: Pushed to subscribers when events may have been lost; they should re-read the database.
+RESYNC = object()
+
+
+class Subscription:
+    """One stream's bounded buffer of events for one key.
+
+    When the buffer is full the subscription is marked ``overflowed`` and takes nothing
+    more: its stream should end, and its client resumes from the database. That bounds the
+    memory a slow client can cost.
+    """
+
+    __slots__ = ("_buffer", "_waiter", "direct", "key", "maxsize", "overflowed")
+
+    def __init__(self, key: str, maxsize: int) -> None:
+        self.key = key
+        self.maxsize = maxsize
+        self.overflowed = False
+        #: Optional fast path: ``direct(event)`` returns True when it handled the event
+        #: itself (the hub then does not buffer it), False to have it buffered as usual.
+        self.direct = None
+        self._buffer: deque = deque()
+        self._waiter: asyncio.Future | None = None
+
+    def push(self, item) -> None:
+        """Add an event (or ``RESYNC``); called by the hub, never blocks."""
+        if self.overflowed:
+            return
+        if len(self._buffer) >= self.maxsize:
+            self.overflowed = True
+            self._buffer.clear()
+        else:
+            self._buffer.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    async def wait(self, seconds: float | None) -> bool:
+        """Wait until there is something to take; return False if ``seconds`` passed first.
+
+        A future and a timer handle, no task: cheap enough for every wake of every stream.
+        ``None`` waits as long as it takes (no timer at all).
+        """
+        if self._buffer or self.overflowed:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if seconds is None else loop.call_later(seconds, _resolve, waiter, False)
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+
+    def take(self) -> list:
+        """Return and remove everything buffered, oldest first."""
+        items = list(self._buffer)
+        self._buffer.clear()
+        return items
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
