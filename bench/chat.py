@@ -26,10 +26,8 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ from bench import chat_report, data
 from bench.chat_servers import ChatServer
 from bench.machine import describe
 from bench.processes import BASE_DIR, LineChild, Profiler, Sampler, stop_all
-from bench.sse import check_services, machine_busy_percent, redis_client, server_environment
+from bench.sse import prepare_run, redis_client, server_environment
 
 SCENARIOS = ("idle", "room", "room2")
 CONFIGS = ("streamsite", "baseline")
@@ -442,23 +440,9 @@ def _sum_histograms(histograms: list[dict]) -> dict:
 # Main ------------------------------------------------------------------------------------
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    check_services()
-    busy = machine_busy_percent()
-    if busy > 25:
-        print(
-            f"bench.chat: warning: the machine is already {busy:.0f}% busy (of "
-            f"{os.cpu_count()} cores) with other work: figures will be lower and noisier",
-            file=sys.stderr,
-        )
+    busy = prepare_run("bench.chat")
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(exist_ok=True)

@@ -161,8 +161,10 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def prepare_run(program: str) -> float:
+    """What every benchmark does first: stop cleanly on SIGTERM, allow thousands of open
+    files, require PostgreSQL and Redis, and warn when the machine is already busy.
+    Returns how busy it was (% of all cores)."""
     signal.signal(signal.SIGTERM, _terminate)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -170,10 +172,16 @@ def main(argv=None) -> int:
     busy = machine_busy_percent()
     if busy > 25:
         print(
-            f"bench: warning: the machine is already {busy:.0f}% busy (of {os.cpu_count()} "
-            "cores) with other work: figures will be lower and noisier",
+            f"{program}: warning: the machine is already {busy:.0f}% busy (of "
+            f"{os.cpu_count()} cores) with other work: figures will be lower and noisier",
             file=sys.stderr,
         )
+    return busy
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    busy = prepare_run("bench")
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(exist_ok=True)

@@ -13,21 +13,14 @@ Commands (``cmd``): ``connect``, ``start``, ``progress``, ``stop``, ``close``,
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import resource
-import sys
 import time
 from array import array
 from collections import Counter
 
-import uvloop
-
+from bench.client_process import HISTOGRAM_MS, PERCENTILES, percentile, run_client
 from bench.rawhttp import Download, HTTPResponse, get_request
 
 TITLE_PREFIX = b'"title":"bench '
-#: Upper edges (ms) of the latency histogram kept in the raw results.
-HISTOGRAM_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 60000)
 
 
 class Recorder:
@@ -114,22 +107,13 @@ class Recorder:
             "out_of_range": self.out_of_range,
             "first_receive": self.first,
             "last_receive": self.last,
-            "latency_ms": {name: _percentile(latencies, p) for name, p in PERCENTILES if latencies},
+            "latency_ms": {name: percentile(latencies, p) for name, p in PERCENTILES if latencies},
             "latency_mean_ms": 1000 * sum(latencies) / len(latencies) if latencies else None,
             "histogram_ms": {"edges": list(HISTOGRAM_MS), "counts": histogram},
             "per_seq": list(self.per_seq),
             "per_second": list(self.per_second),
             "closed_during_run": self.closed_during_run,
         }
-
-
-PERCENTILES = (("min", 0), ("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100))
-
-
-def _percentile(ordered: list[float], p: float) -> float:
-    """Nearest-rank percentile of sorted seconds, in milliseconds."""
-    index = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return round(1000 * ordered[index], 3)
 
 
 class Stream(HTTPResponse):
@@ -290,25 +274,8 @@ class Client:
         }
 
 
-async def serve_commands() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    client = Client()
-    while line := await reader.readline():
-        try:
-            reply = await client.handle(json.loads(line))
-        except Exception as exc:  # reported to the harness, which stops the benchmark
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-    await client.close()
-
-
 def main() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    uvloop.run(serve_commands())
+    run_client(Client)
 
 
 if __name__ == "__main__":

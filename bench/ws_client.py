@@ -27,19 +27,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
 import os
-import resource
-import sys
 import tempfile
 import time
 import uuid
 from array import array
 from collections import Counter
 
-#: Upper edges (ms) of the latency histogram kept in the raw results.
-HISTOGRAM_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 60000)
-PERCENTILES = (("min", 0), ("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100))
+from bench.client_process import HISTOGRAM_MS, PERCENTILES, percentile, run_client
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 
@@ -134,12 +130,6 @@ class Recorder:
             "errors": dict(self.errors),
             "error_samples": self.error_samples,
         }
-
-
-def percentile(ordered, p: float) -> float:
-    """Nearest-rank percentile of sorted seconds, in milliseconds."""
-    index = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return round(1000 * ordered[index], 3)
 
 
 class Socket(asyncio.Protocol):
@@ -498,27 +488,8 @@ class Client:
         return {"closed": count}
 
 
-async def serve_commands() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    client = Client()
-    while line := await reader.readline():
-        try:
-            reply = await client.handle(json.loads(line))
-        except Exception as exc:  # reported to the harness, which stops the benchmark
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-    await client.close()
-
-
 def main() -> None:
-    import uvloop
-
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    uvloop.run(serve_commands())
+    run_client(Client)
 
 
 if __name__ == "__main__":

@@ -183,10 +183,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._handle(protocol.parse_frame(text_data))
         except ProtocolError as error:
             await self.send_text(protocol.error_frame(error))
-        except RateLimited as limited:
-            await self.send_text(
-                protocol.error_frame(limited.error, retry_after=limited.retry_after)
-            )
         except protocol.FrameTooLarge:
             await self.outbox.close(protocol.CLOSE_TOO_LARGE)
         except OSError:
@@ -227,11 +223,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         client_id = request.client_id
         retry_after = await acheck_send_rate(self.user.pk)
         if retry_after is not None:
-            raise RateLimited(
-                ProtocolError(
-                    RATE_LIMITED, "You are sending too fast; try again soon.", client_id=client_id
-                ),
-                retry_after,
+            raise ProtocolError(
+                RATE_LIMITED,
+                "You are sending too fast; try again soon.",
+                client_id=client_id,
+                retry_after=retry_after,
             )
         try:
             message, _created = await services.amessage_post(
@@ -254,15 +250,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await services.atyping_announce(user=self.user, room=self.room)
         except PermissionDenied as error:
             raise ProtocolError(FORBIDDEN, str(error)) from None
-
-
-class RateLimited(Exception):
-    """A send over the user's rate: answered with ``rate_limited`` and ``retry_after``."""
-
-    def __init__(self, error: ProtocolError, retry_after: float) -> None:
-        super().__init__(error.detail)
-        self.error = error
-        self.retry_after = retry_after
 
 
 def _too_many_reads() -> ProtocolError:

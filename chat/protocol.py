@@ -46,11 +46,19 @@ FORBIDDEN = "forbidden"
 class ProtocolError(Exception):
     """A client frame the server refuses; answered with an ``error`` frame."""
 
-    def __init__(self, code: str, detail: str, *, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        client_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.client_id = client_id
+        self.retry_after = retry_after
 
 
 class FrameTooLarge(Exception):
@@ -189,12 +197,12 @@ def encode(frame: dict) -> str:
 PONG = encode({"type": "pong"})
 
 
-def error_frame(error: ProtocolError, *, retry_after: float | None = None) -> str:
+def error_frame(error: ProtocolError) -> str:
     frame = {"type": "error", "code": error.code, "detail": error.detail}
     if error.client_id is not None:
         frame["client_id"] = error.client_id
-    if retry_after is not None:
-        frame["retry_after"] = round(retry_after, 3)
+    if error.retry_after is not None:
+        frame["retry_after"] = round(error.retry_after, 3)
     return encode(frame)
 
 

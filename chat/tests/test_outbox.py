@@ -63,13 +63,17 @@ def outbox_for(room, user, socket: Socket, maxsize: int = 1000) -> RoomOutbox:
 
 
 @pytest.fixture
-async def running():
+async def start_outbox():
+    """``outbox, socket = await start_outbox(room, user)``: started (presence and history
+    sent) and running; its task is cancelled after the test."""
     tasks: list[asyncio.Task] = []
 
-    def start(outbox: RoomOutbox) -> asyncio.Task:
-        task = asyncio.create_task(outbox.run())
-        tasks.append(task)
-        return task
+    async def start(room, user, *, online=(), history=(), maxsize=1000):
+        socket = Socket()
+        outbox = outbox_for(room, user, socket, maxsize)
+        await outbox.start(RoomPresence(list(online), 1), list(history), False)
+        tasks.append(asyncio.create_task(outbox.run()))
+        return outbox, socket
 
     yield start
     for task in tasks:
@@ -90,27 +94,23 @@ async def test_recent_ids_keep_at_least_the_highest_capacity_ids():
     assert [n in ids for n in range(8)] == [False] * 4 + [True] * 3 + [False]
 
 
-async def test_live_messages_already_in_the_join_history_are_not_sent_again(room, user, running):
+async def test_live_messages_already_in_the_join_history_are_not_sent_again(
+    room, user, start_outbox
+):
     messages = await sync_to_async(add_messages)(room, user, 3)
     for message in messages:
         message.room = room
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence(["alice"], 1), messages[:2], False)
-    running(outbox)
+    outbox, socket = await start_outbox(room, user, online=["alice"], history=messages[:2])
     for message in messages:
         outbox.events.push(live(message))
     await socket.until(lambda s: s.message_ids() == [messages[2].pk])
 
 
-async def test_live_messages_wait_for_a_resume_and_none_is_sent_twice(room, user, running):
+async def test_live_messages_wait_for_a_resume_and_none_is_sent_twice(room, user, start_outbox):
     messages = await sync_to_async(add_messages)(room, user, 1200)
     for message in messages:
         message.room = room
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence([], 1), [], False)
-    running(outbox)
+    outbox, socket = await start_outbox(room, user)
     # A resume, then live events for messages it will also replay, and one it will not.
     assert outbox.request_resume(0)
     for message in messages[-5:]:
@@ -119,14 +119,11 @@ async def test_live_messages_wait_for_a_resume_and_none_is_sent_twice(room, user
     assert socket.message_ids() == [m.pk for m in messages]
 
 
-async def test_a_slow_reader_is_closed_with_1013_and_memory_stays_bounded(room, user, running):
+async def test_a_slow_reader_is_closed_with_1013_and_memory_stays_bounded(room, user, start_outbox):
     messages = await sync_to_async(add_messages)(room, user, 1)
     messages[0].room = room
-    socket = Socket()
-    outbox = outbox_for(room, user, socket, maxsize=10)
-    await outbox.start(RoomPresence([], 1), [], False)
+    outbox, socket = await start_outbox(room, user, maxsize=10)
     socket.gate.clear()  # the client stops reading
-    running(outbox)
     event = live(messages[0])
     for n in range(50):
         outbox.events.push({**event, "message": {**event["message"], "id": 10_000 + n}})
@@ -135,24 +132,18 @@ async def test_a_slow_reader_is_closed_with_1013_and_memory_stays_bounded(room, 
     assert len(outbox.events.take()) == 0
 
 
-async def test_resync_replays_from_the_last_id_sent(room, user, running):
+async def test_resync_replays_from_the_last_id_sent(room, user, start_outbox):
     messages = await sync_to_async(add_messages)(room, user, 5)
     for message in messages:
         message.room = room
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence([], 1), messages[:2], False)
-    running(outbox)
+    outbox, socket = await start_outbox(room, user, history=messages[:2])
     # Messages 3..5 were published while the layer was down: only RESYNC says so.
     outbox.events.push(RESYNC)
     await socket.until(lambda s: s.message_ids() == [m.pk for m in messages[2:]])
 
 
-async def test_presence_is_sent_only_when_it_changes_and_never_goes_back(room, user, running):
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence(["alice"], 1), [], False)
-    running(outbox)
+async def test_presence_is_sent_only_when_it_changes_and_never_goes_back(room, user, start_outbox):
+    outbox, socket = await start_outbox(room, user, online=["alice"])
     for version, online in [(2, ["alice"]), (3, ["alice", "bob"]), (1, ["carol"])]:
         outbox.events.push({"kind": "presence", "online": online, "version": version})
     outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
@@ -162,16 +153,13 @@ async def test_presence_is_sent_only_when_it_changes_and_never_goes_back(room, u
 
 
 async def test_removal_closes_a_private_room_socket_but_not_a_public_one(
-    user, running, transactional_db
+    user, start_outbox, transactional_db
 ):
     public = await sync_to_async(room_with)("public")
     private = await sync_to_async(room_with)("private", private=True, members=[user])
     sockets = {}
     for room in (public, private):
-        socket = sockets[room.slug] = Socket()
-        outbox = outbox_for(room, user, socket)
-        await outbox.start(RoomPresence([], 1), [], False)
-        running(outbox)
+        outbox, sockets[room.slug] = await start_outbox(room, user)
         outbox.events.push({"kind": "member.removed", "user_id": user.pk})
         outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
     await sockets["private"].until(lambda s: s.close_code == protocol.CLOSE_FORBIDDEN)
@@ -180,11 +168,8 @@ async def test_removal_closes_a_private_room_socket_but_not_a_public_one(
     assert sockets["public"].close_code is None
 
 
-async def test_session_end_closes_only_that_session_s_sockets(room, user, running):
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence([], 1), [], False)
-    running(outbox)
+async def test_session_end_closes_only_that_session_s_sockets(room, user, start_outbox):
+    outbox, socket = await start_outbox(room, user)
     outbox.events.push({"kind": "session.ended", "session": "another"})
     outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
     await socket.until(lambda s: s.frames[-1]["type"] == "typing")
@@ -202,11 +187,8 @@ async def test_the_same_event_is_encoded_once(room, user):
     assert protocol.event_send(event)["text"] == protocol.event_frame(event)
 
 
-async def test_nothing_is_sent_after_the_socket_closed(room, user, running):
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence([], 1), [], False)
-    running(outbox)
+async def test_nothing_is_sent_after_the_socket_closed(room, user, start_outbox):
+    outbox, socket = await start_outbox(room, user)
     await outbox.close(protocol.CLOSE_TOO_LARGE)
     outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
     await outbox.send_presence(["alice", "bob"], 5)
@@ -219,14 +201,11 @@ async def wait_until_idle(outbox: RoomOutbox) -> None:
             await asyncio.sleep(0)
 
 
-async def test_an_idle_socket_gets_live_frames_without_a_task_wake(room, user, running):
+async def test_an_idle_socket_gets_live_frames_without_a_task_wake(room, user, start_outbox):
     messages = await sync_to_async(add_messages)(room, user, 2)
     for message in messages:
         message.room = room
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence([], 1), [], False)
-    running(outbox)
+    outbox, socket = await start_outbox(room, user)
     await wait_until_idle(outbox)
     for message in messages:
         assert outbox.deliver_now(live(message)) is True
@@ -238,14 +217,11 @@ async def test_an_idle_socket_gets_live_frames_without_a_task_wake(room, user, r
     assert socket.message_ids() == [m.pk for m in messages]
 
 
-async def test_a_direct_send_that_must_wait_keeps_the_order(room, user, running):
+async def test_a_direct_send_that_must_wait_keeps_the_order(room, user, start_outbox):
     messages = await sync_to_async(add_messages)(room, user, 5)
     for message in messages:
         message.room = room
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence([], 1), [], False)
-    running(outbox)
+    outbox, socket = await start_outbox(room, user)
     await wait_until_idle(outbox)
     socket.gate.clear()  # the connection must drain: the first send suspends
     assert outbox.deliver_now(live(messages[0])) is True
@@ -259,11 +235,8 @@ async def test_a_direct_send_that_must_wait_keeps_the_order(room, user, running)
     assert socket.message_ids() == [m.pk for m in messages]
 
 
-async def test_closing_events_are_left_to_the_writer(room, user, running):
-    socket = Socket()
-    outbox = outbox_for(room, user, socket)
-    await outbox.start(RoomPresence([], 1), [], False)
-    running(outbox)
+async def test_closing_events_are_left_to_the_writer(room, user, start_outbox):
+    outbox, _socket = await start_outbox(room, user)
     await wait_until_idle(outbox)
     assert outbox.deliver_now({"kind": "room.deleted"}) is False
     assert outbox.deliver_now({"kind": "created", "id": 1}) is True  # not ours: dropped
