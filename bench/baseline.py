@@ -33,7 +33,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from notifications import selectors
+from notifications import counters
 from notifications.events import NOTIFICATION_FIELDS
 from notifications.models import Notification
 from streamsite.streaming.sse import KEEPALIVE, encode_json_event, encode_retry
@@ -118,6 +118,7 @@ def notifications_create_many(
     with transaction.atomic():
         for start in range(0, len(recipient_ids), BATCH_SIZE):
             chunk = recipient_ids[start : start + BATCH_SIZE]
+            unread = counters.counters_increment(chunk)
             rows = Notification.objects.bulk_create(
                 [
                     Notification(
@@ -131,7 +132,6 @@ def notifications_create_many(
                     for recipient_id in chunk
                 ]
             )
-            unread = selectors.unread_counts(chunk)
             events += [
                 (
                     row.recipient_id,

@@ -1,6 +1,6 @@
 """Admin for notifications, and a "send notification" action on the user list.
 
-Everything that creates a notification or marks one read goes through
+Everything that creates, deletes or marks a notification read goes through
 ``notifications.services``, so what staff do in the admin reaches open pages live, after
 the admin's transaction commits, exactly like any other notification.
 """
@@ -86,6 +86,13 @@ class NotificationAdmin(admin.ModelAdmin):
         obj.created_at = created.created_at
         obj._state.adding = False
         obj._state.db = created._state.db
+
+    def delete_model(self, request, obj):
+        """Delete through the service: the counter and open pages follow."""
+        services.notifications_delete(notification_ids=[obj.pk])
+
+    def delete_queryset(self, request, queryset):
+        services.notifications_delete(notification_ids=queryset.values_list("pk", flat=True))
 
     @admin.action(description="Mark selected notifications read", permissions=["change"])
     def mark_read(self, request, queryset):

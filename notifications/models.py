@@ -72,3 +72,19 @@ class Notification(models.Model):
             "created_at": self.created_at.isoformat(),
             "read": self.read_at is not None,
         }
+
+
+class UnreadCounter(models.Model):
+    """How many unread notifications a user has, maintained by ``notifications.counters``.
+
+    Changed in the same transaction as the notifications it counts, so every event can
+    carry the count without counting rows (see ``notifications/counters.py``).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    unread = models.IntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.user_id}: {self.unread} unread"

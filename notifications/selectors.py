@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from functools import partial
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 
-from notifications.models import Notification
+from notifications.models import Notification, UnreadCounter
 from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
 
@@ -23,7 +23,9 @@ def notifications_of(user_id: int) -> QuerySet[Notification]:
 
 
 def unread_count(user_id: int) -> int:
-    return Notification.objects.filter(recipient_id=user_id, read_at__isnull=True).count()
+    """The user's unread count: their counter row, one lookup whatever their backlog."""
+    unread = UnreadCounter.objects.filter(user_id=user_id).values_list("unread", flat=True)
+    return unread.first() or 0
 
 
 async def aunread_count(user_id: int) -> int:
@@ -32,14 +34,8 @@ async def aunread_count(user_id: int) -> int:
 
 
 def unread_counts(user_ids: list[int]) -> dict[int, int]:
-    """Unread counts of many users in one query (users with none are absent)."""
-    rows = (
-        Notification.objects.filter(recipient_id__in=user_ids, read_at__isnull=True)
-        .values("recipient_id")
-        .annotate(unread=Count("id"))
-        .values_list("recipient_id", "unread")
-    )
-    return dict(rows)
+    """Unread counts of many users in one query (users with none may be absent)."""
+    return dict(UnreadCounter.objects.filter(user_id__in=user_ids).values_list("user_id", "unread"))
 
 
 def latest_notifications(user_id: int, limit: int = 5) -> list[Notification]:

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from notifications import selectors
+from notifications import counters, selectors
 from notifications.events import (
     created_event,
     read_event,
@@ -40,8 +40,9 @@ def notification_create(
     notification = _validated(title=title, body=body, url=url, level=level)
     notification.recipient = recipient
     with transaction.atomic():
+        # The counter first: it is the user's commit-order lock (notifications/counters.py).
+        unread = counters.counters_increment([notification.recipient_id])[notification.recipient_id]
         notification.save()
-        unread = selectors.unread_count(notification.recipient_id)
         publish_on_commit(
             user_key(notification.recipient_id), created_event(notification.as_event(), unread)
         )
@@ -58,13 +59,16 @@ def notifications_create_many(
 ) -> int:
     """Store the same notification for many users; return how many were created.
 
-    One bulk write and one channel-layer message per ``BATCH_SIZE`` recipients: a batch
-    carries the shared fields once and each recipient's id and unread count (deliberately
-    not one publish per recipient: each ``group_send`` costs several Redis round trips, so
-    5,000 of them would take seconds). Users given twice are notified once.
+    One counter upsert, one bulk write and one channel-layer message per ``BATCH_SIZE``
+    recipients: a batch carries the shared fields once and each recipient's id and unread
+    count (deliberately not one publish per recipient: each ``group_send`` costs several
+    Redis round trips, so 5,000 of them would take seconds). Nothing here reads the
+    recipients' history: the cost is the same whatever their backlog. Users given twice
+    are notified once.
     """
     template = _validated(title=title, body=body, url=url, level=level)
-    recipient_ids = list(dict.fromkeys(getattr(r, "pk", r) for r in recipients))
+    # Ascending ids: the order counters are locked in (notifications/counters.py).
+    recipient_ids = sorted({int(getattr(r, "pk", r)) for r in recipients})
     created_at = timezone.now()
     base = {
         "kind": "created",
@@ -74,6 +78,7 @@ def notifications_create_many(
     with transaction.atomic():
         for start in range(0, len(recipient_ids), BATCH_SIZE):
             chunk = recipient_ids[start : start + BATCH_SIZE]
+            unread = counters.counters_increment(chunk)
             rows = Notification.objects.bulk_create(
                 [
                     Notification(
@@ -87,13 +92,12 @@ def notifications_create_many(
                     for recipient_id in chunk
                 ]
             )
-            unread = selectors.unread_counts(chunk)
             publish_batch_on_commit(
                 [user_key(row.recipient_id) for row in rows],
                 base,
                 {
                     "id": [row.pk for row in rows],
-                    "unread": [unread.get(row.recipient_id, 0) for row in rows],
+                    "unread": [unread[row.recipient_id] for row in rows],
                 },
             )
     return len(recipient_ids)
@@ -116,11 +120,9 @@ def notification_mark_read(*, user, notification_id: int) -> bool:
             pk=notification_id, recipient_id=user.pk, read_at__isnull=True
         ).update(read_at=timezone.now())
         if changed:
+            unread = counters.counter_decrement(user.pk, changed)
             publish_on_commit(
-                user_key(user.pk),
-                read_event(
-                    ids=[int(notification_id)], up_to=None, unread=selectors.unread_count(user.pk)
-                ),
+                user_key(user.pk), read_event(ids=[int(notification_id)], up_to=None, unread=unread)
             )
     return bool(changed)
 
@@ -133,10 +135,8 @@ def notifications_mark_all_read(*, user) -> int:
             recipient_id=user.pk, read_at__isnull=True, id__lte=up_to
         ).update(read_at=timezone.now())
         if changed:
-            publish_on_commit(
-                user_key(user.pk),
-                read_event(ids=None, up_to=up_to, unread=selectors.unread_count(user.pk)),
-            )
+            unread = counters.counter_decrement(user.pk, changed)
+            publish_on_commit(user_key(user.pk), read_event(ids=None, up_to=up_to, unread=unread))
     return changed
 
 
@@ -163,19 +163,66 @@ def notifications_mark_read_many(*, notification_ids: Iterable[int]) -> int:
         by_recipient: dict[int, list[int]] = {}
         for pk, recipient_id in rows:
             by_recipient.setdefault(recipient_id, []).append(pk)
-        recipients = list(by_recipient)
+        unread = counters.counters_decrement(
+            {recipient_id: len(pks) for recipient_id, pks in by_recipient.items()}
+        )
+        recipients = sorted(by_recipient)
         for start in range(0, len(recipients), BATCH_SIZE):
             chunk = recipients[start : start + BATCH_SIZE]
-            unread = selectors.unread_counts(chunk)
             publish_batch_on_commit(
                 [user_key(recipient_id) for recipient_id in chunk],
                 {"kind": "read", "up_to": None},
                 {
                     "ids": [by_recipient[recipient_id] for recipient_id in chunk],
-                    "unread": [unread.get(recipient_id, 0) for recipient_id in chunk],
+                    "unread": [unread[recipient_id] for recipient_id in chunk],
                 },
             )
     return len(rows)
+
+
+def notifications_delete(*, notification_ids: Iterable[int]) -> int:
+    """Delete these notifications, whoever they belong to (staff tools); return how many.
+
+    The unread ones come off their recipients' counters in the same transaction, and each
+    recipient's open pages get a ``deleted`` event with the ids and the new unread count.
+    """
+    ids = list(dict.fromkeys(int(pk) for pk in notification_ids))
+    with transaction.atomic():
+        rows = list(
+            Notification.objects.select_for_update()
+            .filter(pk__in=ids)
+            .order_by("pk")
+            .values_list("pk", "recipient_id", "read_at")
+        )
+        if not rows:
+            return 0
+        Notification.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+        by_recipient: dict[int, list[int]] = {}
+        unread_removed: dict[int, int] = {}
+        for pk, recipient_id, read_at in rows:
+            by_recipient.setdefault(recipient_id, []).append(pk)
+            unread_removed.setdefault(recipient_id, 0)
+            if read_at is None:
+                unread_removed[recipient_id] += 1
+        unread = counters.counters_decrement(unread_removed)
+        recipients = sorted(by_recipient)
+        for start in range(0, len(recipients), BATCH_SIZE):
+            chunk = recipients[start : start + BATCH_SIZE]
+            publish_batch_on_commit(
+                [user_key(recipient_id) for recipient_id in chunk],
+                {"kind": "deleted"},
+                {
+                    "ids": [by_recipient[recipient_id] for recipient_id in chunk],
+                    "unread": [unread[recipient_id] for recipient_id in chunk],
+                },
+            )
+    return len(rows)
+
+
+def unread_counters_rebuild(*, user_ids: Iterable[int] | None = None) -> int:
+    """Recount unread counters from the rows (after a bulk import or a repair); return how
+    many users have unread notifications. Counts every unread row: never per publish."""
+    return counters.counters_rebuild(None if user_ids is None else list(user_ids))
 
 
 def notification_streams_end_for_session(*, user_id: int, session_key: str) -> None:

@@ -78,6 +78,9 @@ class StreamState:
         if event["kind"] == "read":
             payload = {"ids": event["ids"], "up_to": event["up_to"]}
             return encode_json_event(payload, event="read") + self.unread_event(event["unread"])
+        if event["kind"] == "deleted":
+            payload = {"ids": event["ids"]}
+            return encode_json_event(payload, event="deleted") + self.unread_event(event["unread"])
         if event["kind"] == "session.ended" and event["session"] == self.session:
             self.ended = True
         return b""

@@ -9,7 +9,6 @@ from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.test import Client
-from django.utils import timezone
 
 from notifications import services
 from notifications.events import user_key
@@ -33,7 +32,7 @@ def stored(user, other_user):
         recipient=other_user, title="Disk", body="nearly full", level="warning"
     )
     failed = services.notification_create(recipient=user, title="Backup failed", level="error")
-    Notification.objects.filter(pk__in=[disk.pk, failed.pk]).update(read_at=timezone.now())
+    services.notifications_mark_read_many(notification_ids=[disk.pk, failed.pk])
     return {"deploy": deploy, "disk": disk, "failed": failed}
 
 
@@ -181,6 +180,36 @@ def test_recipient_and_read_state_are_read_only_when_editing(staff_client, store
     )
     deploy.refresh_from_db()
     assert (deploy.recipient_id, deploy.read_at) == (stored["deploy"].recipient_id, None)
+
+
+# Delete -----------------------------------------------------------------------------------
+
+
+def test_deleting_in_the_admin_updates_the_count_and_open_pages(
+    staff_client, stored, user, capture_published
+):
+    deploy, failed = stored["deploy"], stored["failed"]  # unread, read
+    with capture_published() as events:
+        response = staff_client.post(
+            NOTIFICATIONS,
+            {
+                "action": "delete_selected",
+                "_selected_action": [deploy.pk, failed.pk],
+                "post": "yes",
+            },
+        )
+    assert response.status_code == 302
+    assert not Notification.objects.filter(pk__in=[deploy.pk, failed.pk]).exists()
+    assert events == [
+        (
+            user_key(user.pk),
+            {"kind": "deleted", "ids": sorted([deploy.pk, failed.pk]), "unread": 0},
+        )
+    ]
+    with capture_published() as events:
+        another = services.notification_create(recipient=user, title="Another")
+        staff_client.post(f"{NOTIFICATIONS}{another.pk}/delete/", {"post": "yes"})
+    assert events[-1] == (user_key(user.pk), {"kind": "deleted", "ids": [another.pk], "unread": 0})
 
 
 # Mark read --------------------------------------------------------------------------------

@@ -21,7 +21,12 @@ def created(notification: Notification, unread: int) -> dict:
 
 
 def inserts(queries: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().startswith("INSERT")]
+    """The INSERTs of notification rows (counter upserts are not counted)."""
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().startswith('INSERT INTO "notifications_notification"')
+    ]
 
 
 # notification_create --------------------------------------------------------------------

@@ -137,6 +137,17 @@ async def test_mark_read_elsewhere_sends_read_and_unread(user, fast_stream):
     await stream.disconnect()
 
 
+async def test_a_deletion_elsewhere_sends_deleted_and_unread(user, fast_stream):
+    first = await create(recipient=user, title="one")
+    await create(recipient=user, title="two")
+    stream = await Stream(user.pk, None).live()
+    await sync_to_async(services.notifications_delete)(notification_ids=[first.pk])
+    event = await stream.reader.until(lambda e: e["event"] == "deleted")
+    assert json.loads(event["data"]) == {"ids": [first.pk]}
+    assert await stream.reader.next_event() == {"event": "unread", "data": '{"count":1}'}
+    await stream.disconnect()
+
+
 async def test_keepalive_comment_when_idle(user, settings):
     settings.SSE_KEEPALIVE_SECONDS = 0.05
     stream = await Stream(user.pk, None).live()

@@ -187,6 +187,15 @@ export function showRead({ ids, up_to: upTo }) {
   }
 }
 
+/** Take deleted notifications off the page (drop-down, list page). */
+export function showDeleted({ ids }) {
+  if (!Array.isArray(ids)) return;
+  const gone = new Set(ids.map(Number));
+  for (const node of document.querySelectorAll("[data-notification-id]")) {
+    if (gone.has(Number(node.dataset.notificationId))) node.remove();
+  }
+}
+
 // Toasts -----------------------------------------------------------------------------------
 
 function toastRegion() {

@@ -1,0 +1,103 @@
+"""Per-user unread counters, kept in step with the notifications in the same transaction.
+
+Why a counter row and not ``COUNT(*)``: every event carries the recipient's unread count,
+and counting a user's unread rows on every publish costs O(their backlog). Real users
+leave notifications unread for months, so a broadcast got slower forever (207 ms per
+1,000 recipients at 300 unread each, measured). A row per user, incremented or
+decremented by the statement that changes it, makes a publish O(recipients).
+
+The counter row is also a per-user lock that orders commits: a service takes it (the
+increment below) *before* inserting the user's notifications, so two transactions that
+notify the same user run one after the other, and the second one's ids are drawn only
+after the first committed. A user's ids are therefore in commit order, and a stream that
+resumes "after id N" cannot skip a row that was still uncommitted when it read past N.
+Locks are taken in user-id order, so batches for overlapping users cannot deadlock.
+
+These functions run inside the caller's transaction and know nothing of events: the
+services (``notifications.services``) call them and publish.
+"""
+
+from django.db import connection, transaction
+from django.db.models import Count
+
+from notifications.models import Notification, UnreadCounter
+
+
+def _table() -> str:
+    return connection.ops.quote_name(UnreadCounter._meta.db_table)
+
+
+def counters_increment(user_ids: list[int], by: int = 1) -> dict[int, int]:
+    """Add ``by`` to each user's counter (creating missing rows); return the new values.
+
+    One statement for the whole list. Rows are locked in ascending user id, the order
+    every caller uses, so concurrent batches wait for each other instead of deadlocking.
+    """
+    ids = sorted({int(user_id) for user_id in user_ids})
+    if not ids:
+        return {}
+    table = _table()
+    values = ", ".join(["(%s, %s)"] * len(ids))
+    params: list[int] = []
+    for user_id in ids:
+        params += [user_id, by]
+    # INSERT ... ON CONFLICT ... RETURNING: PostgreSQL 9.5+ and SQLite 3.35+ alike. Only
+    # the model's quoted table name is interpolated; every value is a parameter.
+    sql = (
+        f"INSERT INTO {table} (user_id, unread) VALUES {values} "  # noqa: S608
+        f"ON CONFLICT (user_id) DO UPDATE SET unread = {table}.unread + excluded.unread "
+        f"RETURNING user_id, unread"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return dict(cursor.fetchall())
+
+
+def counter_decrement(user_id: int, by: int) -> int:
+    """Take ``by`` off the user's counter (never below 0); return the new value."""
+    table = _table()
+    largest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET unread = {largest}(unread - %s, 0) "  # noqa: S608
+            f"WHERE user_id = %s RETURNING unread",
+            [int(by), int(user_id)],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else 0
+
+
+def counters_decrement(amounts: dict[int, int]) -> dict[int, int]:
+    """``counter_decrement`` for several users, in ascending id (the lock order)."""
+    return {user_id: counter_decrement(user_id, amounts[user_id]) for user_id in sorted(amounts)}
+
+
+def counter_lock(user_id: int) -> None:
+    """Take the user's counter lock without changing it (see the module docstring)."""
+    counters_increment([user_id], by=0)
+
+
+def counters_rebuild(user_ids: list[int] | None = None) -> int:
+    """Recompute counters from the rows (all users, or these); return how many were set.
+
+    For repairs and for data written around the services (bulk imports, the benchmark's
+    history). It counts every unread row once: run it on purpose, never per publish.
+    """
+    with transaction.atomic():
+        counters = UnreadCounter.objects.all()
+        unread = Notification.objects.filter(read_at__isnull=True, recipient__isnull=False)
+        if user_ids is not None:
+            counters = counters.filter(user_id__in=user_ids)
+            unread = unread.filter(recipient_id__in=user_ids)
+        counters.update(unread=0)
+        counts = dict(
+            unread.values("recipient_id").annotate(n=Count("id")).values_list("recipient_id", "n")
+        )
+        UnreadCounter.objects.bulk_create(
+            [UnreadCounter(user_id=uid, unread=n) for uid, n in counts.items()],
+            update_conflicts=True,
+            unique_fields=["user"],
+            update_fields=["unread"],
+            batch_size=1000,
+        )
+    return len(counts)

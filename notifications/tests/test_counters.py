@@ -1,0 +1,229 @@
+"""Unread counters: exact, independent of history on the publish path, and a commit-order lock."""
+
+import re
+import threading
+import time
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
+
+from notifications import counters, selectors, services
+from notifications.models import Notification, UnreadCounter
+from streamsite.testing.services import skip_or_fail
+
+NOTIFICATION_TABLE = "notifications_notification"
+
+
+def give_backlog(users, unread_each: int) -> None:
+    """``unread_each`` unread notifications per user, written in bulk, counters recounted."""
+    Notification.objects.bulk_create(
+        [Notification(recipient=u, title=f"old {n}") for u in users for n in range(unread_each)],
+        batch_size=2000,
+    )
+    services.unread_counters_rebuild()
+
+
+def true_unread() -> dict[int, int]:
+    """Unread counts by counting rows: the truth the counters must match."""
+    rows = (
+        Notification.objects.filter(read_at__isnull=True)
+        .values("recipient_id")
+        .annotate(n=Count("id"))
+        .values_list("recipient_id", "n")
+    )
+    return dict(rows)
+
+
+def stored_counters() -> dict[int, int]:
+    return {uid: n for uid, n in UnreadCounter.objects.values_list("user_id", "unread") if n}
+
+
+def shape(sql: str) -> str:
+    """A query with its literal values blanked, to compare what runs, not with what."""
+    return re.sub(r"\d+", "N", re.sub(r"'[^']*'", "S", sql))
+
+
+def publish_queries(recipients) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        services.notifications_create_many(recipients=recipients, title="broadcast")
+        one = services.notification_create(recipient=recipients[0], title="just one")
+        services.notification_mark_read(user=recipients[0], notification_id=one.pk)
+    return [query["sql"] for query in queries.captured_queries]
+
+
+# The publish path reads no history ----------------------------------------------------------
+
+
+def test_publishing_reads_no_notification_rows_whatever_the_backlog(make_user):
+    """Regression: every publish counted every unread row of every recipient (44 % of a
+    broadcast's time at 300 unread each, and growing forever). Now the queries a publish
+    runs are the same for recipients with no backlog and with a large one, and none of
+    them reads the notifications table: rows are only inserted or updated by id."""
+    fresh = [make_user(f"fresh{n}") for n in range(5)]
+    loaded = [make_user(f"loaded{n}") for n in range(5)]
+    give_backlog(loaded, 300)
+
+    without_backlog = publish_queries(fresh)
+    with_backlog = publish_queries(loaded)
+
+    assert [shape(sql) for sql in with_backlog] == [shape(sql) for sql in without_backlog]
+    for sql in with_backlog:
+        reads_notifications = NOTIFICATION_TABLE in sql and sql.lstrip().startswith("SELECT")
+        assert not reads_notifications, sql
+
+
+def test_events_carry_the_counter_including_the_backlog(capture_published, make_user):
+    users = [make_user(f"u{n}") for n in range(3)]
+    give_backlog(users[:1], 40)
+    with capture_published() as events:
+        services.notifications_create_many(recipients=users, title="hello")
+    assert [event["unread"] for _key, event in events] == [41, 1, 1]
+
+
+# Exact through every write --------------------------------------------------------------
+
+
+def test_counters_follow_every_service(make_user):
+    ann, ben, cat = (make_user(name) for name in ("ann", "ben", "cat"))
+    first = services.notification_create(recipient=ann, title="one")
+    services.notifications_create_many(recipients=[ann, ben, cat, ben], title="all")
+    services.notification_create(recipient=ben, title="two")
+    assert stored_counters() == true_unread() == {ann.pk: 2, ben.pk: 2, cat.pk: 1}
+
+    assert services.notification_mark_read(user=ann, notification_id=first.pk)
+    assert not services.notification_mark_read(user=ann, notification_id=first.pk)  # again
+    assert not services.notification_mark_read(user=cat, notification_id=first.pk)  # not hers
+    assert stored_counters() == true_unread()
+
+    services.notifications_mark_all_read(user=ben)
+    assert stored_counters() == true_unread() == {ann.pk: 1, cat.pk: 1}
+
+    cats = list(Notification.objects.filter(recipient=cat).values_list("pk", flat=True))
+    services.notifications_mark_read_many(notification_ids=[*cats, first.pk])
+    assert stored_counters() == true_unread() == {ann.pk: 1}
+
+    # Deleting: a read row leaves the counter alone, an unread one comes off it.
+    anns = list(Notification.objects.filter(recipient=ann).values_list("pk", flat=True))
+    assert services.notifications_delete(notification_ids=anns) == 2
+    assert stored_counters() == true_unread() == {}
+    assert selectors.unread_count(ann.pk) == 0
+
+
+def test_delete_publishes_the_ids_and_the_new_count(capture_published, user, other_user):
+    kept = services.notification_create(recipient=user, title="kept")
+    gone = services.notification_create(recipient=user, title="gone")
+    theirs = services.notification_create(recipient=other_user, title="theirs")
+    with capture_published() as events:
+        services.notifications_delete(notification_ids=[gone.pk, theirs.pk, 10**9])
+    assert sorted(events) == sorted(
+        [
+            (f"notifications.user.{user.pk}", {"kind": "deleted", "ids": [gone.pk], "unread": 1}),
+            (
+                f"notifications.user.{other_user.pk}",
+                {"kind": "deleted", "ids": [theirs.pk], "unread": 0},
+            ),
+        ]
+    )
+    assert list(Notification.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_rebuild_repairs_counters_written_around_the_services(user, other_user):
+    Notification.objects.bulk_create([Notification(recipient=user, title="raw")] * 3)
+    UnreadCounter.objects.update_or_create(user=other_user, defaults={"unread": 7})
+    assert services.unread_counters_rebuild() == 1
+    assert stored_counters() == {user.pk: 3}
+    assert selectors.unread_counts([user.pk, other_user.pk]) == {user.pk: 3, other_user.pk: 0}
+
+
+def test_a_counter_never_goes_below_zero(user):
+    counters.counters_increment([user.pk])
+    assert counters.counter_decrement(user.pk, 5) == 0
+    assert counters.counter_decrement(user.pk + 1000, 1) == 0  # no row: nothing to take off
+
+
+# Concurrency (PostgreSQL: real row locks between connections) ------------------------------
+
+
+def _in_thread(target, results: dict, name: str) -> threading.Thread:
+    def run():
+        try:
+            results[name] = target()
+        except Exception as error:  # reported by the test, not lost in the thread
+            results[name] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _waiting_for_a_lock() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_users_notifications_commit_in_id_order(user):
+    """Regression (ids are not commit order): a notification that took its id first but
+    committed last was skipped by a client that had resumed after a later id. Now a
+    second notification for the same user waits for the first one's commit before it gets
+    an id, so a user's ids are in commit order."""
+    if connection.vendor != "postgresql":
+        skip_or_fail("row locks between connections need PostgreSQL")
+    saved, release, results = threading.Event(), threading.Event(), {}
+
+    def first():
+        with transaction.atomic():
+            pk = services.notification_create(recipient=user, title="first").pk
+            saved.set()
+            assert release.wait(30)
+        return pk
+
+    first_thread = _in_thread(first, results, "first")
+    assert saved.wait(30)
+    second_thread = _in_thread(
+        lambda: services.notification_create(recipient=user, title="second").pk, results, "second"
+    )
+    # Either the second commits (the old behaviour: out of id order) or it waits on a lock.
+    deadline = time.monotonic() + 30
+    while second_thread.is_alive() and not _waiting_for_a_lock():
+        assert time.monotonic() < deadline, "the second notification neither ran nor waited"
+        time.sleep(0.01)
+    assert "second" not in results, "committed while an earlier id was still uncommitted"
+    release.set()
+    first_thread.join(30)
+    second_thread.join(30)
+    assert results["first"] < results["second"]
+    assert selectors.unread_count(user.pk) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_broadcasts_keep_counters_exact(make_user):
+    if connection.vendor != "postgresql":
+        skip_or_fail("concurrent writers need PostgreSQL")
+    users = [make_user(f"c{n}") for n in range(20)]
+    results: dict = {}
+    threads = [
+        _in_thread(
+            # Overlapping, differently ordered recipient lists: no deadlock, no lost update.
+            lambda i=i: [
+                services.notifications_create_many(recipients=users[i % 3 :][::-1], title="x")
+                for _ in range(5)
+            ],
+            results,
+            f"t{i}",
+        )
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.join(60)
+    assert not [r for r in results.values() if isinstance(r, Exception)], results
+    assert stored_counters() == true_unread()
+    assert sum(true_unread().values()) == 5 * (20 + 19 + 18 + 20)
