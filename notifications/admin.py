@@ -48,7 +48,7 @@ class NotificationAdmin(admin.ModelAdmin):
     the "mark read" action, which goes through the service.
     """
 
-    list_display = ("id", "recipient", "title", "level", "created_at", "read")
+    list_display = ("id", "to", "title", "level", "created_at", "read")
     list_display_links = ("id", "title")
     list_filter = ("level", ReadFilter, ("recipient", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("recipient",)
@@ -56,6 +56,10 @@ class NotificationAdmin(admin.ModelAdmin):
     raw_id_fields = ("recipient",)
     date_hierarchy = "created_at"
     actions = ["mark_read"]
+
+    @admin.display(ordering="recipient", description="recipient")
+    def to(self, obj: Notification) -> str:
+        return str(obj.recipient) if obj.recipient_id else "Everyone (announcement)"
 
     @admin.display(boolean=True, ordering="read_at", description="read")
     def read(self, obj: Notification) -> bool:
@@ -73,13 +77,17 @@ class NotificationAdmin(admin.ModelAdmin):
         return ("recipient", "created_at", "read_at")
 
     def save_model(self, request, obj, form, change):
-        """Create through the service (published after commit); save edits as they are."""
+        """Create through the service (published after commit); save edits as they are.
+
+        No recipient: an announcement to every user, stored once."""
         if change:
             super().save_model(request, obj, form, change)
             return
-        created = services.notification_create(
-            recipient=obj.recipient, title=obj.title, body=obj.body, url=obj.url, level=obj.level
-        )
+        content = {"title": obj.title, "body": obj.body, "url": obj.url, "level": obj.level}
+        if obj.recipient is None:
+            created = services.announcement_create(**content)
+        else:
+            created = services.notification_create(recipient=obj.recipient, **content)
         # The admin goes on with ``obj`` (log entry, "saved" message, redirect to its
         # change page): make it the row the service stored.
         obj.pk = created.pk

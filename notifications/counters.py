@@ -37,20 +37,30 @@ def counters_increment(user_ids: list[int], by: int = 1) -> dict[int, int]:
     if not ids:
         return {}
     table = _table()
-    values = ", ".join(["(%s, %s)"] * len(ids))
+    # A row created here starts with every existing announcement read, as one created
+    # with the user does (``counter_create``): announcements before it are not news.
+    notification = connection.ops.quote_name(Notification._meta.db_table)
+    latest = f"SELECT COALESCE(MAX(id), 0) FROM {notification} WHERE recipient_id IS NULL"  # noqa: S608
+    values = ", ".join([f"(%s, %s, ({latest}))"] * len(ids))
     params: list[int] = []
     for user_id in ids:
         params += [user_id, by]
     # INSERT ... ON CONFLICT ... RETURNING: PostgreSQL 9.5+ and SQLite 3.35+ alike. Only
-    # the model's quoted table name is interpolated; every value is a parameter.
+    # the models' quoted table names are interpolated; every value is a parameter.
     sql = (
-        f"INSERT INTO {table} (user_id, unread) VALUES {values} "  # noqa: S608
+        f"INSERT INTO {table} (user_id, unread, announcements_read_up_to) "  # noqa: S608
+        f"VALUES {values} "
         f"ON CONFLICT (user_id) DO UPDATE SET unread = {table}.unread + excluded.unread "
         f"RETURNING user_id, unread"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return dict(cursor.fetchall())
+
+
+def counter_create(user_id: int) -> None:
+    """Give a new user their counter: nothing unread, earlier announcements read."""
+    counters_increment([user_id], by=0)
 
 
 def counter_decrement(user_id: int, by: int) -> int:

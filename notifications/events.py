@@ -1,7 +1,8 @@
 """What the notifications app publishes: the key of a user's streams and the event shapes.
 
 Every event is JSON-safe primitives (it crosses Redis) and carries the user's unread count
-as of its publication, so a stream never has to query the database to update the badge.
+as of its publication (or, for an announcement to everyone, says how it changes), so a
+stream never has to query the database to update the badge.
 """
 
 #: The fields of a notification as clients receive them (SSE data, export lines).
@@ -13,14 +14,34 @@ def user_key(user_id: int) -> str:
     return f"notifications.user.{int(user_id)}"
 
 
-def created_event(notification: dict, unread: int) -> dict:
-    """A new notification, with the recipient's unread count after it."""
+#: The hub key every notification stream also subscribes to: announcements for everyone.
+ANNOUNCEMENTS_KEY = "notifications.announcements"
+
+
+def created_event(notification: dict, unread: int | None) -> dict:
+    """A new notification, with the recipient's unread count after it.
+
+    ``unread`` counts the user's own unread notifications. It is None for an announcement:
+    that goes to everyone, and each stream adds it to the unread announcements it counts
+    (an announcement is unread for everybody when sent).
+    """
     return {"kind": "created", **notification, "unread": unread}
 
 
-def read_event(*, ids: list[int] | None, up_to: int | None, unread: int) -> dict:
-    """Notifications marked read: these ``ids``, or all up to ``up_to`` (mark all read)."""
-    return {"kind": "read", "ids": ids, "up_to": up_to, "unread": unread}
+def read_event(
+    *, ids: list[int] | None, up_to: int | None, unread: int, announcements=None
+) -> dict:
+    """Notifications marked read: these ``ids``, or all up to ``up_to`` (mark all read).
+
+    ``unread`` counts the user's own unread notifications. ``announcements`` (a
+    ``selectors.UnreadParts``) is given when the change touched announcements: the event
+    then also carries their unread count and the id it was counted up to.
+    """
+    event = {"kind": "read", "ids": ids, "up_to": up_to, "unread": unread}
+    if announcements is not None:
+        event["announcements_unread"] = announcements.announcements
+        event["announcements_counted_up_to"] = announcements.counted_up_to
+    return event
 
 
 def session_ended_event(session_digest: str) -> dict:

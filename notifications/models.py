@@ -20,8 +20,15 @@ class Notification(models.Model):
         WARNING = "warning", "Warning"
         ERROR = "error", "Error"
 
+    # Empty: an announcement to every user, stored once and fanned out when read (each
+    # user's read state lives in AnnouncementRead and their counter's watermark).
     recipient = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="notifications",
+        null=True,
+        blank=True,
+        help_text="Leave empty to announce it to every user (stored once).",
     )
     # No NUL: PostgreSQL text cannot hold it (the insert would fail with a 500).
     title = models.CharField(max_length=200, validators=[ProhibitNullCharactersValidator()])
@@ -52,13 +59,28 @@ class Notification(models.Model):
                 condition=Q(read_at__isnull=True),
                 name="notification_unread",
             ),
+            # Announcements by id: a stream's replay and a user's unread announcements.
+            models.Index(
+                fields=["id"],
+                condition=Q(recipient__isnull=True),
+                name="notification_announcement",
+            ),
         ]
 
     def __str__(self):
-        return f"{self.title} → {self.recipient_id}"
+        return f"{self.title} → {self.recipient_id or 'everyone'}"
+
+    @property
+    def is_announcement(self) -> bool:
+        return self.recipient_id is None
 
     @property
     def is_read(self) -> bool:
+        """Read by the user it was loaded for: an announcement's read state is per user,
+        set by the selectors that load it (``user_read``); a notification's is its own."""
+        user_read = self.__dict__.get("user_read")
+        if user_read is not None:
+            return bool(user_read)
         return self.read_at is not None
 
     def as_event(self) -> dict:
@@ -70,7 +92,7 @@ class Notification(models.Model):
             "url": self.url,
             "level": self.level,
             "created_at": self.created_at.isoformat(),
-            "read": self.read_at is not None,
+            "read": self.is_read,
         }
 
 
@@ -84,7 +106,27 @@ class UnreadCounter(models.Model):
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
     )
+    #: The user's unread notifications of their own (announcements are counted apart).
     unread = models.IntegerField(default=0)
+    #: Every announcement with an id up to this is read for the user ("mark all read", and
+    #: those published before the user existed).
+    announcements_read_up_to = models.BigIntegerField(default=0)
 
     def __str__(self):
         return f"{self.user_id}: {self.unread} unread"
+
+
+class AnnouncementRead(models.Model):
+    """One user read one announcement (above their counter's watermark)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="+")
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "notification"], name="announcement_read_once")
+        ]
+
+    def __str__(self):
+        return f"{self.user_id} read {self.notification_id}"

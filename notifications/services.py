@@ -8,18 +8,19 @@ manager or the channel layer directly.
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from notifications import counters, selectors
 from notifications.events import (
+    ANNOUNCEMENTS_KEY,
     created_event,
     read_event,
     session_digest,
     session_ended_event,
     user_key,
 )
-from notifications.models import Notification
+from notifications.models import AnnouncementRead, Notification, UnreadCounter
 from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
 #: Rows written (and recipients published) per batch when notifying many users.
@@ -103,46 +104,118 @@ def notifications_create_many(
     return len(recipient_ids)
 
 
+def announcement_create(
+    *, title: str, body: str = "", url: str = "", level: str = Notification.Level.INFO
+) -> Notification:
+    """Announce something to every user: one row and one event, however many users.
+
+    Stored once (no recipient) and fanned out when read: each user's feed includes the
+    announcements, their read state is theirs (``notification_mark_read``), and every
+    open stream counts it on top of the badge it shows. Nothing per user is written, so
+    it costs the same for ten users and for a million.
+    """
+    announcement = _validated(title=title, body=body, url=url, level=level)
+    with transaction.atomic():
+        _lock_ids_in_commit_order()
+        announcement.save()
+        publish_on_commit(ANNOUNCEMENTS_KEY, created_event(announcement.as_event(), None))
+    return announcement
+
+
+def _lock_ids_in_commit_order() -> None:
+    """Make the announcement's id come after every id still uncommitted, on PostgreSQL.
+
+    Ids are a user's resume position and announcements share them with every user's own
+    notifications. Those are ordered per user by the counter lock; an announcement orders
+    itself against all of them by waiting for every transaction that is writing
+    notifications (this lock conflicts with theirs, not with readers) and holding the
+    others back until it commits: it is one short insert, and announcements are rare.
+    SQLite runs one writing transaction at a time anyway.
+    """
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Notification._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
+
 def notifications_create_for_active_users(
     *, title: str, body: str = "", url: str = "", level: str = Notification.Level.INFO
 ) -> int:
-    """Notify every active user (an announcement); return how many were notified."""
-    recipient_ids = get_user_model().objects.filter(is_active=True).values_list("pk", flat=True)
-    return notifications_create_many(
-        recipients=list(recipient_ids), title=title, body=body, url=url, level=level
-    )
+    """Announce to every user (``announcement_create``); return how many active users
+    there are to read it."""
+    announcement_create(title=title, body=body, url=url, level=level)
+    return get_user_model().objects.filter(is_active=True).count()
 
 
 def notification_mark_read(*, user, notification_id: int) -> bool:
-    """Mark one of ``user``'s notifications read; False if it is not theirs or was read."""
+    """Mark one notification of ``user``'s feed read (their own, or an announcement, for
+    them alone); False if it is not in their feed or was read already."""
     with transaction.atomic():
         changed = Notification.objects.filter(
             pk=notification_id, recipient_id=user.pk, read_at__isnull=True
         ).update(read_at=timezone.now())
         if changed:
             unread = counters.counter_decrement(user.pk, changed)
-            publish_on_commit(
-                user_key(user.pk), read_event(ids=[int(notification_id)], up_to=None, unread=unread)
+            event = read_event(ids=[int(notification_id)], up_to=None, unread=unread)
+        elif _announcement_mark_read(user.pk, notification_id):
+            changed = 1
+            parts = selectors.unread_parts(user.pk)
+            event = read_event(
+                ids=[int(notification_id)], up_to=None, unread=parts.own, announcements=parts
             )
+        if changed:
+            publish_on_commit(user_key(user.pk), event)
     return bool(changed)
 
 
+def _announcement_mark_read(user_id: int, notification_id: int) -> int:
+    """Record that the user read this announcement; 1 if that is news, else 0."""
+    counters.counter_lock(user_id)  # serialises with the user's mark-all-read
+    watermark = (
+        UnreadCounter.objects.filter(user_id=user_id)
+        .values_list("announcements_read_up_to", flat=True)
+        .first()
+    )
+    is_unread_announcement = Notification.objects.filter(
+        pk=notification_id, recipient__isnull=True, id__gt=watermark or 0
+    ).exists()
+    if not is_unread_announcement:
+        return 0
+    try:
+        with transaction.atomic():
+            AnnouncementRead.objects.create(user_id=user_id, notification_id=notification_id)
+    except IntegrityError:  # read already
+        return 0
+    return 1
+
+
 def notifications_mark_all_read(*, user) -> int:
-    """Mark all of ``user``'s notifications read; return how many changed."""
+    """Mark all of ``user``'s feed read (their own and every announcement, for them);
+    return how many changed."""
     with transaction.atomic():
+        counters.counter_lock(user.pk)
         up_to = selectors.latest_notification_id(user.pk)
+        _unread, watermark = selectors.counter_of(user.pk)
+        announcements = selectors.unread_announcements(user.pk, watermark, up_to=up_to)
         changed = Notification.objects.filter(
             recipient_id=user.pk, read_at__isnull=True, id__lte=up_to
         ).update(read_at=timezone.now())
         if changed:
-            unread = counters.counter_decrement(user.pk, changed)
-            publish_on_commit(user_key(user.pk), read_event(ids=None, up_to=up_to, unread=unread))
+            counters.counter_decrement(user.pk, changed)
+        if up_to > watermark:
+            UnreadCounter.objects.filter(user_id=user.pk).update(announcements_read_up_to=up_to)
+            AnnouncementRead.objects.filter(user_id=user.pk, notification_id__lte=up_to).delete()
+        changed += announcements
+        if changed:
+            parts = selectors.unread_parts(user.pk)
+            event = read_event(ids=None, up_to=up_to, unread=parts.own, announcements=parts)
+            publish_on_commit(user_key(user.pk), event)
     return changed
 
 
 def notifications_mark_read_many(*, notification_ids: Iterable[int]) -> int:
     """Mark these notifications read, whoever they belong to (staff tools); return how many
-    changed.
+    changed. Announcements are read per user, so they are left alone here.
 
     One UPDATE, then one ``read`` event per recipient affected (its ids and unread count),
     sent in batches like ``notifications_create_many``'s.
@@ -153,7 +226,7 @@ def notifications_mark_read_many(*, notification_ids: Iterable[int]) -> int:
         # announce differ from the ones we changed.
         rows = list(
             Notification.objects.select_for_update()
-            .filter(pk__in=ids, read_at__isnull=True)
+            .filter(pk__in=ids, read_at__isnull=True, recipient__isnull=False)
             .order_by("pk")
             .values_list("pk", "recipient_id")
         )
@@ -197,9 +270,17 @@ def notifications_delete(*, notification_ids: Iterable[int]) -> int:
         if not rows:
             return 0
         Notification.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+        announcements = [pk for pk, recipient_id, _ in rows if recipient_id is None]
+        if announcements:
+            # Whose badge changes depends on who had read them: each stream recounts.
+            publish_on_commit(
+                ANNOUNCEMENTS_KEY, {"kind": "deleted", "ids": announcements, "unread": None}
+            )
         by_recipient: dict[int, list[int]] = {}
         unread_removed: dict[int, int] = {}
         for pk, recipient_id, read_at in rows:
+            if recipient_id is None:
+                continue
             by_recipient.setdefault(recipient_id, []).append(pk)
             unread_removed.setdefault(recipient_id, 0)
             if read_at is None:

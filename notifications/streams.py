@@ -23,7 +23,7 @@ from contextlib import aclosing
 from django.conf import settings
 
 from notifications import selectors
-from notifications.events import NOTIFICATION_FIELDS, user_key
+from notifications.events import ANNOUNCEMENTS_KEY, NOTIFICATION_FIELDS, user_key
 from streamsite.streaming.hub import RESYNC, get_hub
 from streamsite.streaming.sse import KEEPALIVE, encode_json_event, encode_retry
 
@@ -35,15 +35,36 @@ REPLAY_CHUNK_ROWS = 100
 
 
 class StreamState:
-    """What one stream has sent: the last id, the unread count, recently replayed ids."""
+    """What one stream has sent: the last id, the unread count, recently replayed ids.
 
-    __slots__ = ("ended", "last_id", "replayed", "replayed_order", "session", "unread")
+    The unread count is kept in two parts (``selectors.UnreadParts``): the user's own,
+    which every event for the user carries as it is after the event, and announcements,
+    which are sent to everyone with no count and so are counted here, on top of a count
+    read from the database up to ``announcements_counted_up_to``.
+    """
+
+    __slots__ = (
+        "announcements",
+        "announcements_counted_up_to",
+        "ended",
+        "last_id",
+        "own",
+        "recount",
+        "replayed",
+        "replayed_order",
+        "session",
+        "unread",
+    )
 
     def __init__(self, last_id: int, session: str | None = None) -> None:
         self.last_id = last_id
         self.session = session
         self.ended = False
+        self.recount = False
         self.unread: int | None = None
+        self.own = 0
+        self.announcements = 0
+        self.announcements_counted_up_to = 0
         self.replayed: set[int] = set()
         self.replayed_order: deque[int] = deque()
 
@@ -53,8 +74,16 @@ class StreamState:
         if len(self.replayed_order) > REMEMBERED_REPLAYED_IDS:
             self.replayed.discard(self.replayed_order.popleft())
 
-    def unread_event(self, count: int) -> bytes:
-        """The ``unread`` event if ``count`` differs from what the client has, else b""."""
+    def counted(self, parts: selectors.UnreadParts) -> bytes:
+        """Take the counts read from the database; the ``unread`` event if it changed."""
+        self.own = parts.own
+        self.announcements = parts.announcements
+        self.announcements_counted_up_to = parts.counted_up_to
+        return self.unread_event()
+
+    def unread_event(self) -> bytes:
+        """The ``unread`` event if the count differs from what the client has, else b""."""
+        count = self.own + self.announcements
         if count == self.unread:
             return b""
         self.unread = count
@@ -62,28 +91,58 @@ class StreamState:
         # this runs for every notification delivered.
         return f'event: unread\ndata: {{"count":{int(count)}}}\n\n'.encode()
 
+    def _take_counts(self, event: dict) -> bytes:
+        if event["unread"] is not None:
+            self.own = event["unread"]
+        if "announcements_unread" in event:
+            self.announcements = event["announcements_unread"]
+            self.announcements_counted_up_to = max(
+                self.announcements_counted_up_to, event["announcements_counted_up_to"]
+            )
+        return self.unread_event()
+
     def render_live(self, event: dict) -> bytes:
         """Encode one live event from the hub for this client."""
-        if event["kind"] == "created":
+        kind = event["kind"]
+        if kind == "created":
             notification_id = event["id"]
+            if event["unread"] is None and notification_id > self.announcements_counted_up_to:
+                self.announcements += 1  # an announcement: unread for everyone when sent
+                self.announcements_counted_up_to = notification_id
             if notification_id in self.replayed:
                 self.replayed.discard(notification_id)
-                return self.unread_event(event["unread"])
+                return self._take_counts(event)
             if notification_id > self.last_id:
                 self.last_id = notification_id
-            payload = {field: event[field] for field in NOTIFICATION_FIELDS}
-            return encode_json_event(
-                payload, event="notification", id=notification_id
-            ) + self.unread_event(event["unread"])
-        if event["kind"] == "read":
+            return notification_bytes(event) + self._take_counts(event)
+        if kind == "read":
             payload = {"ids": event["ids"], "up_to": event["up_to"]}
-            return encode_json_event(payload, event="read") + self.unread_event(event["unread"])
-        if event["kind"] == "deleted":
+            return encode_json_event(payload, event="read") + self._take_counts(event)
+        if kind == "deleted":
+            if event["unread"] is None:
+                self.recount = True  # announcements: who had read them is in the database
             payload = {"ids": event["ids"]}
-            return encode_json_event(payload, event="deleted") + self.unread_event(event["unread"])
-        if event["kind"] == "session.ended" and event["session"] == self.session:
+            return encode_json_event(payload, event="deleted") + self._take_counts(event)
+        if kind == "session.ended" and event["session"] == self.session:
             self.ended = True
         return b""
+
+
+def notification_bytes(event: dict) -> bytes:
+    """The ``notification`` event of a ``created`` hub event, encoded once per event.
+
+    Its bytes are the same for every stream that gets it (an announcement reaches every
+    stream of the process with one shared event dict), so they are kept on the event.
+    """
+    encoded = event.get(_ENCODED)
+    if encoded is None:
+        payload = {field: event[field] for field in NOTIFICATION_FIELDS}
+        encoded = event[_ENCODED] = encode_json_event(payload, event="notification", id=event["id"])
+    return encoded
+
+
+#: Where ``notification_bytes`` keeps the encoding on a hub event (never published).
+_ENCODED = "_encoded_sse"
 
 
 async def notification_stream(
@@ -97,7 +156,10 @@ async def notification_stream(
     """
     keepalive = settings.SSE_KEEPALIVE_SECONDS
     hub = get_hub()
-    async with hub.subscribe(user_key(user_id), maxsize=settings.SSE_BUFFER_EVENTS) as events:
+    async with (
+        hub.subscribe(user_key(user_id), maxsize=settings.SSE_BUFFER_EVENTS) as events,
+        hub.subscribe(ANNOUNCEMENTS_KEY, maxsize=0, into=events),
+    ):
         yield encode_retry(settings.SSE_RETRY_MILLISECONDS)
         if last_event_id is None:
             last_event_id = await selectors.alatest_notification_id(user_id)
@@ -119,6 +181,10 @@ async def notification_stream(
                     resync = True
                 else:
                     out.append(state.render_live(item))
+            if state.recount:
+                state.recount = False
+                parts = await selectors.aunread_parts(user_id, up_to=state.last_id)
+                out.append(state.counted(parts))
             if out:
                 yield b"".join(out)
             if state.ended:
@@ -142,6 +208,8 @@ async def catch_up(user_id: int, state: StreamState) -> AsyncIterator[bytes]:
             if len(buffered) >= REPLAY_CHUNK_ROWS:
                 yield b"".join(buffered)
                 buffered = []
-    unread = await selectors.aunread_count(user_id)
-    buffered.append(state.unread_event(unread))
+    # Announcements are counted up to the last id replayed: later ones arrive live and
+    # are counted then (their ids come after every id committed before them).
+    parts = await selectors.aunread_parts(user_id, up_to=state.last_id)
+    buffered.append(state.counted(parts))
     yield b"".join(buffered)

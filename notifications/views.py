@@ -152,7 +152,7 @@ async def export(request):
 
 
 def export_object(row: dict) -> dict:
-    """One export line: the event payload plus when it was read."""
+    """One export line: the event payload plus when it was read (if known)."""
     read_at = row["read_at"]
     return {
         "id": row["id"],
@@ -161,7 +161,7 @@ def export_object(row: dict) -> dict:
         "url": row["url"],
         "level": row["level"],
         "created_at": row["created_at"].isoformat(),
-        "read": read_at is not None,
+        "read": bool(row["read"]),
         "read_at": read_at.isoformat() if read_at else None,
     }
 

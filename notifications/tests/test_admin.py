@@ -56,7 +56,7 @@ def test_changelist_lists_every_notification_with_its_columns(staff_client, stor
     assert response.status_code == 200
     assert listed(response) == {"Deploy finished", "Disk", "Backup failed"}
     content = response.content.decode()
-    for column in ("column-id", "column-recipient", "column-title", "column-level"):
+    for column in ("column-id", "column-to", "column-title", "column-level"):
         assert column in content
     assert "column-created_at" in content and "column-read" in content
 

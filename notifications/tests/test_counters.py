@@ -1,16 +1,15 @@
 """Unread counters: exact, independent of history on the publish path, and a commit-order lock."""
 
 import re
-import threading
-import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
 from notifications import counters, selectors, services
 from notifications.models import Notification, UnreadCounter
+from notifications.tests.concurrency import ids_when_second_starts_before_first_commits, in_thread
 from streamsite.testing.services import skip_or_fail
 
 NOTIFICATION_TABLE = "notifications_notification"
@@ -134,7 +133,7 @@ def test_rebuild_repairs_counters_written_around_the_services(user, other_user):
     UnreadCounter.objects.update_or_create(user=other_user, defaults={"unread": 7})
     assert services.unread_counters_rebuild() == 1
     assert stored_counters() == {user.pk: 3}
-    assert selectors.unread_counts([user.pk, other_user.pk]) == {user.pk: 3, other_user.pk: 0}
+    assert [selectors.unread_count(u.pk) for u in (user, other_user)] == [3, 0]
 
 
 def test_a_counter_never_goes_below_zero(user):
@@ -146,29 +145,6 @@ def test_a_counter_never_goes_below_zero(user):
 # Concurrency (PostgreSQL: real row locks between connections) ------------------------------
 
 
-def _in_thread(target, results: dict, name: str) -> threading.Thread:
-    def run():
-        try:
-            results[name] = target()
-        except Exception as error:  # reported by the test, not lost in the thread
-            results[name] = error
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def _waiting_for_a_lock() -> int:
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_users_notifications_commit_in_id_order(user):
     """Regression (ids are not commit order): a notification that took its id first but
@@ -177,30 +153,11 @@ def test_a_users_notifications_commit_in_id_order(user):
     an id, so a user's ids are in commit order."""
     if connection.vendor != "postgresql":
         skip_or_fail("row locks between connections need PostgreSQL")
-    saved, release, results = threading.Event(), threading.Event(), {}
-
-    def first():
-        with transaction.atomic():
-            pk = services.notification_create(recipient=user, title="first").pk
-            saved.set()
-            assert release.wait(30)
-        return pk
-
-    first_thread = _in_thread(first, results, "first")
-    assert saved.wait(30)
-    second_thread = _in_thread(
-        lambda: services.notification_create(recipient=user, title="second").pk, results, "second"
+    first, second = ids_when_second_starts_before_first_commits(
+        lambda: services.notification_create(recipient=user, title="first").pk,
+        lambda: services.notification_create(recipient=user, title="second").pk,
     )
-    # Either the second commits (the old behaviour: out of id order) or it waits on a lock.
-    deadline = time.monotonic() + 30
-    while second_thread.is_alive() and not _waiting_for_a_lock():
-        assert time.monotonic() < deadline, "the second notification neither ran nor waited"
-        time.sleep(0.01)
-    assert "second" not in results, "committed while an earlier id was still uncommitted"
-    release.set()
-    first_thread.join(30)
-    second_thread.join(30)
-    assert results["first"] < results["second"]
+    assert first < second
     assert selectors.unread_count(user.pk) == 2
 
 
@@ -211,7 +168,7 @@ def test_concurrent_broadcasts_keep_counters_exact(make_user):
     users = [make_user(f"c{n}") for n in range(20)]
     results: dict = {}
     threads = [
-        _in_thread(
+        in_thread(
             # Overlapping, differently ordered recipient lists: no deadlock, no lost update.
             lambda i=i: [
                 services.notifications_create_many(recipients=users[i % 3 :][::-1], title="x")

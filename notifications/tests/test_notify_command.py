@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from notifications.events import user_key
+from notifications.events import ANNOUNCEMENTS_KEY, user_key
 from notifications.management.commands.notify import IN_MEMORY_WARNING, layer_is_in_memory
 from notifications.models import Notification
 from streamsite.testing.live_server import database_url_for_tests
@@ -145,9 +145,10 @@ def test_notifies_every_active_user(capture_published, people):
     with capture_published() as events:
         out, _ = notify("--all", "--title", "Maintenance at noon", "--level", "warning")
     assert out == "Notified 2 active users\n"
-    recipients = set(Notification.objects.values_list("recipient__username", flat=True))
-    assert recipients == {"alice", "bob"}
-    assert {key for key, _ in events} == {user_key(people[n].pk) for n in ("alice", "bob")}
+    # An announcement: stored once, one event that every stream takes.
+    announcement = Notification.objects.get()
+    assert announcement.recipient_id is None
+    assert [key for key, _ in events] == [ANNOUNCEMENTS_KEY]
 
 
 def test_counts_are_printed_with_thousands_separators(people, monkeypatch):
@@ -186,7 +187,7 @@ def test_publishing_from_a_command_leaves_no_connection_pool_open(capture_publis
     with capture_published() as events:
         notify("--user", "alice", "--title", "Hi")
         notify("--all", "--title", "Hello all")
-    assert len(events) == 3
+    assert len(events) == 2
     assert set(getattr(layer, "_layers", {})) <= pools_before
 
 
@@ -207,7 +208,9 @@ def test_process_notifies_every_active_user(transactional_db, people):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Notified 2 active users\n"
     assert result.stderr == expected_stderr()
-    assert Notification.objects.count() == 2
+    assert list(Notification.objects.values_list("recipient_id", "title")) == [
+        (None, "Announcement")
+    ]
 
 
 def test_process_warns_when_the_layer_is_in_memory(transactional_db, people):

@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from notifications import services
-from notifications.events import user_key
+from notifications.events import ANNOUNCEMENTS_KEY, user_key
 from notifications.models import Notification
 from streamsite.streaming.hub import HUB_GROUP, expand_message
 
@@ -144,17 +144,16 @@ def test_create_many_with_no_recipients_does_nothing(capture_published, db):
     assert events == []
 
 
-def test_create_for_active_users_skips_inactive_users(capture_published, make_user):
-    active = [make_user("on1"), make_user("on2")]
-    inactive = make_user("off", is_active=False)
+def test_create_for_active_users_is_one_announcement(capture_published, make_user):
+    make_user("on1")
+    make_user("on2")
+    make_user("off", is_active=False)
     with capture_published() as events:
         count = services.notifications_create_for_active_users(title="Announcement")
-    assert count == 2
-    assert sorted(Notification.objects.values_list("recipient_id", flat=True)) == sorted(
-        u.pk for u in active
-    )
-    assert user_key(inactive.pk) not in {key for key, _ in events}
-    assert len(events) == 2
+    assert count == 2  # active users, who can read it
+    announcement = Notification.objects.get()
+    assert announcement.recipient_id is None
+    assert events == [(ANNOUNCEMENTS_KEY, created(announcement, unread=None))]
 
 
 # Validation -------------------------------------------------------------------------------
@@ -240,7 +239,17 @@ def test_mark_all_read_publishes_up_to_and_leaves_others_alone(capture_published
     theirs.refresh_from_db()
     assert theirs.read_at is None
     assert events == [
-        (user_key(user.pk), {"kind": "read", "ids": None, "up_to": mine[-1].pk, "unread": 0})
+        (
+            user_key(user.pk),
+            {
+                "kind": "read",
+                "ids": None,
+                "up_to": mine[-1].pk,
+                "unread": 0,
+                "announcements_unread": 0,
+                "announcements_counted_up_to": 0,
+            },
+        )
     ]
 
 

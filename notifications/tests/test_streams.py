@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-from contextlib import aclosing
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -11,6 +10,7 @@ from django.db import connection
 from notifications import services
 from notifications.events import user_key
 from notifications.streams import StreamState, notification_stream
+from notifications.tests.streaming import Stream
 from streamsite.streaming.hub import close_hub, get_hub
 from streamsite.testing.layers import group_members
 from streamsite.testing.sse import StreamReader
@@ -31,40 +31,6 @@ async def close_the_hub():
 def fast_stream(settings):
     settings.SSE_KEEPALIVE_SECONDS = 30
     return settings
-
-
-class Stream:
-    """A stream consumed by a task, as Django's ASGI handler consumes a response."""
-
-    def __init__(self, user_id: int, last_event_id: int | None, session: str | None = None):
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.task = asyncio.create_task(self._consume(user_id, last_event_id, session))
-        self.reader = StreamReader(self._chunks())
-
-    @classmethod
-    def for_session(cls, user_id: int, session: str) -> "Stream":
-        return cls(user_id, None, session)
-
-    async def _consume(self, user_id, last_event_id, session):
-        async with aclosing(notification_stream(user_id, last_event_id, session=session)) as chunks:
-            async for chunk in chunks:
-                await self.queue.put(chunk)
-        await self.queue.put(None)
-
-    async def _chunks(self):
-        while (chunk := await self.queue.get()) is not None:
-            yield chunk
-
-    async def live(self) -> "Stream":
-        """Wait until the stream has sent its catch-up (the first ``unread`` event)."""
-        await self.reader.until(lambda e: e["event"] == "unread")
-        return self
-
-    async def disconnect(self) -> None:
-        """Cancel the consumer, as Django does when the client goes away."""
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
 
 
 async def test_sends_retry_then_unread_count_on_connect(user, fast_stream):

@@ -1,0 +1,43 @@
+"""A notification stream consumed the way Django's ASGI handler consumes it, for tests."""
+
+import asyncio
+from contextlib import aclosing
+
+import pytest
+
+from notifications.streams import notification_stream
+from streamsite.testing.sse import StreamReader
+
+
+class Stream:
+    """A stream consumed by a task, as Django's ASGI handler consumes a response."""
+
+    def __init__(self, user_id: int, last_event_id: int | None, session: str | None = None):
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._consume(user_id, last_event_id, session))
+        self.reader = StreamReader(self._chunks())
+
+    @classmethod
+    def for_session(cls, user_id: int, session: str) -> "Stream":
+        return cls(user_id, None, session)
+
+    async def _consume(self, user_id, last_event_id, session):
+        async with aclosing(notification_stream(user_id, last_event_id, session=session)) as chunks:
+            async for chunk in chunks:
+                await self.queue.put(chunk)
+        await self.queue.put(None)
+
+    async def _chunks(self):
+        while (chunk := await self.queue.get()) is not None:
+            yield chunk
+
+    async def live(self) -> "Stream":
+        """Wait until the stream has sent its catch-up (the first ``unread`` event)."""
+        await self.reader.until(lambda e: e["event"] == "unread")
+        return self
+
+    async def disconnect(self) -> None:
+        """Cancel the consumer, as Django does when the client goes away."""
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
