@@ -24,8 +24,13 @@ from django.conf import settings
 
 from notifications import selectors
 from notifications.events import ANNOUNCEMENTS_KEY, NOTIFICATION_FIELDS, user_key
-from streamsite.streaming.hub import RESYNC, get_hub
-from streamsite.streaming.sse import KEEPALIVE, encode_json_event, encode_retry
+from streamsite.streaming.hub import BATCH_CACHE, RESYNC, get_hub
+from streamsite.streaming.sse import (
+    KEEPALIVE,
+    encode_json_event,
+    encode_json_object,
+    encode_retry,
+)
 
 #: Replayed ids remembered to drop their live duplicates. Only notifications committed
 #: around the moment of subscription can arrive both ways, so the last few suffice.
@@ -131,17 +136,35 @@ class StreamState:
 def notification_bytes(event: dict) -> bytes:
     """The ``notification`` event of a ``created`` hub event, encoded once per event.
 
-    Its bytes are the same for every stream that gets it (an announcement reaches every
-    stream of the process with one shared event dict), so they are kept on the event.
+    An announcement reaches every stream of the process as one shared event dict: its
+    bytes are kept on it. A batch (``notifications_create_many``) gives each recipient an
+    event of their own, differing only in the id: the JSON of the fields they share is
+    built once per batch (``BATCH_CACHE``), and each stream only puts its id in front.
     """
     encoded = event.get(_ENCODED)
-    if encoded is None:
+    if encoded is not None:
+        return encoded
+    notification_id = int(event["id"])
+    cache = event.get(BATCH_CACHE)
+    if cache is None:
         payload = {field: event[field] for field in NOTIFICATION_FIELDS}
-        encoded = event[_ENCODED] = encode_json_event(payload, event="notification", id=event["id"])
-    return encoded
+        encoded = event[_ENCODED] = encode_json_event(
+            payload, event="notification", id=notification_id
+        )
+        return encoded
+    rest = cache.get(_ENCODED)
+    if rest is None:
+        shared = {field: event[field] for field in NOTIFICATION_FIELDS if field != "id"}
+        # '{"title":...}' -> b',"title":...}': what follows the id in the same JSON.
+        rest = cache[_ENCODED] = b"," + encode_json_object(shared)[1:]
+    return b'event: notification\nid: %d\ndata: {"id":%d%s\n\n' % (
+        notification_id,
+        notification_id,
+        rest,
+    )
 
 
-#: Where ``notification_bytes`` keeps the encoding on a hub event (never published).
+#: Where ``notification_bytes`` keeps an encoding on a hub event or batch (never published).
 _ENCODED = "_encoded_sse"
 
 

@@ -323,3 +323,26 @@ async def test_logging_out_ends_that_sessions_streams_only(user, fast_stream):
     event = await other_browser.reader.until(lambda e: e["event"] == "notification")
     assert event["id"] == str(created.pk)
     await other_browser.disconnect()
+
+
+def test_batch_events_encode_like_single_ones_with_the_shared_part_built_once():
+    """Each recipient of a batch gets the bytes a single notification would give, and the
+    JSON of the fields they share is built once for the whole batch."""
+    from notifications.streams import notification_bytes
+    from streamsite.streaming.hub import BATCH_CACHE, batch_message, expand_message
+    from streamsite.streaming.sse import encode_json_event
+
+    base = {"kind": "created", "title": 'Say "hi"\n<b>', "body": "é", "url": "", "level": "info"}
+    base |= {"created_at": "2026-01-01T00:00:00+00:00", "read": False}
+    message = batch_message(["a", "b"], base, {"id": [7, 12345], "unread": [1, 2]})
+    events = [event for _key, event in expand_message(message, shared=True)]
+    for event in events:
+        alone = {k: v for k, v in event.items() if k != BATCH_CACHE}
+        single = encode_json_event(
+            {f: alone[f] for f in ("id", *base) if f != "kind"},
+            event="notification",
+            id=event["id"],
+        )
+        assert notification_bytes(event) == single
+    cache = events[0][BATCH_CACHE]
+    assert cache is events[1][BATCH_CACHE] and len(cache) == 1

@@ -39,7 +39,15 @@ from django.conf import settings
 
 from streamsite.streaming.subscription import RESYNC, Subscription
 
-__all__ = ["HUB_GROUP", "RESYNC", "Hub", "HubUnavailable", "Subscription", "get_hub"]
+__all__ = [
+    "BATCH_CACHE",
+    "HUB_GROUP",
+    "RESYNC",
+    "Hub",
+    "HubUnavailable",
+    "Subscription",
+    "get_hub",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +343,7 @@ class Hub:
             self._heartbeats_received = max(self._heartbeats_received, number)
             return
         keys = self._keys
-        for key, event in expand_message(message, wanted=keys.__contains__):
+        for key, event in expand_message(message, wanted=keys.__contains__, shared=True):
             for subscription in keys[key].subscriptions:
                 direct = subscription.direct
                 if direct is None or not direct(event):
@@ -359,7 +367,14 @@ def batch_message(keys: list[str], base: dict, fields: dict[str, list]) -> dict:
     return {"type": "hub.batch", "keys": keys, "base": base, "fields": fields}
 
 
-def expand_message(message: dict, wanted=None) -> Iterator[tuple[str, dict]]:
+#: With ``expand_message(..., shared=True)``, the events of one batch carry, under this
+#: name, one dict they share: subscribers cache there what they build from the batch's
+#: shared fields (the encoded part of a notification all recipients get alike), so it is
+#: built once per batch and process instead of once per recipient.
+BATCH_CACHE = "_batch_cache"
+
+
+def expand_message(message: dict, wanted=None, *, shared=False) -> Iterator[tuple[str, dict]]:
     """Yield ``(key, event)`` for each event in a hub message, for keys ``wanted(key)``."""
     kind = message.get("type")
     if kind == "hub.event":
@@ -367,6 +382,8 @@ def expand_message(message: dict, wanted=None) -> Iterator[tuple[str, dict]]:
             yield message["key"], message["event"]
     elif kind == "hub.batch":
         base, fields = message["base"], message["fields"]
+        if shared:
+            base = {**base, BATCH_CACHE: {}}
         for index, key in enumerate(message["keys"]):
             if wanted is None or wanted(key):
                 event = dict(base)

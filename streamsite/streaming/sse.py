@@ -47,6 +47,11 @@ def encode_json_event(payload, *, event: str, id: int | None = None) -> bytes:
     return f"event: {event}\nid: {int(id)}\ndata: {data}\n\n".encode()
 
 
+def encode_json_object(payload: dict) -> bytes:
+    """Return ``payload`` as the compact JSON ``encode_json_event`` puts in ``data``."""
+    return _to_json(payload).encode()
+
+
 def encode_retry(milliseconds: int) -> bytes:
     """Return the ``retry`` field: how long the browser waits before reconnecting."""
     return f"retry: {int(milliseconds)}\n\n".encode()
