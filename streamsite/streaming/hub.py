@@ -79,10 +79,9 @@ class Hub:
         self.channel: str | None = None
         self._keys: dict[str, _Key] = {}
         self._member_of: set[str] = set()
-        # The worker's queue (a dict as an ordered set); the keys it applies again whatever
+        # The worker's queue (a dict as an ordered set); keys it applies again whatever
         # _member_of says (a failed batch may have landed in part; a renewal); a generation
-        # bumped when the layer may have lost every membership (a batch landing across it
-        # proves nothing).
+        # bumped when the layer may have lost every membership (a batch across it proves none).
         self._pending: dict[str, None] = {}
         self._reapply: set[str] = set()
         self._generation = 0
@@ -131,10 +130,12 @@ class Hub:
         if entry is None:
             entry = self._keys[key] = _Key()
         entry.subscriptions.add(subscription)
-        if not entry.joined.is_set():
-            self._reconcile(key)
+        if entry.joined.is_set():
+            return
+        self._reconcile(key)
         try:
-            await asyncio.wait_for(entry.joined.wait(), JOIN_TIMEOUT_SECONDS)
+            async with asyncio.timeout(JOIN_TIMEOUT_SECONDS):  # no task per subscriber
+                await entry.joined.wait()
         except TimeoutError:
             raise HubUnavailable(f"the channel layer did not accept {key!r}") from None
 
