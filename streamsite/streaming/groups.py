@@ -21,8 +21,8 @@ from channels_redis.core import RedisChannelLayer
 
 __all__ = ["CHUNK_KEYS", "apply_memberships", "has_member", "pipelines"]
 
-#: Keys per pipeline: bounds the buffers on both sides of a very large change (a renewal of
-#: every key), while a few hundred keys already cost about as much as one.
+#: Keys per pipeline: bounds the buffers on both sides, and how long one pipeline holds
+#: its connection, when a change is very large (leaving every key on close).
 CHUNK_KEYS = 1000
 
 
