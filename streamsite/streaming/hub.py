@@ -14,8 +14,10 @@ Rules this module keeps (each learned the hard way, see docs/architecture.md):
   a message it already took off Redis. One receive task runs for the hub's lifetime.
 - Membership is in place before ``subscribe()`` returns, so a caller that subscribes and then
   replays from the database misses nothing in between.
-- Membership changes are applied by one worker, in order, so a leave and a re-join of the
-  same key cannot overtake each other.
+- Membership changes are applied by one worker, in batches of many keys per round trip
+  (``streamsite.streaming.groups``), each key as its current state wants it: a leave and a
+  re-join of the same key cannot overtake each other, and 10,000 users arriving at once
+  cost a few round trips, not 10,000 queued one behind the other.
 - The layer is lossy, and a Redis restart empties its groups while redis-py quietly
   reconnects. Every few seconds the hub sends a heartbeat through a group of its own; when
   heartbeats stop arriving (or a receive fails) it re-joins its groups and tells every
@@ -26,28 +28,29 @@ Rules this module keeps (each learned the hard way, see docs/architecture.md):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
 import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from streamsite.streaming.groups import apply_memberships, has_member
+from streamsite.streaming.messages import (
+    BATCH_CACHE,
+    batch_message,
+    event_message,
+    expand_message,
+)
 from streamsite.streaming.subscription import RESYNC, Subscription
 
-__all__ = [
-    "BATCH_CACHE",
-    "HUB_GROUP",
-    "RESYNC",
-    "Hub",
-    "HubUnavailable",
-    "Subscription",
-    "get_hub",
-]
+__all__ = ["HUB_GROUP", "RESYNC", "Hub", "HubUnavailable", "Subscription", "get_hub"]
+# Their home is messages.py.
+__all__ += ["BATCH_CACHE", "batch_message", "event_message", "expand_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ logger = logging.getLogger(__name__)
 HUB_GROUP = "streamsite.hubs"
 #: How long ``subscribe()`` waits for the channel layer to accept the membership.
 JOIN_TIMEOUT_SECONDS = 10
+#: Most keys the membership worker changes in one batch (one round trip per Redis shard).
+BATCH_KEYS = 1000
 
 
 class HubUnavailable(Exception):
@@ -80,7 +85,12 @@ class Hub:
         self.channel: str | None = None
         self._keys: dict[str, _Key] = {}
         self._member_of: set[str] = set()
-        self._to_reconcile: deque[str] = deque()
+        # The worker's queue (a dict as an ordered set); keys it applies again whatever
+        # _member_of says (a failed batch may have landed in part; a renewal); a generation
+        # bumped when the layer may have lost every membership (a batch across it proves none).
+        self._pending: dict[str, None] = {}
+        self._reapply: set[str] = set()
+        self._generation = 0
         self._reconcile_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
@@ -120,15 +130,18 @@ class Hub:
         """``subscribe()`` without a context manager, for owners that keep many (sockets):
         the events of ``key`` go to ``subscription`` once this returns. Always pair with
         ``remove()``, even when this raised or was cancelled."""
+        self.layer.require_valid_group_name(key)  # a bad key must not poison a batch
         await self._ensure_started()
         entry = self._keys.get(key)
         if entry is None:
             entry = self._keys[key] = _Key()
         entry.subscriptions.add(subscription)
-        if not entry.joined.is_set():
-            self._reconcile(key)
+        if entry.joined.is_set():
+            return
+        self._reconcile(key)
         try:
-            await asyncio.wait_for(entry.joined.wait(), JOIN_TIMEOUT_SECONDS)
+            async with asyncio.timeout(JOIN_TIMEOUT_SECONDS):  # no task per subscriber
+                await entry.joined.wait()
         except TimeoutError:
             raise HubUnavailable(f"the channel layer did not accept {key!r}") from None
 
@@ -153,9 +166,15 @@ class Hub:
         return key in self._member_of
 
     async def renew_memberships(self) -> None:
-        """Join every group again, so channels-redis' ``group_expiry`` never removes us."""
-        for key in [HUB_GROUP, self._own_group, *self._member_of]:
-            await self.layer.group_add(key, self.channel)
+        """Join every group again, so channels-redis' ``group_expiry`` never removes us.
+
+        Through the worker, in batches and in order with joins and leaves: a renewal
+        cannot re-add a group that a leave just removed."""
+        await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self._own_group])
+        for key in self._member_of:
+            self._reapply.add(key)
+            self._reconcile(key)
+        await self.wait_until_settled()
 
     async def wait_until_settled(self) -> None:
         """Wait until every pending membership change has been applied (for tests)."""
@@ -170,11 +189,11 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.channel is not None:
-            for key in [HUB_GROUP, self._own_group, *self._member_of]:
-                try:
-                    await self.layer.group_discard(key, self.channel)
-                except Exception:
-                    logger.warning("hub could not leave %s on close", key, exc_info=True)
+            groups = [HUB_GROUP, self._own_group, *self._member_of, *self._reapply]
+            try:
+                await apply_memberships(self.layer, self.channel, discard=set(groups))
+            except Exception:
+                logger.warning("hub could not leave its groups on close", exc_info=True)
         self._member_of.clear()
 
     # Lifecycle -------------------------------------------------------------------------
@@ -188,8 +207,7 @@ class Hub:
             if self._tasks:
                 return
             self.channel = await self.layer.new_channel()
-            await self.layer.group_add(HUB_GROUP, self.channel)
-            await self.layer.group_add(self._own_group, self.channel)
+            await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self._own_group])
             self._heartbeat_seen = time.monotonic()
             self._tasks = [
                 asyncio.create_task(self._receive_forever(), name="hub-receive"),
@@ -199,37 +217,65 @@ class Hub:
             ]
 
     def _reconcile(self, key: str) -> None:
-        self._to_reconcile.append(key)
+        self._pending[key] = None
         self._settled.clear()
         self._reconcile_wakeup.set()
 
     async def _maintain_memberships(self) -> None:
-        """Bring group memberships in line with local subscribers, one key at a time."""
+        """Bring group memberships in line with local subscribers, many keys at a time.
+
+        Whatever arrived while the previous batch was in flight makes the next batch, so
+        the busier the process, the more keys each round trip carries.
+        """
         while True:
-            if not self._to_reconcile:
+            if not self._pending:
                 self._settled.set()
                 self._reconcile_wakeup.clear()
                 await self._reconcile_wakeup.wait()
                 continue
-            key = self._to_reconcile.popleft()
+            batch = list(itertools.islice(self._pending, BATCH_KEYS))
+            for key in batch:
+                del self._pending[key]
             try:
-                await self._reconcile_now(key)
+                await self._reconcile_now(batch)
             except Exception:
-                logger.warning("hub membership change for %s failed; retrying", key, exc_info=True)
+                logger.warning(
+                    "hub membership changes for %d keys failed; retrying", len(batch), exc_info=True
+                )
                 await asyncio.sleep(1)
-                self._reconcile(key)
+                for key in batch:
+                    self._reconcile(key)
 
-    async def _reconcile_now(self, key: str) -> None:
-        entry = self._keys.get(key)
-        wanted = entry is not None and bool(entry.subscriptions)
-        if wanted and key not in self._member_of:
-            await self.layer.group_add(key, self.channel)
-            self._member_of.add(key)
-        elif not wanted and key in self._member_of:
-            if entry is not None:
-                entry.joined.clear()  # a subscriber arriving now waits for the re-join
-            await self.layer.group_discard(key, self.channel)
-            self._member_of.discard(key)
+    async def _reconcile_now(self, batch: list[str]) -> None:
+        """Apply what each key's current state wants, in one batch; then release its waiters."""
+        add, discard = [], []
+        for key in batch:
+            entry = self._keys.get(key)
+            member = key in self._member_of and key not in self._reapply
+            if entry is not None and entry.subscriptions:
+                if not member:
+                    add.append(key)
+            elif member or key in self._reapply:
+                if entry is not None:
+                    entry.joined.clear()  # a subscriber arriving now waits for the re-join
+                discard.append(key)
+        if add or discard:
+            generation = self._generation
+            try:
+                await apply_memberships(self.layer, self.channel, add=add, discard=discard)
+            except Exception:
+                self._reapply.update(add, discard)  # either may have landed, in part
+                raise
+            self._member_of.difference_update(discard)
+            self._reapply.difference_update(discard)
+            if generation == self._generation:  # else the layer lost them: joined again
+                self._member_of.update(add)
+                self._reapply.difference_update(add)
+        for key in batch:
+            self._settle(key)
+
+    def _settle(self, key: str) -> None:
+        """Release ``key``'s subscribers if its membership is in place; forget a left key."""
         entry = self._keys.get(key)
         if entry is None:
             return
@@ -281,17 +327,11 @@ class Hub:
 
     async def _still_member(self) -> bool:
         """Whether the layer still has our channel in our own group (False if unsure)."""
-        layer, group = self.layer, self._own_group
         try:
-            if hasattr(layer, "_group_key") and hasattr(layer, "consistent_hash"):
-                # channels-redis: the group is a sorted set of channel names.
-                connection = layer.connection(layer.consistent_hash(group))
-                return await connection.zscore(layer._group_key(group), self.channel) is not None
-            if isinstance(getattr(layer, "groups", None), dict):  # the in-memory layer
-                return self.channel in layer.groups.get(group, {})
+            return await has_member(self.layer, self._own_group, self.channel)
         except Exception:
             logger.warning("hub could not check its membership", exc_info=True)
-        return False
+            return False
 
     async def _receive_forever(self) -> None:
         """The hub's only receive: never cancelled except when the hub closes."""
@@ -317,11 +357,11 @@ class Hub:
         """Memberships may be gone (Redis restarted) and events lost: join again, resync."""
         self._heartbeat_seen = time.monotonic()  # one recovery per failure, not one per check
         self._heartbeats_received = self._heartbeats_sent  # those in flight may be lost too
-        for group in (HUB_GROUP, self._own_group):
-            try:
-                await self.layer.group_add(group, self.channel)
-            except Exception:
-                logger.warning("hub could not re-join %s", group, exc_info=True)
+        try:
+            await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self._own_group])
+        except Exception:
+            logger.warning("hub could not re-join its own groups", exc_info=True)
+        self._generation += 1
         self._member_of.clear()
         for key, entry in self._keys.items():
             entry.needs_resync = True
@@ -348,50 +388,6 @@ class Hub:
                 direct = subscription.direct
                 if direct is None or not direct(event):
                     subscription.push(event)
-
-
-def event_message(key: str, event: dict) -> dict:
-    """The channel-layer message carrying ``event`` for ``key`` (sent to ``key``'s group)."""
-    return {"type": "hub.event", "key": key, "event": event}
-
-
-def batch_message(keys: list[str], base: dict, fields: dict[str, list]) -> dict:
-    """One message carrying an event per key (sent once, to ``HUB_GROUP``).
-
-    Key ``i`` gets ``{**base, name: values[i] for name, values in fields.items()}``: the
-    shared part travels once, so a batch for thousands of keys stays small.
-    """
-    for name, values in fields.items():
-        if len(values) != len(keys):
-            raise ValueError(f"field {name!r} has {len(values)} values for {len(keys)} keys")
-    return {"type": "hub.batch", "keys": keys, "base": base, "fields": fields}
-
-
-#: With ``expand_message(..., shared=True)``, the events of one batch carry, under this
-#: name, one dict they share: subscribers cache there what they build from the batch's
-#: shared fields (the encoded part of a notification all recipients get alike), so it is
-#: built once per batch and process instead of once per recipient.
-BATCH_CACHE = "_batch_cache"
-
-
-def expand_message(message: dict, wanted=None, *, shared=False) -> Iterator[tuple[str, dict]]:
-    """Yield ``(key, event)`` for each event in a hub message, for keys ``wanted(key)``."""
-    kind = message.get("type")
-    if kind == "hub.event":
-        if wanted is None or wanted(message["key"]):
-            yield message["key"], message["event"]
-    elif kind == "hub.batch":
-        base, fields = message["base"], message["fields"]
-        if shared:
-            base = {**base, BATCH_CACHE: {}}
-        for index, key in enumerate(message["keys"]):
-            if wanted is None or wanted(key):
-                event = dict(base)
-                for name, values in fields.items():
-                    event[name] = values[index]
-                yield key, event
-    else:
-        logger.warning("hub ignored a message of unknown type %r", kind)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

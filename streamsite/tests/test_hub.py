@@ -1,10 +1,14 @@
 """The per-process hub: one membership per key, local fan-out, bounded buffers, recovery."""
 
 import asyncio
+import logging
+import uuid
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
 
+from streamsite.streaming.groups import apply_memberships
 from streamsite.streaming.hub import (
     BATCH_CACHE,
     HUB_GROUP,
@@ -222,3 +226,239 @@ async def test_a_late_heartbeat_with_membership_intact_does_not_resync(
             await checked.wait()
         assert answers == [True]
         assert subscription.take() == []
+
+
+# Batched membership changes (issue 8: 10,000 users arriving queued one round trip each) ----
+
+
+def fresh_keys(name: str, count: int) -> list[str]:
+    """Keys no earlier run left groups behind for, on the shared Redis."""
+    prefix = f"k.{name}.{uuid.uuid4().hex[:8]}"
+    return [f"{prefix}.{n}" for n in range(count)]
+
+
+async def subscribe_all(hub: Hub, keys: list[str]) -> list[Subscription]:
+    subscriptions = [Subscription(key, maxsize=10) for key in keys]
+    await asyncio.gather(*(hub.add(s.key, s) for s in subscriptions))
+    return subscriptions
+
+
+async def members_of_each(layer, keys: list[str]) -> dict[str, set[str]]:
+    return {key: await group_members(layer, key) for key in keys}
+
+
+@pytest.fixture
+async def redis_hub(redis_layer):
+    """A hub on channels-redis, in both runs (see ``redis_layer``)."""
+    hub = Hub(redis_layer)
+    yield hub
+    await hub.close()
+
+
+async def test_2000_users_arriving_at_once_join_in_a_few_round_trips(
+    redis_hub, redis_layer, redis_round_trips
+):
+    """Regression: one group_add (two round trips) per key fell 10 s behind and refused
+    sockets. Now what arrives while a batch is in flight goes in the next one."""
+    keys = fresh_keys("arrive", 2000)
+    await subscribe_all(redis_hub, ["k.arrive.first"])  # the hub is started
+    redis_round_trips.reset()
+    await subscribe_all(redis_hub, keys)
+    assert redis_round_trips.membership_changes <= 5
+    assert redis_round_trips.commands("ZADD") == 2000  # each key joined once
+    assert all(redis_hub.is_member(key) for key in keys)
+    members = await members_of_each(redis_layer, keys)
+    assert all(found == {redis_hub.channel} for found in members.values())
+
+
+async def test_a_burst_of_joins_and_leaves_ends_with_exactly_the_wanted_memberships(
+    any_layer, redis_round_trips
+):
+    """Keys left and re-joined over and over, concurrently, across batches: each ends as
+    its last change wants it (the even keys joined, the odd ones left)."""
+    hub = Hub(any_layer)
+    keys = fresh_keys("burst", 300)
+
+    async def churn(index: int, key: str) -> None:
+        for _ in range(3 + index % 3):
+            async with hub.subscribe(key, maxsize=10):
+                await asyncio.sleep(0)
+        if index % 2 == 0:
+            await hub.add(key, Subscription(key, maxsize=10))
+
+    try:
+        await subscribe_all(hub, ["k.burst.first"])  # the hub is started
+        redis_round_trips.reset()
+        await asyncio.gather(*(churn(index, key) for index, key in enumerate(keys)))
+        await hub.wait_until_settled()
+        wanted = {key: {hub.channel} if index % 2 == 0 else set() for index, key in enumerate(keys)}
+        assert await members_of_each(any_layer, keys) == wanted
+        assert {key for key in keys if hub.is_member(key)} == set(keys[::2])
+        assert {key for key in keys if key in hub._keys} == set(keys[::2])  # nothing leaks
+        if isinstance(any_layer, RedisChannelLayer):
+            # 300 keys x 3-5 joins and leaves: 2,400 changes, old code a round trip each.
+            assert redis_round_trips.membership_changes <= 100
+        await any_layer.group_send(keys[0], event_message(keys[0], {"n": 0}))
+        (subscription,) = hub._keys[keys[0]].subscriptions
+        assert await next_items(subscription) == [{"n": 0}]
+    finally:
+        await hub.close()
+
+
+class HeldLayer(InMemoryChannelLayer):
+    """An in-memory layer that holds the joins and leaves of ``k.held`` until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = {"add": asyncio.Event(), "discard": asyncio.Event()}
+        self.release = {"add": asyncio.Event(), "discard": asyncio.Event()}
+
+    async def group_add(self, group, channel):
+        await self._hold("add", group)
+        await super().group_add(group, channel)
+
+    async def group_discard(self, group, channel):
+        await self._hold("discard", group)
+        await super().group_discard(group, channel)
+
+    async def _hold(self, change: str, group: str) -> None:
+        if group == "k.held":
+            self.reached[change].set()
+            async with asyncio.timeout(10):
+                await self.release[change].wait()
+
+    async def in_flight(self, change: str) -> None:
+        async with asyncio.timeout(10):
+            await self.reached[change].wait()
+
+
+async def still_waiting(task: asyncio.Future) -> bool:
+    """True if ``task`` has not finished after many turns of the loop (it must not: what
+    would finish it is held)."""
+    await asyncio.wait({task}, timeout=0.2)
+    return not task.done()
+
+
+async def test_a_subscriber_arriving_while_its_key_is_left_waits_for_the_rejoin():
+    layer = HeldLayer()
+    layer.release["add"].set()
+    hub = Hub(layer)
+    try:
+        async with hub.subscribe("k.held", maxsize=10):
+            pass
+        await layer.in_flight("discard")
+        layer.release["add"].clear()
+        layer.reached["add"].clear()
+
+        async def arrive() -> set[str]:
+            await hub.add("k.held", Subscription("k.held", maxsize=10))
+            return await group_members(layer, "k.held")  # at the moment add() returned
+
+        arriving = asyncio.ensure_future(arrive())
+        assert await still_waiting(arriving)  # not released by a membership being left
+        layer.release["discard"].set()
+        await layer.in_flight("add")
+        assert await still_waiting(arriving)  # nor before the re-join landed
+        layer.release["add"].set()
+        assert await arriving == {hub.channel}
+        assert hub.is_member("k.held")
+    finally:
+        layer.release["add"].set()
+        layer.release["discard"].set()
+        await hub.close()
+
+
+async def test_a_subscriber_leaving_while_its_key_is_joined_leaves_the_group():
+    layer = HeldLayer()
+    layer.release["discard"].set()
+    hub = Hub(layer)
+    subscription = Subscription("k.held", maxsize=10)
+    try:
+        joining = asyncio.ensure_future(hub.add("k.held", subscription))
+        await layer.in_flight("add")
+        joining.cancel()
+        hub.remove("k.held", subscription)  # as a socket closed while connecting does
+        layer.release["add"].set()
+        await hub.wait_until_settled()
+        assert await group_members(layer, "k.held") == set()
+        assert not hub.is_member("k.held")
+        assert hub.local_subscriber_count() == 0
+    finally:
+        layer.release["add"].set()
+        await hub.close()
+
+
+async def test_renewal_of_2000_keys_is_batched(redis_hub, redis_layer, redis_round_trips):
+    keys = fresh_keys("renew", 2000)
+    await subscribe_all(redis_hub, keys)
+    await apply_memberships(redis_layer, redis_hub.channel, discard=keys)  # as expiry would
+    redis_round_trips.reset()
+    await redis_hub.renew_memberships()
+    assert redis_round_trips.membership_changes <= 5
+    members = await members_of_each(redis_layer, keys)
+    assert all(found == {redis_hub.channel} for found in members.values())
+
+
+async def test_a_renewal_does_not_undo_leaves(redis_hub, redis_layer):
+    """Regression: a renewal re-added groups the worker was leaving at the same time (it
+    had its own list of them); now it goes through the worker, in order with the leaves."""
+    keys = fresh_keys("left", 200)
+    for subscription in await subscribe_all(redis_hub, keys):
+        redis_hub.remove(subscription.key, subscription)
+    await redis_hub.renew_memberships()
+    await redis_hub.wait_until_settled()
+    assert await members_of_each(redis_layer, keys) == {key: set() for key in keys}
+    assert not any(redis_hub.is_member(key) for key in keys)
+
+
+async def test_rejoining_2000_keys_after_a_failure_is_batched_and_resyncs_each(
+    redis_hub, redis_layer, redis_round_trips
+):
+    keys = fresh_keys("rejoin", 2000)
+    subscriptions = await subscribe_all(redis_hub, keys)
+    await apply_memberships(redis_layer, redis_hub.channel, discard=keys)  # Redis restarted
+    redis_round_trips.reset()
+    await redis_hub._rejoin_after_failure()
+    await redis_hub.wait_until_settled()
+    assert redis_round_trips.membership_changes <= 6
+    assert all(subscription.take() == [RESYNC] for subscription in subscriptions)
+    members = await members_of_each(redis_layer, keys)
+    assert all(found == {redis_hub.channel} for found in members.values())
+
+
+async def test_an_invalid_key_is_refused_at_once_and_blocks_no_one(hub, channel_layer):
+    """Regression: a key the layer refuses used to be retried forever, ahead of others."""
+    with pytest.raises(TypeError):
+        await hub.add("not a key!", Subscription("not a key!", maxsize=10))
+    async with hub.subscribe("k.valid", maxsize=10):
+        assert await group_members(channel_layer, "k.valid") == {hub.channel}
+
+
+async def test_changes_that_failed_are_retried_without_losing_keys(private_redis):
+    layer = RedisChannelLayer(hosts=[{"address": private_redis.url, "socket_timeout": None}])
+    hub = Hub(layer)
+    keys = fresh_keys("retry", 100)
+    failed = asyncio.Event()
+
+    class NoticeRetries(logging.Handler):
+        def emit(self, record):
+            if "failed; retrying" in record.getMessage():
+                failed.set()
+
+    notice = NoticeRetries()
+    logging.getLogger("streamsite.streaming.hub").addHandler(notice)
+    try:
+        await subscribe_all(hub, ["k.retry.first"])  # the hub is started
+        private_redis.stop()
+        arriving = asyncio.ensure_future(subscribe_all(hub, keys))
+        async with asyncio.timeout(10):
+            await failed.wait()
+        private_redis.start()
+        await arriving
+        await hub.wait_until_settled()
+        members = await members_of_each(layer, keys)
+        assert all(found == {hub.channel} for found in members.values())
+    finally:
+        logging.getLogger("streamsite.streaming.hub").removeHandler(notice)
+        await hub.close()
+        await layer.flush()

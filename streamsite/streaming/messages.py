@@ -1,0 +1,57 @@
+"""The channel-layer messages that carry events to hubs (``streamsite.streaming.hub``).
+
+Publishers build them, every hub takes them apart: one format, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+__all__ = ["BATCH_CACHE", "batch_message", "event_message", "expand_message"]
+
+logger = logging.getLogger(__name__)
+
+
+def event_message(key: str, event: dict) -> dict:
+    """The channel-layer message carrying ``event`` for ``key`` (sent to ``key``'s group)."""
+    return {"type": "hub.event", "key": key, "event": event}
+
+
+def batch_message(keys: list[str], base: dict, fields: dict[str, list]) -> dict:
+    """One message carrying an event per key (sent once, to ``HUB_GROUP``).
+
+    Key ``i`` gets ``{**base, name: values[i] for name, values in fields.items()}``: the
+    shared part travels once, so a batch for thousands of keys stays small.
+    """
+    for name, values in fields.items():
+        if len(values) != len(keys):
+            raise ValueError(f"field {name!r} has {len(values)} values for {len(keys)} keys")
+    return {"type": "hub.batch", "keys": keys, "base": base, "fields": fields}
+
+
+#: With ``expand_message(..., shared=True)``, the events of one batch carry, under this
+#: name, one dict they share: subscribers cache there what they build from the batch's
+#: shared fields (the encoded part of a notification all recipients get alike), so it is
+#: built once per batch and process instead of once per recipient.
+BATCH_CACHE = "_batch_cache"
+
+
+def expand_message(message: dict, wanted=None, *, shared=False) -> Iterator[tuple[str, dict]]:
+    """Yield ``(key, event)`` for each event in a hub message, for keys ``wanted(key)``."""
+    kind = message.get("type")
+    if kind == "hub.event":
+        if wanted is None or wanted(message["key"]):
+            yield message["key"], message["event"]
+    elif kind == "hub.batch":
+        base, fields = message["base"], message["fields"]
+        if shared:
+            base = {**base, BATCH_CACHE: {}}
+        for index, key in enumerate(message["keys"]):
+            if wanted is None or wanted(key):
+                event = dict(base)
+                for name, values in fields.items():
+                    event[name] = values[index]
+                yield key, event
+    else:
+        logger.warning("hub ignored a message of unknown type %r", kind)
