@@ -125,6 +125,40 @@ def insert_notifications(user_id: int, count: int) -> None:
         cursor.execute("ANALYZE notifications_notification")
 
 
+def insert_unread_history(
+    user_ids: list[int], per_user: int, *, batch_rows: int = 1_000_000, progress=None
+) -> None:
+    """Give every user ``per_user`` unread notifications, older than anything a run sends:
+    one ``INSERT ... SELECT generate_series`` per batch of users (about ``batch_rows`` rows),
+    calling ``progress(rows so far)`` after each; then refresh the planner's statistics."""
+    from django.db import connection
+
+    batch = max(1, batch_rows // max(per_user, 1))
+    done = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(user_ids), batch):
+            chunk = user_ids[start : start + batch]
+            cursor.execute(
+                """
+                INSERT INTO notifications_notification
+                    (recipient_id, title, body, url, level, created_at, read_at)
+                SELECT u,
+                       'History ' || g,
+                       'An older notification, still unread.',
+                       '/notifications/',
+                       'info',
+                       now() - interval '1 day' - g * interval '1 second',
+                       NULL
+                FROM unnest(%s::bigint[]) AS u, generate_series(1, %s) AS g
+                """,
+                [chunk, per_user],
+            )
+            done += len(chunk) * per_user
+            if progress is not None:
+                progress(done)
+        cursor.execute("ANALYZE notifications_notification")
+
+
 def server_connections(database: str) -> dict[str, int]:
     """PostgreSQL connections to ``database`` other than the harness' and publishers', by state."""
     from django.db import connection

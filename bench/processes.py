@@ -68,6 +68,19 @@ def stop_all() -> None:
         stop(process, timeout=5)
 
 
+#: The plain Starlette SSE broadcaster (``bench.floor_sse``), served like streamsite.
+FLOOR_SSE_APP = "bench.floor_sse:app"
+
+
+def uvicorn_serving(app: str, fd: int, workers: int = 1) -> list[str]:
+    """The production uvicorn command line (``manage.py serve``'s), serving ``app``."""
+    from streamsite.management.commands.serve import uvicorn_argv
+
+    argv = uvicorn_argv(host="127.0.0.1", port=0, workers=workers, fd=fd)
+    argv[argv.index("streamsite.asgi:application")] = app
+    return argv
+
+
 class Server:
     """One server process (``workers 1``) on a socket bound here and passed with ``--fd``."""
 
@@ -86,6 +99,8 @@ class Server:
     def command(self, fd: int) -> list[str]:
         if self.kind == "daphne":
             return [sys.executable, "-m", "daphne", "--fd", str(fd), "streamsite.asgi:application"]
+        if self.kind == "starlette":
+            return uvicorn_serving(FLOOR_SSE_APP, fd)
         return [
             sys.executable, "manage.py", "serve", "--fd", str(fd), "--workers", "1",
             "--no-collectstatic",

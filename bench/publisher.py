@@ -19,7 +19,7 @@ import time
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--mode", choices=("streamsite", "baseline", "streamsite-layer"), required=True
+        "--mode", choices=("streamsite", "baseline", "streamsite-layer", "floor"), required=True
     )
     parser.add_argument("--recipients", required=True, help="JSON file: a list of user ids")
     parser.add_argument("--run", required=True)
@@ -49,6 +49,7 @@ def main(argv=None) -> None:
         "streamsite": services.notifications_create_many,
         "baseline": baseline.notifications_create_many,
         "streamsite-layer": publish_only,
+        "floor": publish_floor,
     }[args.mode]
     with open(args.recipients) as file:
         recipients = json.load(file)
@@ -113,6 +114,30 @@ def publish_only(*, recipients: list[int], title: str) -> int:
         keys = [user_key(user_id) for user_id in chunk]
         publish(HUB_GROUP, batch_message(keys, base, {"id": ids, "unread": [1] * len(chunk)}))
     return len(recipients)
+
+
+def publish_floor(*, recipients: list[int], title: str) -> int:
+    """One Redis PUBLISH of the notification, to the floor's channel (``bench.floor_sse``).
+
+    The floor is a broadcaster: every stream gets the event, whoever ``recipients`` are.
+    """
+    import os
+
+    import redis
+    from django.utils import timezone
+
+    global _floor_redis
+    if _floor_redis is None:
+        _floor_redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+    event = {
+        "id": next(_ids), "kind": "created", "title": title, "body": "", "url": "",
+        "level": "info", "created_at": timezone.now().isoformat(), "read": False,
+    }  # fmt: skip
+    _floor_redis.publish(os.environ["BENCH_FLOOR_CHANNEL"], json.dumps(event))
+    return len(recipients)
+
+
+_floor_redis = None
 
 
 if __name__ == "__main__":

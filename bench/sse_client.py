@@ -30,10 +30,12 @@ class Recorder:
         self.generation = 0
         self.mark: bytes | None = None
         self.count = 0
+        self.window = 0.0
         self.reset()
 
     def reset(self) -> None:
         self.latencies = array("d")
+        self.sent_times = array("d")  # the publish time of each latency, for ``windows``
         self.per_seq = array("I")
         self.per_second = array("I")
         self.deliveries = self.unique = self.duplicates = self.foreign = self.out_of_range = 0
@@ -41,8 +43,9 @@ class Recorder:
         self.t0 = time.time()
         self.closed_during_run = 0
 
-    def start(self, run: str, count: int) -> None:
+    def start(self, run: str, count: int, window: float = 0) -> None:
         self.generation += 1
+        self.window = window
         self.mark = TITLE_PREFIX + run.encode() + b" "
         self.count = count
         self.reset()
@@ -69,8 +72,11 @@ class Recorder:
             end = text.index(b'"', start)
             seq_text, _, sent_text = text[start:end].partition(b" ")
             seq = int(seq_text)
+            sent = float(sent_text)
             self.deliveries += 1
-            self.latencies.append(now - float(sent_text))
+            self.latencies.append(now - sent)
+            if self.window:
+                self.sent_times.append(sent)
             if 0 <= seq < self.count:
                 if seen[seq]:
                     self.duplicates += 1
@@ -113,7 +119,25 @@ class Recorder:
             "per_seq": list(self.per_seq),
             "per_second": list(self.per_second),
             "closed_during_run": self.closed_during_run,
+            "windows": self.windows(),
         }
+
+    def windows(self) -> list[dict]:
+        """Latency percentiles per ``window`` seconds of publishing (by publish time)."""
+        if not self.window or not self.sent_times:
+            return []
+        first = min(self.sent_times)
+        buckets: dict[int, list[float]] = {}
+        for sent, latency in zip(self.sent_times, self.latencies, strict=True):
+            buckets.setdefault(int((sent - first) // self.window), []).append(latency)
+        return [
+            {
+                "start_seconds": index * self.window,
+                "deliveries": len(values),
+                **{name: percentile(values, p) for name, p in PERCENTILES},
+            }
+            for index, values in sorted((i, sorted(v)) for i, v in buckets.items())
+        ]
 
 
 class Stream(HTTPResponse):
@@ -172,7 +196,7 @@ class Client:
         if name == "connect":
             return await self.connect(**{k: v for k, v in command.items() if k != "cmd"})
         if name == "start":
-            self.recorder.start(command["run"], command["count"])
+            self.recorder.start(command["run"], command["count"], command.get("window", 0))
             return {"ok": True}
         if name == "progress":
             recorder = self.recorder
