@@ -159,6 +159,26 @@ def insert_unread_history(
         cursor.execute("ANALYZE notifications_notification")
 
 
+def insert_room_history(room_id: int, author_ids: list[int], count: int) -> None:
+    """Give a room ``count`` older messages by ``author_ids`` in turn, in one INSERT."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO chat_message (room_id, author_id, body, client_id, created_at)
+            SELECT %s,
+                   (%s::bigint[])[1 + g %% cardinality(%s::bigint[])],
+                   'An older message, number ' || g || ', of a realistic length.',
+                   gen_random_uuid(),
+                   now() - interval '1 day' + g * interval '1 millisecond'
+            FROM generate_series(1, %s) AS g
+            """,
+            [room_id, author_ids, author_ids, count],
+        )
+        cursor.execute("ANALYZE chat_message")
+
+
 def server_connections(database: str) -> dict[str, int]:
     """PostgreSQL connections to ``database`` other than the harness' and publishers', by state."""
     from django.db import connection

@@ -56,7 +56,9 @@ def floor_table(records: list[dict]) -> str:
                     fmt(rate),
                     fmt(a),
                     fmt(b),
-                    f"{a / b:.2f}{TIMES}" if a and b else NONE,
+                    f"{a / b:.2f}{TIMES}" + (" (≥ 0.5)" if a / b >= 0.5 else " (**< 0.5**)")
+                    if a and b
+                    else NONE,
                     f"{fmt(median(runs, 'latency_ms.p50'), 1)} / "
                     f"{fmt(median(runs, 'latency_ms.p99'), 1)}",
                     f"{fmt(median(base, 'latency_ms.p50'), 1)} / "

@@ -6,8 +6,13 @@ over stdin/stdout, one JSON object per line each way; a process exits when its s
 The WebSocket client is the minimum RFC 6455 needs, on ``asyncio.Protocol`` (no streams,
 no tasks per socket): an HTTP/1.1 upgrade carrying the session cookie and an allowed
 ``Origin``, then unmasked server frames parsed per socket read (pings answered, close
-codes recorded), and masked client frames written straight to the transport. No
-extension is offered, so frames arrive uncompressed. The benchmark's messages are found
+codes recorded), and masked client frames written straight to the transport. By default
+no extension is offered, so frames arrive uncompressed; ``connect`` with ``compression``
+offers permessage-deflate exactly as Chromium does (``permessage-deflate;
+client_max_window_bits``), and when the server accepts, frames with RSV1 are inflated and
+sent frames deflated per RFC 7692 (zlib, raw deflate, the ``00 00 ff ff`` tail removed,
+a new context per message where the server asked for no context takeover), so memory and
+CPU are what a browser costs the server. The benchmark's messages are found
 by their body, ``bench <run> <seq> <sent>``, which carries the sender's ``time.time()``
 just before the frame was written: latency is the receive time of the socket read that
 completed the frame, minus that.
@@ -31,33 +36,89 @@ import os
 import tempfile
 import time
 import uuid
+import zlib
 from array import array
 from collections import Counter
 
 from bench.client_process import HISTOGRAM_MS, PERCENTILES, percentile, run_client
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
+FIN, RSV1 = 0x80, 0x40
+#: What Chromium offers on every WebSocket (and Firefox alike).
+CHROMIUM_EXTENSIONS = "permessage-deflate; client_max_window_bits"
+#: RFC 7692 7.2.1: a message's deflate output ends with this empty block, removed on the wire.
+DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
-def handshake(path: str, port: int, cookie: str | None) -> bytes:
+def handshake(path: str, port: int, cookie: str | None, *, compression: bool = False) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     cookie_line = f"Cookie: sessionid={cookie}\r\n" if cookie else ""
+    extensions = f"Sec-WebSocket-Extensions: {CHROMIUM_EXTENSIONS}\r\n" if compression else ""
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: http://127.0.0.1:{port}\r\n{cookie_line}User-Agent: bench\r\n\r\n"
+        f"Origin: http://127.0.0.1:{port}\r\n{cookie_line}{extensions}User-Agent: bench\r\n\r\n"
     ).encode()
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame (FIN set)."""
+class Deflate:
+    """permessage-deflate as the server accepted it (RFC 7692), for one socket.
+
+    The inflater always has a 32 KB window (it reads any smaller one); the deflater uses
+    the window the server allowed the client. Both are made on first use: only senders
+    deflate, and a socket that never gets a compressed frame holds no zlib state.
+    """
+
+    __slots__ = ("client_bits", "client_reset", "deflater", "inflater", "server_reset")
+
+    def __init__(self, response_value: str) -> None:
+        params = {}
+        for part in response_value.split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        self.server_reset = "server_no_context_takeover" in params
+        self.client_reset = "client_no_context_takeover" in params
+        # zlib cannot write a raw deflate stream with an 8-bit window; 9 is the least.
+        self.client_bits = max(9, int(params.get("client_max_window_bits") or 15))
+        self.inflater = self.deflater = None
+
+    def inflate(self, payload: bytes) -> bytes:
+        if self.inflater is None:
+            self.inflater = zlib.decompressobj(-15)
+        data = self.inflater.decompress(payload + DEFLATE_TAIL)
+        if self.server_reset:
+            self.inflater = None
+        return data
+
+    def deflate(self, data: bytes) -> bytes:
+        if self.deflater is None:
+            self.deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
+                                             -self.client_bits)  # fmt: skip
+        out = self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
+        if self.client_reset:
+            self.deflater = None
+        return out[:-4] if out.endswith(DEFLATE_TAIL) else out
+
+
+def negotiated_extension(head: bytes) -> str | None:
+    """The ``Sec-WebSocket-Extensions`` value of a 101 response, if any."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-extensions":
+            return value.strip().decode()
+    return None
+
+
+def client_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
+    """A masked client frame (FIN set; RSV1 for a compressed message)."""
     length = len(payload)
+    first = FIN | opcode | (RSV1 if rsv1 else 0)
     if length < 126:
-        head = bytes((0x80 | opcode, 0x80 | length))
+        head = bytes((first, 0x80 | length))
     elif length < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
+        head = bytes((first, 0x80 | 126)) + length.to_bytes(2, "big")
     else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
+        head = bytes((first, 0x80 | 127)) + length.to_bytes(8, "big")
     key = os.urandom(4)
     if not length:
         return head + key
@@ -136,8 +197,8 @@ class Socket(asyncio.Protocol):
     """One WebSocket. ``done`` resolves (None or an error) when it is ready or has failed."""
 
     __slots__ = (
-        "buffer", "client", "close_code", "done", "fragments", "generation", "open",
-        "ready", "ready_on", "request", "seen", "transport", "upgraded",
+        "buffer", "client", "close_code", "deflate", "done", "fragments", "fragments_rsv1",
+        "generation", "open", "ready", "ready_on", "request", "seen", "transport", "upgraded",
     )  # fmt: skip
 
     def __init__(self, client: Client, request: bytes, ready_on: str) -> None:
@@ -151,6 +212,8 @@ class Socket(asyncio.Protocol):
         self.open = False
         self.close_code: int | None = None
         self.fragments: list[bytes] | None = None
+        self.fragments_rsv1 = False
+        self.deflate: Deflate | None = None  # permessage-deflate, once the server accepts it
         self.generation = 0
         self.seen = bytearray()
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -183,6 +246,10 @@ class Socket(asyncio.Protocol):
                 self.transport.close()
                 return
             self.upgraded = True
+            extension = negotiated_extension(data[:end])
+            if extension and extension.startswith("permessage-deflate"):
+                self.deflate = Deflate(extension)
+                self.client.compressed += 1
             self.buffer = b""
             data = data[end + 4 :]
             if self.ready_on == "upgrade":
@@ -213,17 +280,20 @@ class Socket(asyncio.Protocol):
             opcode = b0 & 0x0F
             payload = data[position + head : end]
             position = end
-            if opcode == OP_TEXT and b0 & 0x80:
-                self._text(payload, now)
+            if opcode == OP_TEXT and b0 & FIN:
+                self._text(self.deflate.inflate(payload) if b0 & RSV1 else payload, now)
             elif opcode >= OP_CLOSE:
                 self._control(opcode, payload)
             elif opcode in (OP_TEXT, OP_BINARY):  # first fragment
                 self.fragments = [payload]
+                self.fragments_rsv1 = bool(b0 & RSV1)
             elif opcode == OP_CONT and self.fragments is not None:
                 self.fragments.append(payload)
-                if b0 & 0x80:
+                if b0 & FIN:
                     whole = b"".join(self.fragments)
                     self.fragments = None
+                    if self.fragments_rsv1:
+                        whole = self.deflate.inflate(whole)
                     self._text(whole, now)
         if position < size:
             self.buffer = data[position:]
@@ -320,7 +390,10 @@ class Socket(asyncio.Protocol):
             self.done.set_result(error)
 
     def send_text(self, text: bytes) -> None:
-        self.transport.write(client_frame(OP_TEXT, text))
+        if self.deflate is not None:
+            self.transport.write(client_frame(OP_TEXT, self.deflate.deflate(text), rsv1=True))
+        else:
+            self.transport.write(client_frame(OP_TEXT, text))
 
 
 class Client:
@@ -331,6 +404,7 @@ class Client:
         self.sockets: list[Socket] = []
         self.close_codes: Counter[int] = Counter()
         self.frames = 0
+        self.compressed = 0  # sockets on which the server accepted permessage-deflate
         self.closed_total = 0
         self.sender: asyncio.Task | None = None
 
@@ -377,6 +451,7 @@ class Client:
         concurrency: int,
         within: float,
         ready_on: str,
+        compression: bool = False,
     ) -> dict:
         """Open a socket per (path, cookie), ``concurrency`` at a time; wait until ready."""
         loop = asyncio.get_running_loop()
@@ -392,7 +467,8 @@ class Client:
                 if left <= 0:
                     errors["not started: deadline"] += 1
                     return False
-                socket = Socket(self, handshake(path, port, cookie), ready_on)
+                request = handshake(path, port, cookie, compression=compression)
+                socket = Socket(self, request, ready_on)
                 try:
                     async with asyncio.timeout(min(left, 60)):
                         await loop.create_connection(lambda: socket, "127.0.0.1", port)
@@ -408,9 +484,11 @@ class Client:
                 return True
 
         pairs = zip(paths, cookies, strict=True)
+        compressed_before = self.compressed
         results = await asyncio.gather(*(open_one(p, c) for p, c in pairs))
         seconds = time.monotonic() - started
         return {
+            "compressed": self.compressed - compressed_before,
             "ready": sum(results),
             "failed": len(results) - sum(results),
             "seconds": round(seconds, 3),
