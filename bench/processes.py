@@ -299,13 +299,22 @@ class Sampler:
     ``cpu_percent(name, a, b)`` is the CPU used between two wall-clock times, as % of one
     core, from the samples around them. ``redis`` and ``postgres`` add up all processes of
     that name (other users' PostgreSQL sessions included): processes come and go, so each
-    probe adds what every process used since the previous probe.
+    probe adds what every process used since the previous probe. With ``fds``, the server's
+    open file descriptors are sampled too (``resources_at``).
     """
 
-    def __init__(self, pids: dict[str, int], interval: float = 0.1, *, others: bool = True):
+    def __init__(
+        self,
+        pids: dict[str, int],
+        interval: float = 0.1,
+        *,
+        others: bool = True,
+        fds: bool = False,
+    ):
         self.pids = pids
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float], int]] = []
+        self.fds: list[int] | None = [] if fds else None  # one per sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._others = {"redis": "redis-server", "postgres": "postgres"} if others else {}
@@ -333,6 +342,8 @@ class Sampler:
             rss = status_kb(self.pids["server"], "VmRSS")
         except (OSError, KeyError):
             rss = 0
+        if self.fds is not None:
+            self.fds.append(open_fds(self.pids["server"]))
         self.samples.append((time.time(), cpu, rss))
 
     def _run(self) -> None:
@@ -375,3 +386,20 @@ class Sampler:
 
     def peak_rss_kb(self) -> int:
         return max((rss for _, _, rss in self.samples), default=0)
+
+    def resources_at(self, moment: float) -> tuple[int, int | None]:
+        """The server's RSS (kB) and open descriptors at the last sample before ``moment``."""
+        index = 0
+        for i, (t, _cpu, _rss) in enumerate(self.samples):
+            if t > moment:
+                break
+            index = i
+        fds = self.fds[index] if self.fds else None
+        return self.samples[index][2], fds
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0

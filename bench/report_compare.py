@@ -2,8 +2,9 @@
 
 ``floor_table``: streamsite's server alone (layer-only publishing, no database writes)
 against the plain Starlette broadcaster (``bench.floor_sse``) at the same N and rate, and
-their broadcasts to the same idle streams. ``steady_table``: a steady run's latency in
-its first window of publishing against its last (``--window-seconds``).
+their broadcasts to the same idle streams. ``steady_table``: a steady run's (and the soak's) latency
+in its first window of publishing against its last (``--window-seconds``), with the
+server's memory and open files at the end of the first and the last window.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def steady_table(records: list[dict]) -> str:
     """Each steady run: overall figures, then p99 in the first and the last window."""
     rows = []
     for record in records:
-        if record.get("kind") != "fanout" or not record.get("steady"):
+        if record.get("kind") not in ("fanout", "soak") or not record.get("steady"):
             continue
         windows = record.get("latency_windows") or []
         first, last = (windows[0], windows[-1]) if windows else ({}, {})
@@ -101,7 +102,7 @@ def steady_table(records: list[dict]) -> str:
         )
         rows.append(
             [
-                record["config"],
+                record["config"] + (" (soak)" if record["kind"] == "soak" else ""),
                 fmt(record["n"]),
                 f"{fmt(record['rate'])} → {fmt(record['publishes_per_second'], 1)}",
                 f"{fmt(record['publish_seconds'], 1)} s",
@@ -116,6 +117,8 @@ def steady_table(records: list[dict]) -> str:
                 else f"{100 * drift:+.0f} %"
                 + (" (within 20 %)" if abs(drift) <= STEADY_DRIFT else " (**over 20 %**)"),
                 " ".join(fmt(w["p99"]) for w in windows) or NONE,
+                _first_last(windows, "rss_kb", lambda kb: f"{kb / 1024:,.0f}"),
+                _first_last(windows, "fds", fmt),
             ]
         )
     if not rows:
@@ -123,6 +126,12 @@ def steady_table(records: list[dict]) -> str:
     header = [
         "server", "N", "pub/s target → actual", "published over", "p50 ms", "p99 ms",
         "max ms", "loss %", "first window p99 ms", "last window p99 ms", "last vs first",
-        "p99 ms per window",
+        "p99 ms per window", "server RSS MB first → last window",
+        "open files first → last window",
     ]  # fmt: skip
     return table(header, rows)
+
+
+def _first_last(windows: list[dict], name: str, show) -> str:
+    values = [w[name] for w in windows if w.get(name) is not None]
+    return f"{show(values[0])} → {show(values[-1])}" if values else NONE

@@ -210,7 +210,7 @@ def publish_run(
         if bench.profile_dir is not None:
             name = f"{config.name}-{kind}-n{n}-r{rate}-p{publishers}-{mode}-{repeat}.txt"
             profiler = Profiler(server.pid, bench.profile_dir / name, bench.env)
-        with Sampler(pids) as sampler:
+        with Sampler(pids, fds=steady) as sampler:
             t0 = time.time() + 0.2
             for child in children:
                 child.send({"t0": t0})
@@ -246,6 +246,11 @@ def publish_run(
     def cpu(name: str) -> float | None:
         return sampler.cpu_percent(name, first, end) if first else None
 
+    windows = summary["windows"]
+    for window in windows:  # the server's memory and open files at the end of each window
+        window_end = first + window["start_seconds"] + args.window_seconds
+        window["rss_kb"], window["fds"] = sampler.resources_at(window_end)
+
     result = {
         "kind": kind,
         "config": config.name,
@@ -277,7 +282,7 @@ def publish_run(
         "target_deliveries_per_second": round(ready * rate),
         "latency_ms": summary["latency_ms"],
         "latency_mean_ms": summary["latency_mean_ms"],
-        "latency_windows": summary["windows"],
+        "latency_windows": windows,
         "busy_seconds": round(end - first, 3) if first else None,
         "cpu_percent": {
             name: cpu(name) for name in ["server", "client", "redis", "postgres", "machine"]
@@ -351,6 +356,24 @@ def fanout(bench: Bench, config: Config) -> None:
                     for rate, count in args.rates:
                         run(rate=rate, count=count, mode="streamsite-layer")
             bench.client.request({"cmd": "close"}, SLACK)
+
+
+def soak(bench: Bench, config: Config) -> None:
+    """``--soak-seconds`` at the lowest rate to the smallest N: latency, memory and open
+    files per ``--window-seconds``, which must stay flat."""
+    args = bench.args
+    rate, n = min(rate for rate, _count in args.rates), min(args.fanout_n)
+    with bench.server(config, "soak") as server:
+        held = hold(bench, server, config, n, warm_up=False)
+        run = functools.partial(
+            publish_run, bench, server, config, n=n, ready=held["ready"], rate=rate
+        )
+        run(kind="warmup", count=max(1, round(rate * args.warmup_seconds)))
+        run(
+            kind="soak", count=round(rate * args.soak_seconds), steady=True,
+            max_seconds=args.soak_seconds + args.max_publish_seconds,
+        )  # fmt: skip
+        bench.client.request({"cmd": "close"}, SLACK)
 
 
 def pg_connections(bench: Bench, config: Config) -> None:

@@ -30,7 +30,7 @@ from bench import data, report
 from bench.machine import describe
 from bench.processes import BASE_DIR, load_client, machine_busy_seconds, stop_all
 from bench.scenario_export import export
-from bench.scenarios import Bench, Config, fanout, idle, pg_connections
+from bench.scenarios import Bench, Config, fanout, idle, pg_connections, soak
 
 SCENARIOS = ("fanout", "pg", "idle", "export")
 CONFIGS = (
@@ -54,6 +54,7 @@ FULL = {
     "steady_seconds": 300,
     "warmup_seconds": 10,
     "window_seconds": 60,
+    "soak_seconds": 600,
 }
 QUICK = {
     "fanout_n": "100",
@@ -66,6 +67,7 @@ QUICK = {
     "steady_seconds": 20,
     "warmup_seconds": 3,
     "window_seconds": 5,
+    "soak_seconds": 30,
 }
 
 
@@ -77,7 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="of: " + ",".join(SCENARIOS)
     )
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="of: " + ",".join(CONFIGS))
+    parser.add_argument(
+        "--configs", help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first)"
+    )
     parser.add_argument("--fanout-n", help="streams per fan-out measurement (full: 1000,5000)")
     parser.add_argument("--rates", help="RATE:COUNT publishes per fan-out (full: 10:50,100:300)")
     parser.add_argument("--idle-n", type=int, help="idle streams held (full: 10000)")
@@ -101,6 +105,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "warm-up (full: 300; 0: short repeated runs instead)",
     )
     parser.add_argument("--warmup-seconds", type=float, help="the warm-up (full: 10)")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="instead of the scenarios: --soak-seconds at the lowest rate to the smallest N, "
+        "with latency, server memory and open files per window",
+    )
+    parser.add_argument("--soak-seconds", type=float, help="the soak's length (full: 600)")
     parser.add_argument(
         "--window-seconds", type=float, help="steady-run latency reported per (full: 60)"
     )
@@ -149,6 +160,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         for rate, count in (item.split(":") for item in args.rates.split(",") if item)
     ]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
+    if args.configs is None:
+        args.configs = CONFIGS[0] if args.soak else ",".join(CONFIGS)
     args.configs = [c for c in args.configs.split(",") if c]
     for name, allowed in (("scenarios", SCENARIOS), ("configs", CONFIGS)):
         unknown = set(getattr(args, name)) - set(allowed)
@@ -262,7 +275,11 @@ def main(argv=None) -> int:
         if args.profile:
             bench.profile_dir = results_path.with_suffix("").with_name(f"{stamp}-profiles")
             bench.profile_dir.mkdir(exist_ok=True)
-        run_scenarios(bench, configs, export_user=(user_ids[-1], cookies[-1]))
+        if args.soak:
+            for config in configs:
+                soak(bench, config)
+        else:
+            run_scenarios(bench, configs, export_user=(user_ids[-1], cookies[-1]))
         client.close()
     except KeyboardInterrupt:
         interrupted = True
@@ -364,7 +381,7 @@ def progress_line(item: dict) -> str:
             f"  history  {item['rows']:,} unread rows in {item['insert_seconds']}s; counters "
             + (f"rebuilt in {item['rebuild_seconds']}s" if item["counters_rebuilt"] else "none")
         )
-    if kind in ("fanout", "broadcast", "warmup"):
+    if kind in ("fanout", "broadcast", "warmup", "soak"):
         latency = item["latency_ms"]
         windows = " ".join(f"{w['p99']:.0f}" for w in item.get("latency_windows") or [])
         return (
