@@ -57,11 +57,11 @@ SLACK = 30
 
 FULL = {
     "idle_n": 10000, "room_n": 1000, "rates": "10,50", "seconds": 60, "repeats": 1,
-    "bigroom_n": 10000, "history_messages": 100_000,
+    "bigroom_n": 10000, "history_messages": 100_000, "soak_seconds": 600, "window_seconds": 60,
 }  # fmt: skip
 QUICK = {
     "idle_n": 1000, "room_n": 200, "rates": "10,50", "seconds": 5, "repeats": 1,
-    "bigroom_n": 1000, "history_messages": 1000,
+    "bigroom_n": 1000, "history_messages": 1000, "soak_seconds": 30, "window_seconds": 5,
 }  # fmt: skip
 COMPRESSION = {"off": [False], "on": [True], "both": [False, True]}
 
@@ -77,7 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small N, short runs (~3 min)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="of: " + ",".join(SCENARIOS))
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="of: " + ",".join(CONFIGS))
+    parser.add_argument(
+        "--configs", help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first)"
+    )
     parser.add_argument("--idle-n", type=int, help="idle sockets held (full: 10000)")
     parser.add_argument("--idle-rooms", type=int, default=100, help="rooms the idle sockets use")
     parser.add_argument("--room-n", type=int, help="sockets in the room (full: 1000)")
@@ -94,6 +96,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         help="messages in each benchmark room before anyone joins (full: 100000)",
     )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="instead of the scenarios: one room of --room-n at the lowest rate for "
+        "--soak-seconds, with latency, server memory and open files per --window-seconds",
+    )
+    parser.add_argument("--soak-seconds", type=float, help="the soak's length (full: 600)")
+    parser.add_argument("--window-seconds", type=float, help="soak reported per (full: 60)")
     parser.add_argument(
         "--compression",
         choices=sorted(COMPRESSION),
@@ -122,6 +132,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, name, value)
     args.rates = [float(r) if "." in r else int(r) for r in str(args.rates).split(",") if r]
     args.only = [s for s in args.only.split(",") if s]
+    if args.configs is None:
+        args.configs = CONFIGS[0] if args.soak else ",".join(CONFIGS)
     args.configs = [c for c in args.configs.split(",") if c]
     for name, allowed in (("only", SCENARIOS), ("configs", CONFIGS)):
         unknown = set(getattr(args, name)) - set(allowed)
@@ -243,8 +255,8 @@ def main(argv=None) -> int:
         record({"kind": "options", **vars(args), "server_environment": BENCH_ENVIRONMENT})
         users = (
             max(
-                args.idle_n if "idle" in args.only else 0,
-                args.bigroom_n if "bigroom" in args.only else 0,
+                args.idle_n if "idle" in args.only and not args.soak else 0,
+                args.bigroom_n if "bigroom" in args.only and not args.soak else 0,
                 args.room_n,
             )
             + 20
@@ -261,7 +273,11 @@ def main(argv=None) -> int:
         if args.profile:
             bench.profile_dir = RESULTS_DIR / f"{stamp}-chat-profiles"
             bench.profile_dir.mkdir(exist_ok=True)
-        run_scenarios(bench)
+        if args.soak:
+            for app in args.configs:
+                room(bench, app, 1, min(args.rates), 0, soak=True)
+        else:
+            run_scenarios(bench)
     except KeyboardInterrupt:
         interrupted = True
         print("bench.chat: interrupted; stopping everything", file=sys.stderr)

@@ -40,11 +40,12 @@ def progress_line(item: dict) -> str:
             f"{item['kb_per_socket']} KB/socket threads={item['threads_after']} "
             f"idle cpu={item['idle_cpu_percent']}%"
         )
-    if kind == "chat-room":
+    if kind in ("chat-room", "chat-soak"):
         latency = item["latency_ms"]
         cpu = item["cpu_percent"]
         return (
-            f"  room  {item['config']:<10}{_deflate(item)} w={item['workers']} "
+            f"  {'soak' if kind == 'chat-soak' else 'room'}  {item['config']:<10}{_deflate(item)} "
+            f"w={item['workers']} "
             f"N={item['ready']}/{item['n']} "
             f"split={item['sockets_per_worker']} rate={item['rate']} sent={item['sent']} "
             f"p50={latency.get('p50')} p99={latency.get('p99')} max={latency.get('max')} ms "
@@ -209,6 +210,34 @@ def _ratio(a, b) -> str:
     return f"{a / b:.2f}" if a is not None and b else NONE
 
 
+def soak_table(records: list[dict]) -> str:
+    """Each soak: overall figures, then latency, memory and open files per window."""
+    from bench.report_compare import WINDOW_HEADER, window_cells
+
+    rows = []
+    for record in (r for r in records if r.get("kind") == "chat-soak"):
+        rows.append(
+            [
+                config_name(record),
+                fmt(record["ready"]),
+                f"{fmt(record['rate'])} for {fmt(record['seconds'])} s",
+                fmt(record["sent"]),
+                fmt(record["latency_ms"].get("p50"), 1),
+                fmt(record["latency_ms"].get("p99"), 1),
+                fmt(record["latency_ms"].get("max"), 1),
+                f"{fmt(record['lost'])} ({fmt(record['loss_percent'], 2)} %)",
+                *window_cells(record.get("latency_windows") or []),
+            ]
+        )
+    if not rows:
+        return ""
+    header = [
+        "config", "sockets", "rate (msg/s)", "sent", "p50 ms", "p99 ms", "max ms", "lost (%)",
+        *WINDOW_HEADER,
+    ]  # fmt: skip
+    return table(header, rows)
+
+
 def bigroom_table(records: list[dict]) -> str:
     rows = []
     for record in (r for r in records if r.get("kind") == "chat-bigroom"):
@@ -344,6 +373,7 @@ def render(records: list[dict], results_path: str, elapsed_minutes: float | None
         ("Idle sockets (one process)", idle_table(records)),
         ("Room fan-out", room_table(records)),
         ("One big room (one process)", bigroom_table(records)),
+        ("Soak: one room, per window", soak_table(records)),
         (
             "streamsite ÷ floor (a plain websockets broadcast server; medians)",
             ratio_table(records, "floor"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench import data
-from bench.client_process import PERCENTILES, percentile
+from bench.client_process import PERCENTILES, latency_windows, percentile
 from bench.processes import Profiler, Sampler, cpu_seconds
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ class Sends:
     sampler: Sampler
     sent_times: list[float]
     latencies: list[float]  # seconds, sorted
+    windows: list[dict]  # latency per window of sending, with the server's RSS and open files
     delivered: int
     first: float | None  # the first send
     last_receive: float
@@ -144,10 +145,20 @@ class Sends:
 
 
 def send_and_count(
-    bench: ChatBench, pids: list[int], *, run: str, count: int, rate, ready: int, profile: str
+    bench: ChatBench,
+    pids: list[int],
+    *,
+    run: str,
+    count: int,
+    rate,
+    ready: int,
+    profile: str,
+    window: float = 0,
 ) -> Sends:
     """``--senders`` (or fewer) of the sockets send ``count`` messages at ``rate``/s; wait
-    until every ready socket has every message or the ``--drain`` is over; collect."""
+    until every ready socket has every message or the ``--drain`` is over; collect. With
+    ``window``, latency is also reported per ``window`` seconds of sending, with the first
+    worker's RSS and open files at the end of each."""
     args = bench.args
     k = len(bench.clients.children)
     senders = min(args.senders, ready, count)
@@ -161,6 +172,7 @@ def send_and_count(
             "t0": 0,
             "senders": {str(g): g // k for g in range(senders) if g % k == i},
             "of": senders,
+            "window": window,
         }
         for i in range(k)
     ]
@@ -171,8 +183,9 @@ def send_and_count(
             profilers.append(Profiler(pid, bench.profile_dir / name, bench.env))
     sampled = {f"server{i}": pid for i, pid in enumerate(pids)}
     sampled |= {f"client{i}": pid for i, pid in enumerate(bench.clients.pids)}
+    sampled["server"] = pids[0]  # whose RSS (and open files) are sampled
     try:
-        with Sampler(sampled) as sampler:
+        with Sampler(sampled, fds=bool(window)) as sampler:
             t0 = time.time() + 0.5
             for command in start:
                 command["t0"] = t0
@@ -196,17 +209,27 @@ def send_and_count(
         for profiler in profilers:
             profiler.stop()
     sent_times = sorted(t for s in summaries for t in s["sent"].values())
-    latencies = array("d")
+    latencies, delivery_sent = array("d"), array("d")
     for summary in summaries:
-        with open(summary["latencies_file"], "rb") as file:
+        path = summary["latencies_file"]
+        with open(path, "rb") as file:
             latencies.frombytes(file.read())
-        os.unlink(summary["latencies_file"])
+        os.unlink(path)
+        if window:
+            with open(path + ".sent", "rb") as file:
+                delivery_sent.frombytes(file.read())
+            os.unlink(path + ".sent")
+    windows = latency_windows(delivery_sent, latencies, window)
+    first = sent_times[0] if sent_times else None
+    for item in windows:  # the server's memory and open files at the end of each window
+        item["rss_kb"], item["fds"] = sampler.resources_at(first + item["start_seconds"] + window)
     last_receive = max((s["last_receive"] or 0 for s in summaries), default=0)
     return Sends(
         summaries=summaries,
         sampler=sampler,
         sent_times=sent_times,
         latencies=sorted(latencies),
+        windows=windows,
         delivered=sum(s["unique"] for s in summaries),
         first=sent_times[0] if sent_times else None,
         last_receive=last_receive,
@@ -214,15 +237,26 @@ def send_and_count(
     )
 
 
-def room(bench: ChatBench, app: str, workers: int, rate, repeat: int, compression=False) -> dict:
-    """One room of ``--room-n`` sockets; ``--senders`` send ``rate``/s for ``--seconds``."""
+def room(
+    bench: ChatBench,
+    app: str,
+    workers: int,
+    rate,
+    repeat: int,
+    compression: bool = False,
+    *,
+    soak: bool = False,
+) -> dict:
+    """One room of ``--room-n`` sockets; ``--senders`` send ``rate``/s for ``--seconds``
+    (a ``soak``: for ``--soak-seconds``, reported per ``--window-seconds`` as well)."""
     args = bench.args
     run = secrets.token_hex(4)
     slug = f"room-{run}"
     create_room(slug, args.history_messages, bench.users[: args.senders])
     n = args.room_n
-    count = max(1, round(rate * args.seconds))
-    label = f"room-r{rate}-{repeat}{'-deflate' if compression else ''}"
+    seconds = args.soak_seconds if soak else args.seconds
+    count = max(1, round(rate * seconds))
+    label = f"{'soak' if soak else 'room'}-r{rate}-{repeat}{'-deflate' if compression else ''}"
     with bench.server(app, workers, label) as server:
         pids = server.worker_pids()
         rss_start = server.rss_kb()
@@ -243,8 +277,9 @@ def room(bench: ChatBench, app: str, workers: int, rate, repeat: int, compressio
         k = len(bench.clients.children)
         profile = f"{app}-w{workers}-r{rate}-{repeat}{'-deflate' if compression else ''}"
         sends = send_and_count(
-            bench, pids, run=run, count=count, rate=rate, ready=ready, profile=profile
-        )
+            bench, pids, run=run, count=count, rate=rate, ready=ready, profile=profile,
+            window=args.window_seconds if soak else 0,
+        )  # fmt: skip
         rss_peak = server.rss_kb()
         summaries, latencies, delivered = sends.summaries, sends.latencies, sends.delivered
         sent_times, first, cpu = sends.sent_times, sends.first, sends.cpu
@@ -255,7 +290,7 @@ def room(bench: ChatBench, app: str, workers: int, rate, repeat: int, compressio
         server_cpu_total = sum(c for c in server_cpu if c is not None)
         busy_seconds = sends.end - first if first else 0
         result = {
-            "kind": "chat-room",
+            "kind": "chat-soak" if soak else "chat-room",
             "config": app,
             "workers": workers,
             "compression": compression,
@@ -270,7 +305,7 @@ def room(bench: ChatBench, app: str, workers: int, rate, repeat: int, compressio
             "sockets_per_worker": per_worker,
             "connect_frames": connect_frames,
             "rate": rate,
-            "seconds": args.seconds,
+            "seconds": seconds,
             "count": count,
             "senders": min(args.senders, ready, count),
             "repeat": repeat,
@@ -295,6 +330,7 @@ def room(bench: ChatBench, app: str, workers: int, rate, repeat: int, compressio
             else None,
             "target_deliveries_per_second": round(ready * rate),
             "latency_ms": sends.latency_ms(),
+            "latency_windows": sends.windows,
             "latency_mean_ms": round(1000 * sum(latencies) / len(latencies), 3)
             if latencies
             else None,

@@ -311,6 +311,7 @@ class Sampler:
         others: bool = True,
         fds: bool = False,
     ):
+        """``pids`` by name; RSS (and with ``fds``, open files) are sampled for ``server``."""
         self.pids = pids
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float], int]] = []

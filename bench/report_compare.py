@@ -87,19 +87,41 @@ def _median_of(values) -> float | None:
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
+#: The columns ``window_cells`` fills, for a table's header.
+WINDOW_HEADER = [
+    "first window p99 ms", "last window p99 ms", "last vs first", "p99 ms per window",
+    "server RSS MB first → last window", "open files first → last window",
+]  # fmt: skip
+
+
+def window_cells(windows: list[dict]) -> list[str]:
+    """A steady run's windows: p99 in the first and the last (and how far apart), every
+    window's p99, and the server's memory and open files at the first and last."""
+    first, last = (windows[0], windows[-1]) if windows else ({}, {})
+    drift = (
+        last["p99"] / first["p99"] - 1
+        if len(windows) > 1 and first.get("p99") and last.get("p99")
+        else None
+    )
+    return [
+        fmt(first.get("p99"), 1),
+        fmt(last.get("p99"), 1),
+        NONE
+        if drift is None
+        else f"{100 * drift:+.0f} %"
+        + (" (within 20 %)" if abs(drift) <= STEADY_DRIFT else " (**over 20 %**)"),
+        " ".join(fmt(w["p99"]) for w in windows) or NONE,
+        _first_last(windows, "rss_kb", lambda kb: f"{kb / 1024:,.0f}"),
+        _first_last(windows, "fds", fmt),
+    ]
+
+
 def steady_table(records: list[dict]) -> str:
     """Each steady run: overall figures, then p99 in the first and the last window."""
     rows = []
     for record in records:
         if record.get("kind") not in ("fanout", "soak") or not record.get("steady"):
             continue
-        windows = record.get("latency_windows") or []
-        first, last = (windows[0], windows[-1]) if windows else ({}, {})
-        drift = (
-            last["p99"] / first["p99"] - 1
-            if len(windows) > 1 and first.get("p99") and last.get("p99")
-            else None
-        )
         rows.append(
             [
                 record["config"] + (" (soak)" if record["kind"] == "soak" else ""),
@@ -110,24 +132,14 @@ def steady_table(records: list[dict]) -> str:
                 fmt(record["latency_ms"].get("p99"), 1),
                 fmt(record["latency_ms"].get("max"), 1),
                 fmt(record["loss_percent"], 2),
-                fmt(first.get("p99"), 1),
-                fmt(last.get("p99"), 1),
-                NONE
-                if drift is None
-                else f"{100 * drift:+.0f} %"
-                + (" (within 20 %)" if abs(drift) <= STEADY_DRIFT else " (**over 20 %**)"),
-                " ".join(fmt(w["p99"]) for w in windows) or NONE,
-                _first_last(windows, "rss_kb", lambda kb: f"{kb / 1024:,.0f}"),
-                _first_last(windows, "fds", fmt),
+                *window_cells(record.get("latency_windows") or []),
             ]
         )
     if not rows:
         return ""
     header = [
         "server", "N", "pub/s target → actual", "published over", "p50 ms", "p99 ms",
-        "max ms", "loss %", "first window p99 ms", "last window p99 ms", "last vs first",
-        "p99 ms per window", "server RSS MB first → last window",
-        "open files first → last window",
+        "max ms", "loss %", *WINDOW_HEADER,
     ]  # fmt: skip
     return table(header, rows)
 

@@ -17,7 +17,13 @@ import time
 from array import array
 from collections import Counter
 
-from bench.client_process import HISTOGRAM_MS, PERCENTILES, percentile, run_client
+from bench.client_process import (
+    HISTOGRAM_MS,
+    PERCENTILES,
+    latency_windows,
+    percentile,
+    run_client,
+)
 from bench.rawhttp import Download, HTTPResponse, get_request
 
 TITLE_PREFIX = b'"title":"bench '
@@ -119,25 +125,8 @@ class Recorder:
             "per_seq": list(self.per_seq),
             "per_second": list(self.per_second),
             "closed_during_run": self.closed_during_run,
-            "windows": self.windows(),
+            "windows": latency_windows(self.sent_times, self.latencies, self.window),
         }
-
-    def windows(self) -> list[dict]:
-        """Latency percentiles per ``window`` seconds of publishing (by publish time)."""
-        if not self.window or not self.sent_times:
-            return []
-        first = min(self.sent_times)
-        buckets: dict[int, list[float]] = {}
-        for sent, latency in zip(self.sent_times, self.latencies, strict=True):
-            buckets.setdefault(int((sent - first) // self.window), []).append(latency)
-        return [
-            {
-                "start_seconds": index * self.window,
-                "deliveries": len(values),
-                **{name: percentile(values, p) for name, p in PERCENTILES},
-            }
-            for index, values in sorted((i, sorted(v)) for i, v in buckets.items())
-        ]
 
 
 class Stream(HTTPResponse):

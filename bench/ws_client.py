@@ -38,7 +38,12 @@ import uuid
 from array import array
 from collections import Counter
 
-from bench.client_process import HISTOGRAM_MS, PERCENTILES, percentile, run_client
+from bench.client_process import (
+    HISTOGRAM_MS,
+    PERCENTILES,
+    percentile,
+    run_client,
+)
 from bench.ws_frames import (
     FIN,
     OP_BINARY,
@@ -62,10 +67,12 @@ class Recorder:
         self.generation = 0
         self.mark: bytes | None = None
         self.count = 0
+        self.window = 0.0
         self.reset()
 
     def reset(self) -> None:
         self.latencies = array("d")
+        self.sent_times = array("d")  # the send time of each latency, when ``window``
         self.per_second = array("I")
         self.deliveries = self.unique = self.duplicates = self.out_of_range = 0
         self.first = self.last = None
@@ -79,8 +86,9 @@ class Recorder:
         self.errors: Counter[str] = Counter()
         self.error_samples: list[str] = []
 
-    def start(self, run: str, count: int) -> None:
+    def start(self, run: str, count: int, window: float = 0) -> None:
         self.generation += 1
+        self.window = window
         self.mark = b"bench " + run.encode() + b" "
         self.count = count
         self.reset()
@@ -95,8 +103,12 @@ class Recorder:
             while edge < len(HISTOGRAM_MS) and milliseconds > HISTOGRAM_MS[edge]:
                 edge += 1
             histogram[edge] += 1
+        # In delivery order, and with ``window`` each delivery's send time alongside.
         with open(latencies_path, "wb") as file:
-            array("d", latencies).tofile(file)
+            self.latencies.tofile(file)
+        if self.window:
+            with open(latencies_path + ".sent", "wb") as file:
+                self.sent_times.tofile(file)
         lag = sorted(self.send_lag)
         acks = sorted(self.ack_latencies)
         return {
@@ -241,7 +253,10 @@ class Socket(asyncio.Protocol):
                 seq_text, _, sent_text = payload[start:end].partition(b" ")
                 seq = int(seq_text)
                 recorder.deliveries += 1
-                recorder.latencies.append(now - float(sent_text))
+                sent = float(sent_text)
+                recorder.latencies.append(now - sent)
+                if recorder.window:
+                    recorder.sent_times.append(sent)
                 if self.generation != recorder.generation:
                     self.generation = recorder.generation
                     self.seen = bytearray(recorder.count)
@@ -435,6 +450,7 @@ class Client:
         senders: dict[str, int],
         of: int,
         body_padding: int = 0,
+        window: float = 0,
     ) -> dict:
         """Count run ``run``'s deliveries; send this process' share of its ``count`` messages.
 
@@ -442,7 +458,7 @@ class Client:
         by global sender ``seq % of``; ``senders`` maps the global senders this process owns
         to its socket indices.
         """
-        self.recorder.start(run, count)
+        self.recorder.start(run, count, window)
         mine = {int(g): self.sockets[i] for g, i in senders.items()}
         if mine:
             self.sender = asyncio.ensure_future(
