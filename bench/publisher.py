@@ -10,8 +10,10 @@ receive time minus ``sent``. It prints one JSON summary line and exits.
 """
 
 import argparse
+import functools
 import itertools
 import json
+import os
 import sys
 import time
 
@@ -58,6 +60,8 @@ def main(argv=None) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     async_to_sync(get_channel_layer().group_send)("bench.warmup", {"type": "bench.warmup"})
+    if args.mode == "floor":
+        floor_redis().ping()
     print(json.dumps({"ready": True}), flush=True)
 
     t0 = json.loads(sys.stdin.readline())["t0"]
@@ -121,23 +125,22 @@ def publish_floor(*, recipients: list[int], title: str) -> int:
 
     The floor is a broadcaster: every stream gets the event, whoever ``recipients`` are.
     """
-    import os
-
-    import redis
     from django.utils import timezone
 
-    global _floor_redis
-    if _floor_redis is None:
-        _floor_redis = redis.Redis.from_url(os.environ["REDIS_URL"])
     event = {
         "id": next(_ids), "kind": "created", "title": title, "body": "", "url": "",
         "level": "info", "created_at": timezone.now().isoformat(), "read": False,
     }  # fmt: skip
-    _floor_redis.publish(os.environ["BENCH_FLOOR_CHANNEL"], json.dumps(event))
+    floor_redis().publish(os.environ["BENCH_FLOOR_CHANNEL"], json.dumps(event))
     return len(recipients)
 
 
-_floor_redis = None
+@functools.cache
+def floor_redis():
+    """The publisher's one Redis connection to the floor's channel."""
+    import redis
+
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
 
 
 if __name__ == "__main__":
