@@ -96,10 +96,26 @@ def create_sessions(user_ids: list[int]) -> list[str]:
 
 
 def delete_notifications() -> None:
+    """Empty the notifications table (and the tables that refer to it), then the unread
+    counters the service keeps from it."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE notifications_notification")
+        cursor.execute("TRUNCATE notifications_notification CASCADE")
+    rebuild_unread_counters()
+
+
+def rebuild_unread_counters() -> bool:
+    """Recompute the service's per-user unread counters from the rows, if it keeps any
+    (``notifications.services.unread_counters_rebuild``): rows written around the service
+    (history, a truncation) leave them wrong otherwise. Return whether there were any."""
+    from notifications import services
+
+    rebuild = getattr(services, "unread_counters_rebuild", None)
+    if rebuild is None:
+        return False
+    rebuild()
+    return True
 
 
 def insert_notifications(user_id: int, count: int) -> None:
