@@ -41,13 +41,15 @@ serve: migrate
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## Benchmarks on the local PostgreSQL + Redis (docs/benchmarks.md): about 25 minutes.
-## `make bench ARGS=--quick` for a smoke run; `ARGS=--help` lists the options.
+## Benchmarks on the local PostgreSQL + Redis (docs/benchmarks.md): about 35 minutes.
+## `make bench ARGS=--quick` for a smoke run; `ARGS=--soak` for the 10-minute soak;
+## `ARGS=--help` lists the options.
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.sse $(ARGS)
 
-## Chat socket benchmark (docs/benchmarks.md, "Chat sockets"): about 20 minutes.
-## `make bench-chat ARGS=--quick` for a smoke run (~3 min); `ARGS=--help` lists the options.
+## Chat socket benchmark (docs/benchmarks.md, "Chat sockets"): about 40 minutes.
+## `make bench-chat ARGS=--quick` for a smoke run (~5 min); `ARGS=--soak` for the soak;
+## `ARGS=--help` lists the options.
 bench-chat: $(VENV)/.installed-dev
 	$(PY) -m bench.chat $(ARGS)
 

@@ -5,7 +5,9 @@ binds the socket and passes it with ``--fd``): streamsite by ``manage.py serve -
 (``streamsite.management.commands.serve.uvicorn_argv``), the baseline by the same argv with
 ``bench.chat_baseline:application`` in place of ``streamsite.asgi:application``. With
 ``--workers 2`` uvicorn's supervisor forks two worker processes sharing the socket; the
-harness measures the workers, found as the supervisor's children.
+harness measures the workers, found as the supervisor's children. The floor
+(``bench.floor_ws``, a plain ``websockets`` broadcast server) is one process on the same
+kind of socket.
 """
 
 from __future__ import annotations
@@ -15,23 +17,14 @@ import os
 import sys
 import time
 
-from bench.processes import Server, cpu_seconds, status_kb
+from bench.processes import Server, cpu_seconds, status_kb, uvicorn_serving
 
-STREAMSITE_APP = "streamsite.asgi:application"
 BASELINE_APP = "bench.chat_baseline:application"
 
 
-def baseline_argv(fd: int, workers: int) -> list[str]:
-    """The production uvicorn command line, serving the baseline application."""
-    from streamsite.management.commands.serve import uvicorn_argv
-
-    argv = uvicorn_argv(host="127.0.0.1", port=0, workers=workers, fd=fd)
-    argv[argv.index(STREAMSITE_APP)] = BASELINE_APP
-    return argv
-
-
 class ChatServer(Server):
-    """``app`` (streamsite or baseline) on uvicorn with ``workers`` processes."""
+    """``app`` (streamsite or baseline) on uvicorn with ``workers`` processes, or the
+    ``websockets`` floor (``bench.floor_ws``, one process)."""
 
     def __init__(self, app: str, workers: int, env: dict, log_dir, label: str) -> None:
         super().__init__("uvicorn", env, log_dir, label)
@@ -44,7 +37,9 @@ class ChatServer(Server):
                 sys.executable, "manage.py", "serve", "--fd", str(fd),
                 "--workers", str(self.workers), "--no-collectstatic",
             ]  # fmt: skip
-        return baseline_argv(fd, self.workers)
+        if self.app == "floor":
+            return [sys.executable, "-m", "bench.floor_ws", "--fd", str(fd)]
+        return uvicorn_serving(BASELINE_APP, fd, self.workers)
 
     def start(self) -> ChatServer:
         super().start()

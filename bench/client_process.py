@@ -23,6 +23,25 @@ def percentile(ordered, p: float) -> float:
     return round(1000 * ordered[index], 3)
 
 
+def latency_windows(sent_times, latencies, window: float) -> list[dict]:
+    """Latency percentiles per ``window`` seconds of sending, by send time (the two arrays
+    are parallel: the send time of each delivery, its latency in seconds)."""
+    if not window or not sent_times:
+        return []
+    first = min(sent_times)
+    buckets: dict[int, list[float]] = {}
+    for sent, latency in zip(sent_times, latencies, strict=True):
+        buckets.setdefault(int((sent - first) // window), []).append(latency)
+    return [
+        {
+            "start_seconds": index * window,
+            "deliveries": len(values),
+            **{name: percentile(values, p) for name, p in PERCENTILES},
+        }
+        for index, values in sorted((i, sorted(v)) for i, v in buckets.items())
+    ]
+
+
 async def serve_commands(client) -> None:
     """Answer the harness' commands with ``client.handle`` until stdin closes."""
     loop = asyncio.get_running_loop()

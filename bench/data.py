@@ -96,10 +96,26 @@ def create_sessions(user_ids: list[int]) -> list[str]:
 
 
 def delete_notifications() -> None:
+    """Empty the notifications table (and the tables that refer to it), then the unread
+    counters the service keeps from it."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE notifications_notification")
+        cursor.execute("TRUNCATE notifications_notification CASCADE")
+    rebuild_unread_counters()
+
+
+def rebuild_unread_counters() -> bool:
+    """Recompute the service's per-user unread counters from the rows, if it keeps any
+    (``notifications.services.unread_counters_rebuild``): rows written around the service
+    (history, a truncation) leave them wrong otherwise. Return whether there were any."""
+    from notifications import services
+
+    rebuild = getattr(services, "unread_counters_rebuild", None)
+    if rebuild is None:
+        return False
+    rebuild()
+    return True
 
 
 def insert_notifications(user_id: int, count: int) -> None:
@@ -123,6 +139,60 @@ def insert_notifications(user_id: int, count: int) -> None:
             [user_id, count],
         )
         cursor.execute("ANALYZE notifications_notification")
+
+
+def insert_unread_history(
+    user_ids: list[int], per_user: int, *, batch_rows: int = 1_000_000, progress=None
+) -> None:
+    """Give every user ``per_user`` unread notifications, older than anything a run sends:
+    one ``INSERT ... SELECT generate_series`` per batch of users (about ``batch_rows`` rows),
+    calling ``progress(rows so far)`` after each; then refresh the planner's statistics."""
+    from django.db import connection
+
+    batch = max(1, batch_rows // max(per_user, 1))
+    done = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(user_ids), batch):
+            chunk = user_ids[start : start + batch]
+            cursor.execute(
+                """
+                INSERT INTO notifications_notification
+                    (recipient_id, title, body, url, level, created_at, read_at)
+                SELECT u,
+                       'History ' || g,
+                       'An older notification, still unread.',
+                       '/notifications/',
+                       'info',
+                       now() - interval '1 day' - g * interval '1 second',
+                       NULL
+                FROM unnest(%s::bigint[]) AS u, generate_series(1, %s) AS g
+                """,
+                [chunk, per_user],
+            )
+            done += len(chunk) * per_user
+            if progress is not None:
+                progress(done)
+        cursor.execute("ANALYZE notifications_notification")
+
+
+def insert_room_history(room_id: int, author_ids: list[int], count: int) -> None:
+    """Give a room ``count`` older messages by ``author_ids`` in turn, in one INSERT."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO chat_message (room_id, author_id, body, client_id, created_at)
+            SELECT %s,
+                   (%s::bigint[])[1 + g %% cardinality(%s::bigint[])],
+                   'An older message, number ' || g || ', of a realistic length.',
+                   gen_random_uuid(),
+                   now() - interval '1 day' + g * interval '1 millisecond'
+            FROM generate_series(1, %s) AS g
+            """,
+            [room_id, author_ids, author_ids, count],
+        )
+        cursor.execute("ANALYZE chat_message")
 
 
 def server_connections(database: str) -> dict[str, int]:

@@ -9,7 +9,8 @@ from importlib import metadata
 
 PACKAGES = (
     "Django", "channels", "channels-redis", "redis", "daphne", "Twisted", "uvicorn", "uvloop",
-    "httptools", "psycopg", "psycopg-pool", "asgiref", "msgpack",
+    "httptools", "psycopg", "psycopg-pool", "asgiref", "msgpack", "websockets",
+    "starlette",
 )  # fmt: skip
 
 

@@ -68,6 +68,19 @@ def stop_all() -> None:
         stop(process, timeout=5)
 
 
+#: The plain Starlette SSE broadcaster (``bench.floor_sse``), served like streamsite.
+FLOOR_SSE_APP = "bench.floor_sse:app"
+
+
+def uvicorn_serving(app: str, fd: int, workers: int = 1) -> list[str]:
+    """The production uvicorn command line (``manage.py serve``'s), serving ``app``."""
+    from streamsite.management.commands.serve import uvicorn_argv
+
+    argv = uvicorn_argv(host="127.0.0.1", port=0, workers=workers, fd=fd)
+    argv[argv.index("streamsite.asgi:application")] = app
+    return argv
+
+
 class Server:
     """One server process (``workers 1``) on a socket bound here and passed with ``--fd``."""
 
@@ -86,6 +99,8 @@ class Server:
     def command(self, fd: int) -> list[str]:
         if self.kind == "daphne":
             return [sys.executable, "-m", "daphne", "--fd", str(fd), "streamsite.asgi:application"]
+        if self.kind == "starlette":
+            return uvicorn_serving(FLOOR_SSE_APP, fd)
         return [
             sys.executable, "manage.py", "serve", "--fd", str(fd), "--workers", "1",
             "--no-collectstatic",
@@ -284,13 +299,23 @@ class Sampler:
     ``cpu_percent(name, a, b)`` is the CPU used between two wall-clock times, as % of one
     core, from the samples around them. ``redis`` and ``postgres`` add up all processes of
     that name (other users' PostgreSQL sessions included): processes come and go, so each
-    probe adds what every process used since the previous probe.
+    probe adds what every process used since the previous probe. With ``fds``, the server's
+    open file descriptors are sampled too (``resources_at``).
     """
 
-    def __init__(self, pids: dict[str, int], interval: float = 0.1, *, others: bool = True):
+    def __init__(
+        self,
+        pids: dict[str, int],
+        interval: float = 0.1,
+        *,
+        others: bool = True,
+        fds: bool = False,
+    ):
+        """``pids`` by name; RSS (and with ``fds``, open files) are sampled for ``server``."""
         self.pids = pids
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float], int]] = []
+        self.fds: list[int] | None = [] if fds else None  # one per sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._others = {"redis": "redis-server", "postgres": "postgres"} if others else {}
@@ -318,6 +343,8 @@ class Sampler:
             rss = status_kb(self.pids["server"], "VmRSS")
         except (OSError, KeyError):
             rss = 0
+        if self.fds is not None:
+            self.fds.append(open_fds(self.pids["server"]))
         self.samples.append((time.time(), cpu, rss))
 
     def _run(self) -> None:
@@ -360,3 +387,20 @@ class Sampler:
 
     def peak_rss_kb(self) -> int:
         return max((rss for _, _, rss in self.samples), default=0)
+
+    def resources_at(self, moment: float) -> tuple[int, int | None]:
+        """The server's RSS (kB) and open descriptors at the last sample before ``moment``."""
+        index = 0
+        for i, (t, _cpu, _rss) in enumerate(self.samples):
+            if t > moment:
+                break
+            index = i
+        fds = self.fds[index] if self.fds else None
+        return self.samples[index][2], fds
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0

@@ -10,8 +10,10 @@ receive time minus ``sent``. It prints one JSON summary line and exits.
 """
 
 import argparse
+import functools
 import itertools
 import json
+import os
 import sys
 import time
 
@@ -19,7 +21,7 @@ import time
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--mode", choices=("streamsite", "baseline", "streamsite-layer"), required=True
+        "--mode", choices=("streamsite", "baseline", "streamsite-layer", "floor"), required=True
     )
     parser.add_argument("--recipients", required=True, help="JSON file: a list of user ids")
     parser.add_argument("--run", required=True)
@@ -49,6 +51,7 @@ def main(argv=None) -> None:
         "streamsite": services.notifications_create_many,
         "baseline": baseline.notifications_create_many,
         "streamsite-layer": publish_only,
+        "floor": publish_floor,
     }[args.mode]
     with open(args.recipients) as file:
         recipients = json.load(file)
@@ -57,6 +60,8 @@ def main(argv=None) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     async_to_sync(get_channel_layer().group_send)("bench.warmup", {"type": "bench.warmup"})
+    if args.mode == "floor":
+        floor_redis().ping()
     print(json.dumps({"ready": True}), flush=True)
 
     t0 = json.loads(sys.stdin.readline())["t0"]
@@ -113,6 +118,29 @@ def publish_only(*, recipients: list[int], title: str) -> int:
         keys = [user_key(user_id) for user_id in chunk]
         publish(HUB_GROUP, batch_message(keys, base, {"id": ids, "unread": [1] * len(chunk)}))
     return len(recipients)
+
+
+def publish_floor(*, recipients: list[int], title: str) -> int:
+    """One Redis PUBLISH of the notification, to the floor's channel (``bench.floor_sse``).
+
+    The floor is a broadcaster: every stream gets the event, whoever ``recipients`` are.
+    """
+    from django.utils import timezone
+
+    event = {
+        "id": next(_ids), "kind": "created", "title": title, "body": "", "url": "",
+        "level": "info", "created_at": timezone.now().isoformat(), "read": False,
+    }  # fmt: skip
+    floor_redis().publish(os.environ["BENCH_FLOOR_CHANNEL"], json.dumps(event))
+    return len(recipients)
+
+
+@functools.cache
+def floor_redis():
+    """The publisher's one Redis connection to the floor's channel."""
+    import redis
+
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
 
 
 if __name__ == "__main__":

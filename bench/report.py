@@ -16,6 +16,8 @@ BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
 #: The configuration the targets are judged on: streamsite on the production server.
 PRODUCTION = "streamsite-uvicorn"
+#: The plain Starlette SSE broadcaster (``bench.floor_sse``), measured as the floor.
+FLOOR = "floor-starlette"
 #: Shown where there is no value (an en dash), and the multiplication sign.
 NONE = "\u2013"
 TIMES = "\u00d7"
@@ -96,6 +98,8 @@ def fanout_table(records: list[dict]) -> str:
         notes = []
         if mode == "layer-only":
             notes.append("layer only: no database writes")
+        if mode == "floor":
+            notes.append("the floor: a plain Starlette broadcaster")
         if publishers > 1:
             notes.append(f"{publishers} publishers")
         if (ended := worst(runs, "streams_ended_by_server")) and ended > 0:
@@ -139,7 +143,7 @@ def idle_table(records: list[dict]) -> str:
     holds = {r["config"]: r for r in records if r.get("kind") == "hold" and r.get("warmed_up")}
     broadcasts: dict[str, list[dict]] = defaultdict(list)
     for record in records:
-        if record.get("kind") == "broadcast":
+        if record.get("kind") == "broadcast" and record.get("mode") != "layer-only":
             broadcasts[record["config"]].append(record)
     rows = []
     for config, held in holds.items():
@@ -303,7 +307,8 @@ def _export_target(exports: list[dict]) -> list[str]:
 
 def other_targets(records: list[dict]) -> str:
     """The same targets' verdicts for every other configuration measured."""
-    others = sorted({r["config"] for r in records if "config" in r} - {PRODUCTION})
+    # The floor (``floor-starlette``) is a yardstick, not a candidate: no targets.
+    others = sorted({r["config"] for r in records if "config" in r} - {PRODUCTION, FLOOR})
     if not others:
         return ""
     verdicts = {config: {row[0]: row[2] for row in targets(records, config)} for config in others}
@@ -318,6 +323,8 @@ def verdict(met: bool, margin: str) -> str:
 
 def render(records: list[dict], machine: dict, options: dict, results_path: str) -> str:
     """All tables as Markdown, with the machine and the run's options."""
+    from bench.report_compare import floor_table, steady_table  # they build on this module
+
     mode = (
         "quick smoke run (small N: not comparable with the targets)"
         if options.get("quick")
@@ -338,6 +345,14 @@ def render(records: list[dict], machine: dict, options: dict, results_path: str)
         "### (a) Fan-out: N connected streams, publishes at a fixed rate",
         "",
         fanout_table(records),
+        "",
+        "### (a2) The server alone against the floor (a plain Starlette SSE broadcaster)",
+        "",
+        floor_table(records) or "Not measured in this run.",
+        "",
+        "### (a3) Steady state: latency per window of publishing",
+        "",
+        steady_table(records) or "Not measured in this run.",
         "",
         "### (b) Idle streams held by one process, then one broadcast to all of them",
         "",

@@ -1,4 +1,4 @@
-"""What is measured: fan-out, idle streams, PostgreSQL connections, export.
+"""What is measured: fan-out, idle streams, PostgreSQL connections (export: scenario_export).
 
 Each function drives one server process at a time through ``Bench`` (the run's shared
 state) and hands every measurement to ``bench.record`` as soon as it is made.
@@ -6,6 +6,7 @@ state) and hands every measurement to ``bench.record`` as soon as it is made.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import statistics
@@ -24,6 +25,7 @@ from bench.processes import (
     reset_peak_rss,
     status_kb,
 )
+from bench.report import PRODUCTION
 
 #: Seconds a command to the load generator may take, beyond what it is asked to wait.
 SLACK = 30
@@ -45,7 +47,9 @@ class Config:
 
     @property
     def stream_path(self) -> str:
-        return "/notifications/stream/" if self.app == "streamsite" else "/bench/baseline/stream/"
+        return {"streamsite": "/notifications/stream/", "floor": "/stream/"}.get(
+            self.app, "/bench/baseline/stream/"
+        )
 
     @property
     def export_path(self) -> str:
@@ -69,6 +73,8 @@ class Bench:
     client: LineChild
     record: object  # callable(dict)
     profile_dir: Path | None = None
+    #: Notifications are history (``--history-unread``): kept between runs, not truncated.
+    keep_notifications: bool = False
 
     def server(self, config: Config, label: str) -> Server:
         return Server(config.server, self.env, self.log_dir, f"{config.name}-{label}")
@@ -159,50 +165,56 @@ def publish_run(
     publishers: int = 1,
     repeat: int = 0,
     mode: str | None = None,
+    max_seconds: float | None = None,
+    steady: bool = False,
 ) -> dict:
     """Publish ``count`` notifications to ``n`` users at ``rate``/s; count what arrives.
 
     ``mode`` is the publisher's (default: the app's service; ``streamsite-layer``: the
-    service's channel-layer messages without its database writes).
+    service's channel-layer messages without its database writes; ``floor``: the floor's
+    Redis channel). A ``steady`` run reports its latency per ``--window-seconds`` too.
     """
     args = bench.args
-    data.delete_notifications()
+    if not bench.keep_notifications:
+        data.delete_notifications()
+    max_seconds = max_seconds or args.max_publish_seconds
+    mode = mode or config.app
     run = secrets.token_hex(4)
     recipients = bench.recipients_file(n)
     profiler = None
     children = [
         publisher(
             bench.env,
-            mode=mode or config.app,
+            mode=mode,
             recipients=recipients,
             run=run,
             rate=rate,
             count=count,
             index=index,
             of=publishers,
-            max_seconds=args.max_publish_seconds,
+            max_seconds=max_seconds,
         )
         for index in range(publishers)
     ]
     try:
         for child in children:
             child.receive(timeout=120)  # set up and warm
-        bench.client.request({"cmd": "start", "run": run, "count": count}, SLACK)
+        window = args.window_seconds if steady else 0
+        start = {"cmd": "start", "run": run, "count": count, "window": window}
+        bench.client.request(start, SLACK)
         drops_before = server.log_count("over capacity")
         reset_peak_rss(server.pid)
         rss_before = status_kb(server.pid, "VmRSS")
         pids = {"server": server.pid, "client": bench.client.pid}
         pids |= {f"publisher{i}": child.pid for i, child in enumerate(children)}
         if bench.profile_dir is not None:
-            name = (
-                f"{config.name}-{kind}-n{n}-r{rate}-p{publishers}-{mode or 'service'}-{repeat}.txt"
-            )
+            name = f"{config.name}-{kind}-n{n}-r{rate}-p{publishers}-{mode}-{repeat}.txt"
             profiler = Profiler(server.pid, bench.profile_dir / name, bench.env)
-        with Sampler(pids) as sampler:
+        with Sampler(pids, fds=steady) as sampler:
             t0 = time.time() + 0.2
             for child in children:
                 child.send({"t0": t0})
-            reports = [child.receive(args.max_publish_seconds + 120) for child in children]
+            reports = [child.receive(max_seconds + 120) for child in children]
             sent = sorted(s for report in reports for s in report["sent"])
             published = len(sent)
             expected = ready * published
@@ -234,6 +246,11 @@ def publish_run(
     def cpu(name: str) -> float | None:
         return sampler.cpu_percent(name, first, end) if first else None
 
+    windows = summary["windows"]
+    for window in windows:  # the server's memory and open files at the end of each window
+        window_end = first + window["start_seconds"] + args.window_seconds
+        window["rss_kb"], window["fds"] = sampler.resources_at(window_end)
+
     result = {
         "kind": kind,
         "config": config.name,
@@ -242,7 +259,8 @@ def publish_run(
         "rate": rate,
         "count": count,
         "publishers": publishers,
-        "mode": "layer-only" if mode == "streamsite-layer" else "service",
+        "mode": {"streamsite-layer": "layer-only", "floor": "floor"}.get(mode, "service"),
+        "steady": steady,
         "repeat": repeat,
         "run": run,
         "published": published,
@@ -264,6 +282,8 @@ def publish_run(
         "target_deliveries_per_second": round(ready * rate),
         "latency_ms": summary["latency_ms"],
         "latency_mean_ms": summary["latency_mean_ms"],
+        "latency_windows": windows,
+        "busy_seconds": round(end - first, 3) if first else None,
         "cpu_percent": {
             name: cpu(name) for name in ["server", "client", "redis", "postgres", "machine"]
         }
@@ -295,34 +315,65 @@ def _sum(values) -> float | None:
 
 
 def fanout(bench: Bench, config: Config) -> None:
-    """(a) N streams, then publishes at each rate; (c) PostgreSQL connections of the N."""
+    """(a) N streams, then publishes at each rate; (c) PostgreSQL connections of the N.
+
+    The floor publishes at every rate, and so does streamsite-uvicorn's layer-only run
+    (the server alone), for the ratio of the two. streamsite-uvicorn's lowest rate at the
+    smallest N is the steady run (``--steady-seconds`` after a ``--warmup-seconds`` run).
+    """
     args = bench.args
+    steady_rate = min(rate for rate, _count in args.rates)
     for n in args.fanout_n:
         with bench.server(config, f"fanout-{n}") as server:
             held = hold(bench, server, config, n, warm_up=False)
+            run = functools.partial(
+                publish_run, bench, server, config, kind="fanout", n=n, ready=held["ready"]
+            )
+            steady = (
+                config.name == PRODUCTION and n == min(args.fanout_n) and args.steady_seconds > 0
+            )
             for rate, count in args.rates:
-                for repeat in range(args.repeats if rate <= 10 else 1):
-                    started = time.monotonic()
-                    publish_run(
-                        bench, server, config, kind="fanout", n=n, ready=held["ready"],
-                        rate=rate, count=count, repeat=repeat,
+                if config.app == "floor":
+                    run(rate=rate, count=count)
+                elif steady and rate == steady_rate:
+                    run(kind="warmup", rate=rate, count=max(1, round(rate * args.warmup_seconds)))
+                    run(
+                        rate=rate, count=round(rate * args.steady_seconds), steady=True,
+                        max_seconds=args.steady_seconds + args.max_publish_seconds,
                     )  # fmt: skip
-                    if time.monotonic() - started > CHEAP_SECONDS:
-                        break  # repeated only while a run is cheap
-            if config.name == "streamsite-uvicorn":
+                else:
+                    for repeat in range(args.repeats if rate <= 10 else 1):
+                        started = time.monotonic()
+                        run(rate=rate, count=count, repeat=repeat)
+                        if time.monotonic() - started > CHEAP_SECONDS:
+                            break  # repeated only while a run is cheap
+            if config.name == PRODUCTION:
                 # Is the publisher the limit? Several publishers, and the fan-out alone.
                 rate, count = max(args.rates)
                 if n == min(args.fanout_n) and args.extra_publishers > 1:
-                    publish_run(
-                        bench, server, config, kind="fanout", n=n, ready=held["ready"],
-                        rate=rate, count=count, publishers=args.extra_publishers,
-                    )  # fmt: skip
+                    run(rate=rate, count=count, publishers=args.extra_publishers)
                 if args.layer_only:
-                    publish_run(
-                        bench, server, config, kind="fanout", n=n, ready=held["ready"],
-                        rate=rate, count=count, mode="streamsite-layer",
-                    )  # fmt: skip
+                    for rate, count in args.rates:
+                        run(rate=rate, count=count, mode="streamsite-layer")
             bench.client.request({"cmd": "close"}, SLACK)
+
+
+def soak(bench: Bench, config: Config) -> None:
+    """``--soak-seconds`` at the lowest rate to the smallest N: latency, memory and open
+    files per ``--window-seconds``, which must stay flat."""
+    args = bench.args
+    rate, n = min(rate for rate, _count in args.rates), min(args.fanout_n)
+    with bench.server(config, "soak") as server:
+        held = hold(bench, server, config, n, warm_up=False)
+        run = functools.partial(
+            publish_run, bench, server, config, n=n, ready=held["ready"], rate=rate
+        )
+        run(kind="warmup", count=max(1, round(rate * args.warmup_seconds)))
+        run(
+            kind="soak", count=round(rate * args.soak_seconds), steady=True,
+            max_seconds=args.soak_seconds + args.max_publish_seconds,
+        )  # fmt: skip
+        bench.client.request({"cmd": "close"}, SLACK)
 
 
 def pg_connections(bench: Bench, config: Config) -> None:
@@ -333,75 +384,19 @@ def pg_connections(bench: Bench, config: Config) -> None:
 
 
 def idle(bench: Bench, config: Config) -> None:
-    """(b) Memory and connect rate of ``--idle-n`` idle streams, then one broadcast to all."""
+    """(b) Memory and connect rate of ``--idle-n`` idle streams, then one broadcast to all
+    (streamsite-uvicorn: through the service, then layer only, to compare with the floor)."""
     args = bench.args
+    modes = [None, "streamsite-layer"] if config.name == PRODUCTION and args.layer_only else [None]
     with bench.server(config, "idle") as server:
         held = hold(bench, server, config, args.idle_n, warm_up=True)
-        for repeat in range(args.repeats):
-            started = time.monotonic()
-            publish_run(
-                bench, server, config, kind="broadcast", n=args.idle_n, ready=held["ready"],
-                rate=1, count=1, repeat=repeat,
-            )  # fmt: skip
-            if time.monotonic() - started > CHEAP_SECONDS:
-                break
+        for mode in modes:
+            for repeat in range(args.repeats):
+                started = time.monotonic()
+                publish_run(
+                    bench, server, config, kind="broadcast", n=args.idle_n, ready=held["ready"],
+                    rate=1, count=1, repeat=repeat, mode=mode,
+                )  # fmt: skip
+                if time.monotonic() - started > CHEAP_SECONDS:
+                    break
         bench.client.request({"cmd": "close"}, SLACK)
-
-
-def export(bench: Bench, configs: list[Config], user_id: int, cookie: str) -> None:
-    """(d) Download ``--export-rows`` notifications through each server; rows/s, memory."""
-    args = bench.args
-    data.delete_notifications()
-    warm_user, warm_cookie = bench.user_ids[0], bench.cookies[0]
-    data.insert_notifications(warm_user, 1000)
-    started = time.monotonic()
-    data.insert_notifications(user_id, args.export_rows)
-    bench.record(
-        {"kind": "export-insert", "rows": args.export_rows, "seconds": time.monotonic() - started}
-    )
-    for config in configs:
-        with bench.server(config, "export") as server:
-            download(bench, server, config, warm_cookie, timeout=60)
-            settle(server.pid)
-            rss_before = status_kb(server.pid, "VmRSS")
-            reset_peak_rss(server.pid)
-            pids = {"server": server.pid, "client": bench.client.pid}
-            with Sampler(pids, interval=0.02, others=False) as sampler:
-                started_at = time.time()
-                reply = download(bench, server, config, cookie, timeout=args.export_timeout)
-                ended_at = time.time()
-            peak = max(status_kb(server.pid, "VmHWM"), sampler.peak_rss_kb())
-            seconds = reply["seconds"]
-            bench.record(
-                {
-                    "kind": "export",
-                    "config": config.name,
-                    "rows": args.export_rows,
-                    **reply,
-                    "rows_per_second": round(reply["lines"] / seconds) if seconds else None,
-                    "mb_per_second": round(reply["bytes"] / seconds / 2**20, 1)
-                    if seconds
-                    else None,
-                    "rss_before_kb": rss_before,
-                    "rss_peak_kb": peak,
-                    "rss_growth_mb": round((peak - rss_before) / 1024, 1),
-                    "cpu_percent": {
-                        name: sampler.cpu_percent(name, started_at, ended_at)
-                        for name in ("server", "client", "machine")
-                    },
-                }
-            )
-    data.delete_notifications()
-
-
-def download(bench: Bench, server: Server, config: Config, cookie: str, *, timeout: float) -> dict:
-    return bench.client.request(
-        {
-            "cmd": "download",
-            "port": server.port,
-            "path": config.export_path,
-            "cookie": cookie,
-            "within": timeout,
-        },
-        timeout + SLACK,
-    )

@@ -29,10 +29,17 @@ from pathlib import Path
 from bench import data, report
 from bench.machine import describe
 from bench.processes import BASE_DIR, load_client, machine_busy_seconds, stop_all
-from bench.scenarios import Bench, Config, export, fanout, idle, pg_connections
+from bench.scenario_export import export
+from bench.scenarios import Bench, Config, fanout, idle, pg_connections, soak
 
 SCENARIOS = ("fanout", "pg", "idle", "export")
-CONFIGS = ("streamsite-uvicorn", "streamsite-daphne", "baseline-uvicorn", "baseline-daphne")
+CONFIGS = (
+    "streamsite-uvicorn",
+    "streamsite-daphne",
+    "baseline-uvicorn",
+    "baseline-daphne",
+    "floor-starlette",
+)
 RESULTS_DIR = BASE_DIR / "bench" / "results"
 DOCS = BASE_DIR / "docs" / "benchmarks.md"
 
@@ -43,6 +50,11 @@ FULL = {
     "pg_n": 1000,
     "export_rows": 1_000_000,
     "repeats": 3,
+    "history_unread": 10_000,
+    "steady_seconds": 300,
+    "warmup_seconds": 10,
+    "window_seconds": 60,
+    "soak_seconds": 600,
 }
 QUICK = {
     "fanout_n": "100",
@@ -51,6 +63,11 @@ QUICK = {
     "pg_n": 100,
     "export_rows": 30_000,
     "repeats": 2,
+    "history_unread": 1000,
+    "steady_seconds": 20,
+    "warmup_seconds": 3,
+    "window_seconds": 5,
+    "soak_seconds": 30,
 }
 
 
@@ -62,13 +79,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="of: " + ",".join(SCENARIOS)
     )
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="of: " + ",".join(CONFIGS))
+    parser.add_argument(
+        "--configs", help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first)"
+    )
     parser.add_argument("--fanout-n", help="streams per fan-out measurement (full: 1000,5000)")
     parser.add_argument("--rates", help="RATE:COUNT publishes per fan-out (full: 10:50,100:300)")
     parser.add_argument("--idle-n", type=int, help="idle streams held (full: 10000)")
     parser.add_argument("--pg-n", type=int, help="streams for the PostgreSQL count (full: 1000)")
     parser.add_argument("--export-rows", type=int, help="rows exported (full: 1000000)")
     parser.add_argument("--repeats", type=int, help="runs of each cheap measurement (full: 3)")
+    parser.add_argument(
+        "--history-unread",
+        type=int,
+        help="unread notifications inserted for each of --history-users users before the "
+        "runs, kept as history throughout (full: 10000; 0: none, and every run starts on an "
+        "empty table)",
+    )
+    parser.add_argument(
+        "--history-users", type=int, help="users given that history (default: the smallest N)"
+    )
+    parser.add_argument(
+        "--steady-seconds",
+        type=float,
+        help="length of streamsite-uvicorn's run at the lowest rate and smallest N, after a "
+        "warm-up (full: 300; 0: short repeated runs instead)",
+    )
+    parser.add_argument("--warmup-seconds", type=float, help="the warm-up (full: 10)")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="instead of the scenarios: --soak-seconds at the lowest rate to the smallest N, "
+        "with latency, server memory and open files per window",
+    )
+    parser.add_argument("--soak-seconds", type=float, help="the soak's length (full: 600)")
+    parser.add_argument(
+        "--window-seconds", type=float, help="steady-run latency reported per (full: 60)"
+    )
     parser.add_argument(
         "--extra-publishers",
         type=int,
@@ -95,7 +141,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--connect-timeout", type=float, default=300)
     parser.add_argument("--idle-cpu-seconds", type=float, default=3)
     parser.add_argument("--export-timeout", type=float, default=300)
-    parser.add_argument("--redis-db", type=int, default=9, help="Redis database (not 0-3)")
+    parser.add_argument("--redis-db", type=int, default=9, help="Redis database (not 0-4)")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
     parser.add_argument(
@@ -114,13 +160,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         for rate, count in (item.split(":") for item in args.rates.split(",") if item)
     ]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
+    if args.configs is None:
+        args.configs = CONFIGS[0] if args.soak else ",".join(CONFIGS)
     args.configs = [c for c in args.configs.split(",") if c]
     for name, allowed in (("scenarios", SCENARIOS), ("configs", CONFIGS)):
         unknown = set(getattr(args, name)) - set(allowed)
         if unknown:
             parser.error(f"unknown {name}: {', '.join(sorted(unknown))}")
-    if args.redis_db in range(4):
-        parser.error("--redis-db 0-3 are used by development and tests; pick another")
+    if args.redis_db in range(5):
+        parser.error("--redis-db 0-4 are used by development and tests; pick another")
+    if args.history_users is None:
+        args.history_users = min(args.fanout_n, default=0)
     return args
 
 
@@ -203,6 +253,7 @@ def main(argv=None) -> int:
     print(f"bench: database {database}, Redis db {args.redis_db}, logs in {log_dir}", flush=True)
     try:
         env = server_environment(data.create_database(database), args.redis_db)
+        env["BENCH_FLOOR_CHANNEL"] = f"{database}-floor"  # Pub/sub ignores the db number.
         layer_redis.flushdb()
         data.setup_django(env)
         machine = describe(
@@ -216,12 +267,19 @@ def main(argv=None) -> int:
         user_ids = data.create_users(users)
         cookies = data.create_sessions(user_ids)
         print(f"bench: {users:,} users and sessions in {time.monotonic() - setup_started:.1f}s")
+        if args.history_unread and args.history_users:
+            history(args, user_ids[: args.history_users], record)
         client = load_client(env)
         bench = Bench(args, env, database, log_dir, user_ids[:-1], cookies[:-1], client, record)
+        bench.keep_notifications = bool(args.history_unread and args.history_users)
         if args.profile:
             bench.profile_dir = results_path.with_suffix("").with_name(f"{stamp}-profiles")
             bench.profile_dir.mkdir(exist_ok=True)
-        run_scenarios(bench, configs, export_user=(user_ids[-1], cookies[-1]))
+        if args.soak:
+            for config in configs:
+                soak(bench, config)
+        else:
+            run_scenarios(bench, configs, export_user=(user_ids[-1], cookies[-1]))
         client.close()
     except KeyboardInterrupt:
         interrupted = True
@@ -260,18 +318,49 @@ def main(argv=None) -> int:
     return 0
 
 
+def history(args: argparse.Namespace, user_ids: list[int], record) -> None:
+    """Give every user of the steady run ``--history-unread`` unread notifications, then let
+    the service rebuild its unread counters from the rows (when it keeps any)."""
+    started = time.monotonic()
+    total = len(user_ids) * args.history_unread
+
+    def progress(done: int) -> None:
+        seconds = time.monotonic() - started
+        print(f"bench: history {done:,} of {total:,} rows ({seconds:.0f}s)", flush=True)
+
+    data.insert_unread_history(user_ids, args.history_unread, progress=progress)
+    inserted = time.monotonic() - started
+    print("bench: history: rebuilding unread counters (if the service keeps any)", flush=True)
+    rebuilt = data.rebuild_unread_counters()
+    record(
+        {
+            "kind": "history",
+            "users": len(user_ids),
+            "unread_per_user": args.history_unread,
+            "rows": total,
+            "insert_seconds": round(inserted, 1),
+            "counters_rebuilt": rebuilt,
+            "rebuild_seconds": round(time.monotonic() - started - inserted, 1),
+        }
+    )
+
+
 def run_scenarios(bench: Bench, configs: list[Config], export_user: tuple[int, str]) -> None:
-    """Each selected scenario in turn; all configurations for one before the next."""
+    """Each selected scenario in turn; all configurations for one before the next.
+
+    The floor has no database: it takes part in the fan-out and the idle broadcast only.
+    """
     args = bench.args
     for scenario in SCENARIOS:
         if scenario not in args.scenarios:
             continue
+        apps = [c for c in configs if c.app != "floor" or scenario in ("fanout", "idle")]
         if scenario == "export":
-            export(bench, configs, *export_user)
+            export(bench, apps, *export_user)
             continue
         if scenario == "pg" and "fanout" in args.scenarios and args.pg_n in args.fanout_n:
             continue  # the fan-out's own connect phase at that N has counted them
-        for config in configs:
+        for config in apps:
             {"fanout": fanout, "idle": idle, "pg": pg_connections}[scenario](bench, config)
 
 
@@ -283,14 +372,22 @@ def progress_line(item: dict) -> str:
             f"{item['connects_per_second']} conn/s  {item['kb_per_stream']} KB/stream  "
             f"pg={sum(item['pg_connections'].values())}  threads={item['threads_after']}"
         )
-    if kind in ("fanout", "broadcast"):
+    if kind == "history":
+        return (
+            f"  history  {item['rows']:,} unread rows in {item['insert_seconds']}s; counters "
+            + (f"rebuilt in {item['rebuild_seconds']}s" if item["counters_rebuilt"] else "none")
+        )
+    if kind in ("fanout", "broadcast", "warmup", "soak"):
         latency = item["latency_ms"]
+        windows = " ".join(f"{w['p99']:.0f}" for w in item.get("latency_windows") or [])
         return (
             f"  {kind:<8} {item['config']:<19} N={item['n']:<6} rate={item['rate']:<4} "
+            f"mode={item['mode']} "
             f"pub/s={item['publishes_per_second']} published={item['published']} "
             f"p50={latency.get('p50')} p99={latency.get('p99')} max={latency.get('max')} ms "
             f"loss={item['loss_percent']}% deliveries/s={item['deliveries_per_second']} "
             f"server={item['cpu_percent']['server']}% client={item['cpu_percent']['client']}%"
+            + (f" p99 per window: {windows} ms" if windows else "")
         )
     if kind == "export":
         return (

@@ -17,7 +17,13 @@ import time
 from array import array
 from collections import Counter
 
-from bench.client_process import HISTOGRAM_MS, PERCENTILES, percentile, run_client
+from bench.client_process import (
+    HISTOGRAM_MS,
+    PERCENTILES,
+    latency_windows,
+    percentile,
+    run_client,
+)
 from bench.rawhttp import Download, HTTPResponse, get_request
 
 TITLE_PREFIX = b'"title":"bench '
@@ -30,10 +36,12 @@ class Recorder:
         self.generation = 0
         self.mark: bytes | None = None
         self.count = 0
+        self.window = 0.0
         self.reset()
 
     def reset(self) -> None:
         self.latencies = array("d")
+        self.sent_times = array("d")  # the publish time of each latency, for ``windows``
         self.per_seq = array("I")
         self.per_second = array("I")
         self.deliveries = self.unique = self.duplicates = self.foreign = self.out_of_range = 0
@@ -41,8 +49,9 @@ class Recorder:
         self.t0 = time.time()
         self.closed_during_run = 0
 
-    def start(self, run: str, count: int) -> None:
+    def start(self, run: str, count: int, window: float = 0) -> None:
         self.generation += 1
+        self.window = window
         self.mark = TITLE_PREFIX + run.encode() + b" "
         self.count = count
         self.reset()
@@ -69,8 +78,11 @@ class Recorder:
             end = text.index(b'"', start)
             seq_text, _, sent_text = text[start:end].partition(b" ")
             seq = int(seq_text)
+            sent = float(sent_text)
             self.deliveries += 1
-            self.latencies.append(now - float(sent_text))
+            self.latencies.append(now - sent)
+            if self.window:
+                self.sent_times.append(sent)
             if 0 <= seq < self.count:
                 if seen[seq]:
                     self.duplicates += 1
@@ -113,6 +125,7 @@ class Recorder:
             "per_seq": list(self.per_seq),
             "per_second": list(self.per_second),
             "closed_during_run": self.closed_during_run,
+            "windows": latency_windows(self.sent_times, self.latencies, self.window),
         }
 
 
@@ -172,7 +185,7 @@ class Client:
         if name == "connect":
             return await self.connect(**{k: v for k, v in command.items() if k != "cmd"})
         if name == "start":
-            self.recorder.start(command["run"], command["count"])
+            self.recorder.start(command["run"], command["count"], command.get("window", 0))
             return {"ok": True}
         if name == "progress":
             recorder = self.recorder

@@ -6,8 +6,13 @@ over stdin/stdout, one JSON object per line each way; a process exits when its s
 The WebSocket client is the minimum RFC 6455 needs, on ``asyncio.Protocol`` (no streams,
 no tasks per socket): an HTTP/1.1 upgrade carrying the session cookie and an allowed
 ``Origin``, then unmasked server frames parsed per socket read (pings answered, close
-codes recorded), and masked client frames written straight to the transport. No
-extension is offered, so frames arrive uncompressed. The benchmark's messages are found
+codes recorded), and masked client frames written straight to the transport. By default
+no extension is offered, so frames arrive uncompressed; ``connect`` with ``compression``
+offers permessage-deflate exactly as Chromium does (``permessage-deflate;
+client_max_window_bits``), and when the server accepts, frames with RSV1 are inflated and
+sent frames deflated per RFC 7692 (zlib, raw deflate, the ``00 00 ff ff`` tail removed,
+a new context per message where the server asked for no context takeover), so memory and
+CPU are what a browser costs the server. The benchmark's messages are found
 by their body, ``bench <run> <seq> <sent>``, which carries the sender's ``time.time()``
 just before the frame was written: latency is the receive time of the socket read that
 completed the frame, minus that.
@@ -25,7 +30,6 @@ see ``Client.handle``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import tempfile
@@ -34,36 +38,26 @@ import uuid
 from array import array
 from collections import Counter
 
-from bench.client_process import HISTOGRAM_MS, PERCENTILES, percentile, run_client
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
-
-
-def handshake(path: str, port: int, cookie: str | None) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    cookie_line = f"Cookie: sessionid={cookie}\r\n" if cookie else ""
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: http://127.0.0.1:{port}\r\n{cookie_line}User-Agent: bench\r\n\r\n"
-    ).encode()
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame (FIN set)."""
-    length = len(payload)
-    if length < 126:
-        head = bytes((0x80 | opcode, 0x80 | length))
-    elif length < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
-    key = os.urandom(4)
-    if not length:
-        return head + key
-    stream = key * (length // 4 + 1)
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes(stream[:length], "big")
-    return head + key + masked.to_bytes(length, "big")
+from bench.client_process import (
+    HISTOGRAM_MS,
+    PERCENTILES,
+    percentile,
+    run_client,
+)
+from bench.ws_frames import (
+    FIN,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RSV1,
+    Deflate,
+    client_frame,
+    handshake,
+    negotiated_extension,
+)  # fmt: skip
 
 
 class Recorder:
@@ -73,10 +67,12 @@ class Recorder:
         self.generation = 0
         self.mark: bytes | None = None
         self.count = 0
+        self.window = 0.0
         self.reset()
 
     def reset(self) -> None:
         self.latencies = array("d")
+        self.sent_times = array("d")  # the send time of each latency, when ``window``
         self.per_second = array("I")
         self.deliveries = self.unique = self.duplicates = self.out_of_range = 0
         self.first = self.last = None
@@ -90,8 +86,9 @@ class Recorder:
         self.errors: Counter[str] = Counter()
         self.error_samples: list[str] = []
 
-    def start(self, run: str, count: int) -> None:
+    def start(self, run: str, count: int, window: float = 0) -> None:
         self.generation += 1
+        self.window = window
         self.mark = b"bench " + run.encode() + b" "
         self.count = count
         self.reset()
@@ -106,8 +103,12 @@ class Recorder:
             while edge < len(HISTOGRAM_MS) and milliseconds > HISTOGRAM_MS[edge]:
                 edge += 1
             histogram[edge] += 1
+        # In delivery order, and with ``window`` each delivery's send time alongside.
         with open(latencies_path, "wb") as file:
-            array("d", latencies).tofile(file)
+            self.latencies.tofile(file)
+        if self.window:
+            with open(latencies_path + ".sent", "wb") as file:
+                self.sent_times.tofile(file)
         lag = sorted(self.send_lag)
         acks = sorted(self.ack_latencies)
         return {
@@ -136,8 +137,8 @@ class Socket(asyncio.Protocol):
     """One WebSocket. ``done`` resolves (None or an error) when it is ready or has failed."""
 
     __slots__ = (
-        "buffer", "client", "close_code", "done", "fragments", "generation", "open",
-        "ready", "ready_on", "request", "seen", "transport", "upgraded",
+        "buffer", "client", "close_code", "deflate", "done", "fragments", "fragments_rsv1",
+        "generation", "open", "ready", "ready_on", "request", "seen", "transport", "upgraded",
     )  # fmt: skip
 
     def __init__(self, client: Client, request: bytes, ready_on: str) -> None:
@@ -151,6 +152,8 @@ class Socket(asyncio.Protocol):
         self.open = False
         self.close_code: int | None = None
         self.fragments: list[bytes] | None = None
+        self.fragments_rsv1 = False
+        self.deflate: Deflate | None = None  # permessage-deflate, once the server accepts it
         self.generation = 0
         self.seen = bytearray()
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -183,6 +186,10 @@ class Socket(asyncio.Protocol):
                 self.transport.close()
                 return
             self.upgraded = True
+            extension = negotiated_extension(data[:end])
+            if extension and extension.startswith("permessage-deflate"):
+                self.deflate = Deflate(extension)
+                self.client.compressed += 1
             self.buffer = b""
             data = data[end + 4 :]
             if self.ready_on == "upgrade":
@@ -213,17 +220,20 @@ class Socket(asyncio.Protocol):
             opcode = b0 & 0x0F
             payload = data[position + head : end]
             position = end
-            if opcode == OP_TEXT and b0 & 0x80:
-                self._text(payload, now)
+            if opcode == OP_TEXT and b0 & FIN:
+                self._text(self.deflate.inflate(payload) if b0 & RSV1 else payload, now)
             elif opcode >= OP_CLOSE:
                 self._control(opcode, payload)
             elif opcode in (OP_TEXT, OP_BINARY):  # first fragment
                 self.fragments = [payload]
+                self.fragments_rsv1 = bool(b0 & RSV1)
             elif opcode == OP_CONT and self.fragments is not None:
                 self.fragments.append(payload)
-                if b0 & 0x80:
+                if b0 & FIN:
                     whole = b"".join(self.fragments)
                     self.fragments = None
+                    if self.fragments_rsv1:
+                        whole = self.deflate.inflate(whole)
                     self._text(whole, now)
         if position < size:
             self.buffer = data[position:]
@@ -243,7 +253,10 @@ class Socket(asyncio.Protocol):
                 seq_text, _, sent_text = payload[start:end].partition(b" ")
                 seq = int(seq_text)
                 recorder.deliveries += 1
-                recorder.latencies.append(now - float(sent_text))
+                sent = float(sent_text)
+                recorder.latencies.append(now - sent)
+                if recorder.window:
+                    recorder.sent_times.append(sent)
                 if self.generation != recorder.generation:
                     self.generation = recorder.generation
                     self.seen = bytearray(recorder.count)
@@ -320,7 +333,10 @@ class Socket(asyncio.Protocol):
             self.done.set_result(error)
 
     def send_text(self, text: bytes) -> None:
-        self.transport.write(client_frame(OP_TEXT, text))
+        if self.deflate is not None:
+            self.transport.write(client_frame(OP_TEXT, self.deflate.deflate(text), rsv1=True))
+        else:
+            self.transport.write(client_frame(OP_TEXT, text))
 
 
 class Client:
@@ -331,6 +347,7 @@ class Client:
         self.sockets: list[Socket] = []
         self.close_codes: Counter[int] = Counter()
         self.frames = 0
+        self.compressed = 0  # sockets on which the server accepted permessage-deflate
         self.closed_total = 0
         self.sender: asyncio.Task | None = None
 
@@ -377,6 +394,7 @@ class Client:
         concurrency: int,
         within: float,
         ready_on: str,
+        compression: bool = False,
     ) -> dict:
         """Open a socket per (path, cookie), ``concurrency`` at a time; wait until ready."""
         loop = asyncio.get_running_loop()
@@ -392,7 +410,8 @@ class Client:
                 if left <= 0:
                     errors["not started: deadline"] += 1
                     return False
-                socket = Socket(self, handshake(path, port, cookie), ready_on)
+                request = handshake(path, port, cookie, compression=compression)
+                socket = Socket(self, request, ready_on)
                 try:
                     async with asyncio.timeout(min(left, 60)):
                         await loop.create_connection(lambda: socket, "127.0.0.1", port)
@@ -408,9 +427,11 @@ class Client:
                 return True
 
         pairs = zip(paths, cookies, strict=True)
+        compressed_before = self.compressed
         results = await asyncio.gather(*(open_one(p, c) for p, c in pairs))
         seconds = time.monotonic() - started
         return {
+            "compressed": self.compressed - compressed_before,
             "ready": sum(results),
             "failed": len(results) - sum(results),
             "seconds": round(seconds, 3),
@@ -429,6 +450,7 @@ class Client:
         senders: dict[str, int],
         of: int,
         body_padding: int = 0,
+        window: float = 0,
     ) -> dict:
         """Count run ``run``'s deliveries; send this process' share of its ``count`` messages.
 
@@ -436,7 +458,7 @@ class Client:
         by global sender ``seq % of``; ``senders`` maps the global senders this process owns
         to its socket indices.
         """
-        self.recorder.start(run, count)
+        self.recorder.start(run, count, window)
         mine = {int(g): self.sockets[i] for g, i in senders.items()}
         if mine:
             self.sender = asyncio.ensure_future(
