@@ -21,7 +21,9 @@ import time
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--mode", choices=("streamsite", "baseline", "streamsite-layer", "floor"), required=True
+        "--mode",
+        choices=("streamsite", "streamsite-announce", "baseline", "streamsite-layer", "floor"),
+        required=True,
     )
     parser.add_argument("--recipients", required=True, help="JSON file: a list of user ids")
     parser.add_argument("--run", required=True)
@@ -49,6 +51,7 @@ def main(argv=None) -> None:
     connection.settings_dict["OPTIONS"]["application_name"] = "bench-publisher"
     service = {
         "streamsite": services.notifications_create_many,
+        "streamsite-announce": announce,
         "baseline": baseline.notifications_create_many,
         "streamsite-layer": publish_only,
         "floor": publish_floor,
@@ -89,6 +92,13 @@ def main(argv=None) -> None:
         "stopped_by_deadline": stopped_by_deadline,
     }
     print(json.dumps(summary), flush=True)
+
+
+def announce(*, recipients: list[int], title: str) -> None:
+    """A notification to every user: ``announcement_create``, one row whoever reads it."""
+    from notifications.services import announcement_create
+
+    announcement_create(title=title)
 
 
 #: Made-up notification ids for ``publish_only``, increasing like real ones.

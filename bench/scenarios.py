@@ -259,7 +259,11 @@ def publish_run(
         "rate": rate,
         "count": count,
         "publishers": publishers,
-        "mode": {"streamsite-layer": "layer-only", "floor": "floor"}.get(mode, "service"),
+        "mode": {
+            "streamsite-layer": "layer-only",
+            "floor": "floor",
+            "streamsite-announce": "announcement",
+        }.get(mode, "service"),
         "steady": steady,
         "repeat": repeat,
         "run": run,
@@ -387,7 +391,11 @@ def idle(bench: Bench, config: Config) -> None:
     """(b) Memory and connect rate of ``--idle-n`` idle streams, then one broadcast to all
     (streamsite-uvicorn: through the service, then layer only, to compare with the floor)."""
     args = bench.args
-    modes = [None, "streamsite-layer"] if config.name == PRODUCTION and args.layer_only else [None]
+    # streamsite: a notification to every user is an announcement (one row); the per-user
+    # rows of notifications_create_many and the layer alone are measured beside it.
+    modes = ["streamsite-announce", None] if config.app == "streamsite" else [None]
+    if config.name == PRODUCTION and args.layer_only:
+        modes.append("streamsite-layer")
     with bench.server(config, "idle") as server:
         held = hold(bench, server, config, args.idle_n, warm_up=True)
         for mode in modes:
