@@ -1,4 +1,4 @@
-"""Let a WebSocket consumer write frames with the server's own ``send``.
+"""Let a WebSocket consumer write frames with the server's own ``send``, or pre-built.
 
 Channels' session middleware wraps ``send`` to save the session and set cookies on HTTP
 responses; for ``websocket.send`` it only passes the message on, at a cost paid for every
@@ -6,7 +6,12 @@ frame of every socket (~7 % of a busy chat server's time, measured with py-spy i
 bench/results/*-chat-profiles/). The chat outbox writes room frames with the unwrapped
 ``send`` that this middleware, outermost, leaves in the scope. Everything else (accept,
 close) still goes through the wrapped one.
+
+Under uvicorn's sans-I/O protocol (``manage.py serve``) a frame built once per event can
+be written to each plain connection as it is (``FrameWriter``, below).
 """
+
+from __future__ import annotations
 
 SCOPE_KEY = "streamsite.server_send"
 
@@ -24,3 +29,69 @@ class ServerSendMiddleware:
 def server_send(scope: dict, fallback):
     """The server's ``send`` for frames, or ``fallback`` when the middleware is absent."""
     return scope.get(SCOPE_KEY, fallback)
+
+
+# Pre-built frames -------------------------------------------------------------------------
+
+try:  # uvicorn's sans-I/O WebSocket protocol (``manage.py serve``); absent: no fast path
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.frames import Frame, Opcode
+    from websockets.protocol import State
+except ImportError:  # pragma: no cover
+    WebSocketsSansIOProtocol = None
+
+
+def text_frame(text: str) -> bytes:
+    """The bytes of one unmasked, final text frame carrying ``text`` (a server's frame).
+
+    Built once per event, it is the same for every connection that negotiated no
+    extension, so ``FrameWriter`` can write it to each of them as it is.
+    """
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+
+
+class FrameWriter:
+    """Write pre-built frames straight to a connection of uvicorn's sans-I/O protocol.
+
+    Why: a room's message goes to every socket of the room, and through ASGI each
+    ``websocket.send`` encodes the text, builds and serialises a frame for that one
+    socket and joins its output before the write: about half of a busy chat server's time
+    (py-spy, docs/benchmarks.md). The frame bytes are the same for every socket without
+    compression, so they are built once per event and only the write is per socket.
+
+    This reaches past ASGI into uvicorn's protocol object (pinned in requirements.txt;
+    ``streamsite/tests/test_websocket.py`` runs it against the real server). ``write``
+    does it only while the connection is plainly open and writable, nothing is
+    negotiated that would change the bytes (permessage-deflate), and no close was sent;
+    otherwise it returns False and the caller sends through ASGI as usual, which waits for
+    flow control and raises for a closed connection.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol) -> None:
+        self._protocol = protocol
+
+    @classmethod
+    def for_send(cls, send) -> FrameWriter | None:
+        """A writer for the connection behind the server's ``send``, or None (another
+        server, or a connection whose frames are not plain: compression)."""
+        protocol = getattr(send, "__self__", None)
+        if WebSocketsSansIOProtocol is None or type(protocol) is not WebSocketsSansIOProtocol:
+            return None
+        if protocol.conn.extensions:
+            return None
+        return cls(protocol)
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` now if the connection can take it as it is; False otherwise."""
+        protocol = self._protocol
+        if (
+            protocol.close_sent
+            or protocol.disconnected
+            or not protocol.writable.is_set()
+            or protocol.conn.state is not State.OPEN
+        ):
+            return False
+        protocol.transport.write(frame)
+        return True
