@@ -20,3 +20,4 @@ def test_uvicorn_runs_with_uvloop_httptools_and_workers():
     assert "--workers 3" in joined
     assert "--host 0.0.0.0 --port 9000" in joined
     assert "--ws-max-size 65536" in joined
+    assert "--ws-per-message-deflate false" in joined

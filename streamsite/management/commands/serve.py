@@ -27,6 +27,12 @@ def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -
         # The chat protocol's frame limit, enforced by the server before it buffers more
         # (docs/protocol.md: a bigger frame closes the socket with 1009).
         "--ws-max-size", str(MAX_FRAME_BYTES),
+        # No permessage-deflate, though Chromium offers it on every socket: chat frames are
+        # small JSON, and compression doubled the memory per socket and the CPU per
+        # delivery (docs/benchmarks.md), and per-connection compressors rule out writing
+        # one pre-built frame to every socket (streamsite/websocket.py). runserver's
+        # daphne accepts no compression either.
+        "--ws-per-message-deflate", "false",
     ]  # fmt: skip
     if fd is not None:
         argv += ["--fd", str(fd)]
