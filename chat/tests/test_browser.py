@@ -175,10 +175,12 @@ async def test_presence_drops_a_user_who_closes_the_page(
     alice = await open_room(browser, live_server_asgi, user, lobby)
     bob = await open_room(browser, live_server_asgi, other_user, lobby)
     await expect(online(alice)).to_have_text(["alice", "bob"], timeout=DELIVERY_MS)
+    await expect(alice.get_by_test_id("chat-online-count")).to_have_text("2 online")
 
     await bob.close()
 
     await expect(online(alice)).to_have_text(["alice"], timeout=DELIVERY_MS)
+    await expect(alice.get_by_test_id("chat-online-count")).to_have_text("1 online")
 
 
 # Losing the server -----------------------------------------------------------------------
