@@ -52,7 +52,8 @@ REMEMBERED_IDS = 256
 RESUME_PAGE_SIZE = 500
 #: ``history``/``resume`` requests a socket may have waiting; more are refused.
 MAX_PENDING_READS = 8
-#: ``RoomOutbox._prepare``: this event closes the socket; the writer task does that.
+#: ``RoomOutbox._prepare``: only the writer task can handle this event (it closes the
+#: socket, or reads the store).
 NEEDS_TASK = object()
 
 
@@ -258,7 +259,8 @@ class RoomOutbox:
 
     def _prepare(self, event: dict):
         """What a live event means for this socket: an ASGI message to send, None for
-        nothing, or ``NEEDS_TASK`` when it closes the socket (which only the task does)."""
+        nothing, or ``NEEDS_TASK`` when it closes the socket or reads the store (which only
+        the task does)."""
         kind = event.get("kind")
         if kind == "message":
             message_id = event["message"]["id"]
@@ -272,11 +274,8 @@ class RoomOutbox:
             return protocol.event_send(event)
         if kind == "presence.delta":
             return self._presence_delta(accept_delta(event))
-        if kind == "presence":  # the store lost the room: start over from this snapshot
-            if event["version"] <= self.presence_version:
-                return None
-            self.presence_version = event["version"]
-            return protocol.event_send(event)
+        if kind == "presence.resync":  # the store lost the room: read it again
+            return NEEDS_TASK if event["version"] > self.presence_version else None
         if kind == "member.removed":
             removed = event["user_id"] == self.user_id and self.removal_closes
             return NEEDS_TASK if removed else None
@@ -305,7 +304,9 @@ class RoomOutbox:
         message = self._prepare(event)
         if message is NEEDS_TASK:
             kind = event["kind"]
-            if kind == "member.removed":
+            if kind == "presence.resync":
+                await self.send_presence(await get_presence().page(self.room.pk))
+            elif kind == "member.removed":
                 await self.close(protocol.CLOSE_FORBIDDEN)
             elif kind == "room.deleted":
                 await self.close(protocol.CLOSE_NOT_FOUND)

@@ -266,7 +266,8 @@ def event_frame(event: dict) -> str | None:
 
     The hub hands the same event object to each local subscriber, so the JSON is built once
     per event and process, not once per socket. None for events that are not forwarded
-    as frames (removals and logouts close sockets).
+    as frames (removals and logouts close sockets; presence is per socket, see
+    ``chat.outbox``).
     """
     frame = event.get("_frame", False)
     if frame is False:
@@ -277,8 +278,6 @@ def event_frame(event: dict) -> str | None:
             frame = encode({"type": "message.deleted", "id": event["id"]})
         elif kind == "typing":
             frame = encode({"type": "typing", "user": event["user"]})
-        elif kind == "presence":
-            frame = presence_frame(event["online"], event["count"], event["more"], event["version"])
         else:
             frame = None
         event["_frame"] = frame

@@ -17,7 +17,7 @@ from chat.presence.events import (
     PUBLISH_INTERVAL_SECONDS,
     Accepted,
     delta_event,
-    snapshot_event,
+    resync_event,
 )
 from chat.presence.store import (
     PAGE_SIZE,
@@ -43,7 +43,7 @@ __all__ = [
     "presence_online",
     "presence_online_key",
     "presence_state_key",
-    "snapshot_event",
+    "resync_event",
 ]
 
 _trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceTracker] = (

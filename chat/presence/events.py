@@ -50,31 +50,28 @@ def delta_event(room_id: int, joined: dict, left: dict, count: int, version: int
     }
 
 
-def snapshot_event(room_id: int, online: list[str], count: int, more: bool, version: int) -> dict:
-    """The hub event replacing what sockets know (after the store lost the room)."""
-    return {
-        "kind": "presence",
-        "room": int(room_id),
-        "online": list(online),
-        "count": int(count),
-        "more": bool(more),
-        "version": int(version),
-    }
+def resync_event(room_id: int, version: int) -> dict:
+    """The hub event telling sockets to read the room again (the store had lost it).
+
+    Not a snapshot: one from another process could arrive after deltas newer than it,
+    and replace them. A socket's outbox reads the store when it handles this, in its
+    order, so what it reads holds every change it applied before."""
+    return {"kind": "presence.resync", "room": int(room_id), "version": int(version)}
 
 
 class _Pending:
     """One room's changes waiting for the next publish."""
 
-    __slots__ = ("changes", "count", "snapshot", "version")
+    __slots__ = ("changes", "count", "resync", "version")
 
     def __init__(self) -> None:
         self.changes: dict[str, tuple[bool, int]] = {}  # name -> (online, version)
         self.count = 0
         self.version = 0
-        self.snapshot: dict | None = None
+        self.resync: dict | None = None
 
     def events(self, room_id: int) -> list[dict]:
-        events = [] if self.snapshot is None else [self.snapshot]
+        events = [] if self.resync is None else [self.resync]
         if self.changes:
             joined = {name: v for name, (online, v) in self.changes.items() if online}
             left = {name: v for name, (online, v) in self.changes.items() if not online}
@@ -103,11 +100,10 @@ class Coalescer:
             pending.count, pending.version = count, version
         self._start()
 
-    def reset(self, room_id: int, event: dict) -> None:
-        """The room starts over from ``event`` (a snapshot): older changes are moot."""
+    def reset(self, room_id: int, version: int) -> None:
+        """The store lost the room: sockets read it again, older changes are moot."""
         pending = self._pending[room_id] = _Pending()
-        pending.snapshot = event
-        pending.count, pending.version = event["count"], event["version"]
+        pending.resync = resync_event(room_id, version)
         self._start()
 
     async def wait(self) -> None:

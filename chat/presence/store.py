@@ -17,8 +17,8 @@ and answers, per room, only what changed (``joined``, ``left``), the count, the 
 and the pages asked for: never the whole room. The version grows with every change and is
 at least the change's time in µs, so it never goes back, even after Redis lost the room.
 A room whose state is missing while it has someone online was lost (a Redis restarted
-empty, an evicted key): the step wipes what is left of it and says ``reset``, and the
-tracker then re-adds its users and publishes a snapshot instead of a delta.
+empty, an evicted key) or is new: the step wipes what is left of it and says ``reset``,
+and the tracker then re-adds its users and tells every socket to read the room again.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ class RoomResult(NamedTuple):
     joined: list[str]
     left: list[str]
     pages: dict[str, Page]
-    #: The room's state was missing: the first page, for a snapshot; else None.
-    reset: Page | None = None
+    #: The room's state was missing (lost, or new): what sockets know may be stale.
+    reset: bool = False
 
 
 def presence_key(room_id: int) -> str:
@@ -86,7 +86,7 @@ def name_of(member: str) -> str:
 # KEYS: per room its entries, online and state keys. ARGV: ttl (ms), key expiry (ms), page
 # size, then per room: how many entries to add, to remove, pages asked; those entries; the
 # pages' "after" names. Reply per room: version, count, joined, left, pages (each a list of
-# names and more 0/1, in the order asked), reset page (empty unless the room was lost).
+# names and more 0/1, in the order asked), reset (1: the room's state was missing).
 _APPLY = LuaScript("""
 local function name_of(member) return string.match(member, '^[^|]*|[^|]*|(.*)$') end
 local time = redis.call('TIME')
@@ -144,13 +144,13 @@ for room = 1, #KEYS / 3 do
     end
   end
   local count = redis.call('ZCARD', online)
-  local reset = {}
+  local reset = 0
   if lost and count == 0 then
     version = 0  -- nothing to restore: leave the room unknown until someone is back
   elseif lost or #joined + #left > 0 then
     version = math.max(version + 1, now_us)
     redis.call('HSET', state, 'v', string.format('%d', version))
-    if lost then reset = page(online, '') end
+    if lost then reset = 1 end
   end
   local answers = {}
   for i = arg, arg + pages - 1 do answers[#answers + 1] = page(online, ARGV[i]) end
@@ -194,7 +194,7 @@ class RedisStore:
                     joined,
                     left,
                     pages,
-                    Page(reset[0], bool(reset[1])) if reset else None,
+                    bool(reset),
                 )
             )
         return results
@@ -268,11 +268,11 @@ class MemoryStore:
             heapq.heapify(room.expiries)
         joined = [name for name, is_online in after.items() if is_online and not before[name]]
         left = [name for name, is_online in after.items() if not is_online and before[name]]
-        reset = None
+        reset = False
         if lost and not room.online:
             del self._rooms[change.room_id]  # nothing to restore: stays unknown
         elif lost or joined or left:
             room.version = max(room.version + 1, time.time_ns() // 1000)
-            reset = room.page("") if lost else None
+            reset = lost
         pages = {after_name: room.page(after_name) for after_name in change.pages}
         return RoomResult(room.version, len(room.online), joined, left, pages, reset)

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from chat import protocol
 from chat.events import message_event, message_payload
 from chat.outbox import RecentIds, RoomOutbox
-from chat.presence import PresencePage, delta_event
+from chat.presence import PresencePage, close_presence, delta_event, get_presence, resync_event
 from chat.tests.factories import add_messages, room_with
 from streamsite.streaming.hub import RESYNC, Subscription
 
@@ -155,6 +155,22 @@ async def test_presence_deltas_leave_out_what_the_snapshot_holds(room, user, sta
         {"type": "presence.delta", "joined": ["bob"], "left": [], "count": 2, "version": 12},
         {"type": "presence.delta", "joined": ["erin"], "left": ["bob"], "count": 3, "version": 13},
     ]
+
+
+async def test_a_presence_resync_reads_the_room_again(room, user, start_outbox):
+    """The store lost the room: the socket gets the first page again, as read now."""
+    outbox, socket = await start_outbox(room, user, online=["alice", "carol"])
+    try:
+        page = await get_presence().join(room.pk, 99, "zed")
+        outbox.events.push(resync_event(room.pk, page.version))
+        outbox.events.push(resync_event(room.pk, 5))  # older than the snapshot: nothing
+        outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
+        await socket.until(lambda s: s.frames[-1]["type"] == "typing")
+        snapshots = [f for f in socket.frames if f["type"] == "presence"]
+        assert [f["online"] for f in snapshots] == [["alice", "carol"], ["zed"]]
+        assert snapshots[-1]["version"] == page.version
+    finally:
+        await close_presence()
 
 
 async def test_removal_closes_a_private_room_socket_but_not_a_public_one(

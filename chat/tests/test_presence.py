@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.timeout(10), pytest.mark.usefixtures("channel_layer")]
 DEDICATED_URL = "redis://127.0.0.1:6379/13"
 #: A short TTL (refresh every 0.1 s) so expiry tests take a fraction of a second.
 SHORT_TTL = 0.3
-PRESENCE_KINDS = ("presence", "presence.delta")
+PRESENCE_KINDS = ("presence.resync", "presence.delta")
 
 
 class RoomModel:
@@ -58,15 +58,15 @@ class RoomModel:
         self.count = page.count if page else 0
         self.views = RoomViews()  # this "process'" order of the deltas
 
+    async def read_again(self, room_id: int) -> None:
+        """A ``presence.resync``: read the room from the store now (every page: a client
+        knows the names after the first page only once it asks for them)."""
+        first = await get_presence().page(room_id)
+        if first.version > self.floor:
+            self.floor, self.count = first.version, first.count
+            self.names = set(await get_presence().online(room_id))
+
     def apply(self, event: dict) -> None:
-        if event["kind"] == "presence":
-            if event["version"] > self.floor:
-                self.names, self.floor, self.count = (
-                    set(event["online"]),
-                    event["version"],
-                    event["count"],
-                )
-            return
         accepted = self.views.accept(dict(event))
         if accepted is None or accepted.version <= self.floor:
             return
@@ -83,28 +83,30 @@ class PresenceEvents:
         self.key = room_key(room_id)
         self._pending: deque[dict] = deque()
         self.model = RoomModel()
+        self.read: list[dict] = []  # every event read, in order
 
     async def next(self, seconds: float = 3) -> dict:
         """The next presence event; fail if none arrives within ``seconds``."""
         deadline = time.monotonic() + seconds
         while not self._pending:
             remaining = deadline - time.monotonic()
-            assert remaining > 0, "no presence event arrived in time"
+            assert remaining > 0, f"no presence event arrived in time; read: {self.read}"
             if await self.subscription.wait(remaining):
                 self._pending.extend(self.subscription.take())
         event = self._pending.popleft()
+        self.read.append(event)
         assert json.loads(json.dumps(event)) == event  # it crossed (or could cross) Redis
-        if event.get("kind") in PRESENCE_KINDS:
+        if event.get("kind") == "presence.delta":
             self.model.apply(event)
+        elif event.get("kind") == "presence.resync" and event["version"] > self.model.floor:
+            await self.model.read_again(event["room"])
         return event
 
-    async def wait_for(self, online: list[str], seconds: float = 3) -> dict:
-        """Read events until the room's model says exactly ``online``; return the last."""
+    async def wait_for(self, online: list[str], seconds: float = 3) -> None:
+        """Read events until the room's model says exactly ``online``."""
         deadline = time.monotonic() + seconds
-        while True:
-            event = await self.next(deadline - time.monotonic())
-            if sorted(self.model.names) == online:
-                return event
+        while sorted(self.model.names) != online:
+            await self.next(deadline - time.monotonic())
 
     async def published(self, *trackers: PresenceTracker) -> list[dict]:
         """Every presence event the trackers have published so far (and not yet read).
@@ -326,6 +328,17 @@ async def test_many_joins_share_a_few_round_trips(room_ids):
     assert len(await presence_online(room)) == 300
 
 
+async def test_a_crowd_too_big_for_one_round_trip_goes_in_several(room_ids, monkeypatch):
+    """A round trip holds about ENTRIES_PER_CALL entries (it holds Redis meanwhile); the
+    joiners are answered once all of them are in."""
+    monkeypatch.setattr("chat.presence.tracker.ENTRIES_PER_CALL", 50)
+    room, tracker = room_ids(), get_presence()
+    pages = await asyncio.gather(*(tracker.join(room, n, f"user{n:03d}") for n in range(300)))
+    assert 6 <= tracker.round_trips <= 8
+    assert {page.count for page in pages} == {300}
+    assert len(await presence_online(room)) == 300
+
+
 async def test_changes_within_an_interval_go_out_as_one_event_of_the_changes(room_ids, watch_room):
     """Coalesced: each name once, in its last state, with the latest count."""
     room, tracker = room_ids(), get_presence()
@@ -445,8 +458,6 @@ async def test_processes_share_presence_and_their_deltas_converge(
     for event in published:  # no event repeats the room
         if event["kind"] == "presence.delta":
             assert len(changed_names(event)) <= 120
-        else:  # the room's first join: a snapshot of one page at most
-            assert len(event["online"]) <= PAGE_SIZE
 
 
 @needs_redis
@@ -475,23 +486,26 @@ async def test_a_live_process_keeps_its_users_online(room_ids, make_tracker):
 
 
 @needs_redis
-async def test_a_room_lost_by_redis_is_refilled(room_ids, make_tracker, watch_room):
-    """A Redis that restarts empty: the refresh puts the room back, and sockets get a new
-    snapshot (not a delta: what they hold may be stale), with a newer version."""
+async def test_a_room_lost_by_redis_is_refilled_and_read_again(room_ids, make_tracker, watch_room):
+    """A Redis that restarts empty: the refreshes put the room back, and sockets read it
+    again, dropping whoever left meanwhile (no delta could tell them)."""
     room = room_ids()
-    tracker, other = make_tracker(), make_tracker()
+    tracker, other, crashing = make_tracker(), make_tracker(), make_tracker()
     async with watch_room(room) as events:
         await tracker.join(room, 1, "alice")
         await other.join(room, 2, "bob")
-        before = await events.wait_for(["alice", "bob"])
+        await crashing.join(room, 3, "carol")
+        await events.wait_for(["alice", "bob", "carol"])
+        before = events.read[-1]
+        await crashing.close(leave=False)
         await get_redis().delete(
             presence_key(room), presence_online_key(room), presence_state_key(room)
         )
-        snapshot = await events.next()
-        while snapshot["kind"] != "presence":
-            snapshot = await events.next()
+        resync = await events.next()
+        while resync["kind"] != "presence.resync":
+            resync = await events.next()
         await events.wait_for(["alice", "bob"])
-    assert snapshot["version"] > before["version"]
+    assert resync["version"] > before["version"]
     assert await tracker.online(room) == ["alice", "bob"]
 
 
