@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from chat import protocol, selectors
 from chat.events import message_payload
-from chat.presence import accept_delta, get_presence
+from chat.presence import accept_delta, delta_send, get_presence
 from streamsite.streaming.hub import RESYNC, Subscription
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class RoomOutbox:
         if kind == "message.deleted":
             return protocol.event_send(event)
         if kind == "presence.delta":
-            return self._presence_delta(accept_delta(event))
+            return delta_send(accept_delta(event), self.presence_version)
         if kind == "presence.resync":  # the store lost the room: read it again
             return NEEDS_TASK if event["version"] > self.presence_version else None
         if kind == "member.removed":
@@ -284,21 +284,6 @@ class RoomOutbox:
         if kind == "session.ended" and self.session and event.get("session") == self.session:
             return NEEDS_TASK
         return None  # the user's notification events share the buffer: not ours
-
-    def _presence_delta(self, accepted):
-        """The frame of an accepted delta for this socket: only changes its snapshot lacks."""
-        floor = self.presence_version
-        if accepted is None or accepted.version <= floor:
-            return None
-        if accepted.since > floor:
-            return accepted.send  # the usual case: the frame shared by the room's sockets
-        # This socket connected while the delta was being coalesced.
-        joined = [name for name, version in accepted.joined if version > floor]
-        left = [name for name, version in accepted.left if version > floor]
-        if not joined and not left:
-            return None
-        frame = protocol.presence_delta_frame(joined, left, accepted.count, accepted.version)
-        return protocol.websocket_send(frame)
 
     async def _live(self, event: dict) -> None:
         message = self._prepare(event)

@@ -17,6 +17,7 @@ from chat.presence.events import (
     PUBLISH_INTERVAL_SECONDS,
     Accepted,
     delta_event,
+    delta_send,
     resync_event,
 )
 from chat.presence.store import (
@@ -36,6 +37,7 @@ __all__ = [
     "accept_delta",
     "close_presence",
     "delta_event",
+    "delta_send",
     "get_presence",
     "presence_join",
     "presence_key",

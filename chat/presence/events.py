@@ -152,6 +152,22 @@ class Accepted(NamedTuple):
     send: dict  # the ASGI message of the frame, shared by the room's sockets
 
 
+def delta_send(accepted: Accepted | None, floor: int) -> dict | None:
+    """The ASGI message of an accepted delta for a socket whose snapshot has version
+    ``floor``: only the changes the snapshot lacks; None if it lacks none."""
+    if accepted is None or accepted.version <= floor:
+        return None
+    if accepted.since > floor:
+        return accepted.send  # the usual case: the frame shared by the room's sockets
+    # This socket connected while the delta was being coalesced.
+    joined = [name for name, version in accepted.joined if version > floor]
+    left = [name for name, version in accepted.left if version > floor]
+    if not joined and not left:
+        return None
+    frame = protocol.presence_delta_frame(joined, left, accepted.count, accepted.version)
+    return protocol.websocket_send(frame)
+
+
 class _View:
     __slots__ = ("count", "seen", "version")
 
