@@ -14,7 +14,8 @@ every action, and hands writes to ``chat.services`` and reads to the socket's
   ``streamsite.streaming.db.db_call``, which hands its connection back at once, so there is
   never an old connection to close, and an idle socket holds no database connection.
 - Presence and the send rate limit live in Redis when there are several processes
-  (``chat.presence``, ``chat.ratelimit``).
+  (``chat.presence``, ``chat.ratelimit``). Presence reaches sockets as deltas; the first
+  page of names comes with the join, later pages on request (``presence.more``).
 """
 
 from __future__ import annotations
@@ -208,6 +209,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         elif kind is protocol.Resume:
             await self._require_read()
             if not self.outbox.request_resume(request.after):
+                raise _too_many_reads()
+        elif kind is protocol.PresenceMore:
+            await self._require_read()
+            if not self.outbox.request_presence(request.after):
                 raise _too_many_reads()
         elif kind is protocol.Read:
             await self._require_read()

@@ -2,9 +2,9 @@
 
 A socket's frames come from three places: live events from the process' hub (messages,
 deletions, presence, typing, removals), replies the client asked for (``history``,
-``resume``), and recovery (``RESYNC`` from the hub when events may have been lost). If each
-wrote to the socket on its own, a live message could overtake the replay it follows, or be
-sent twice. So one ``RoomOutbox`` task per socket owns the order:
+``resume``, ``presence.more``), and recovery (``RESYNC`` from the hub when events may have
+been lost). If each wrote to the socket on its own, a live message could overtake the
+replay it follows, or be sent twice. So one ``RoomOutbox`` task per socket owns the order:
 
 - Requests the consumer accepts (``request_history``, ``request_resume``) go into the same
   buffer as the hub's events, and the task handles everything one item at a time. The
@@ -17,6 +17,10 @@ sent twice. So one ``RoomOutbox`` task per socket owns the order:
   duplicate.
 - Message ids sent on this socket are remembered (the latest ``REMEMBERED_IDS``), so a
   message is never framed twice, whichever way it came.
+- Presence: the snapshot sent on connect (or resync) has a version; a delta's changes that
+  are not newer than it are left out (the snapshot holds them), so what a socket applies
+  never goes back. The frame of a delta is shared by the room's sockets, except for a
+  socket that connected while the delta was being coalesced.
 - The buffer is bounded: a client that reads too slowly is closed with 1013 and resumes
   from the database when it reconnects, rather than growing the server's memory.
 """
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 
 from chat import protocol, selectors
 from chat.events import message_payload
+from chat.presence import accept_delta, delta_send, get_presence
 from streamsite.streaming.hub import RESYNC, Subscription
 
 logger = logging.getLogger(__name__)
@@ -47,7 +52,8 @@ REMEMBERED_IDS = 256
 RESUME_PAGE_SIZE = 500
 #: ``history``/``resume`` requests a socket may have waiting; more are refused.
 MAX_PENDING_READS = 8
-#: ``RoomOutbox._prepare``: this event closes the socket; the writer task does that.
+#: ``RoomOutbox._prepare``: only the writer task can handle this event (it closes the
+#: socket, or reads the store).
 NEEDS_TASK = object()
 
 
@@ -60,6 +66,11 @@ class HistoryRequest:
 @dataclass(frozen=True, slots=True)
 class ResumeRequest:
     after: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRequest:
+    after: str
 
 
 class RecentIds:
@@ -111,7 +122,6 @@ class RoomOutbox:
         "closed",
         "events",
         "last_id",
-        "online",
         "pending_reads",
         "presence_version",
         "removal_closes",
@@ -141,7 +151,7 @@ class RoomOutbox:
         self._close = close
         self.sent = RecentIds(REMEMBERED_IDS)
         self.last_id = 0
-        self.online: list[str] | None = None
+        #: The version of the presence snapshot sent last: older changes are in it.
         self.presence_version = -1
         self.pending_reads = 0
         self.closed = False
@@ -157,10 +167,10 @@ class RoomOutbox:
     async def start(self, presence, messages: list, has_more: bool) -> None:
         """Send the first frames: presence, then the latest messages as one history frame.
 
-        ``presence`` is what joining returned (``chat.presence.RoomPresence``): the online
-        list and its version, so older presence events still on their way are ignored.
+        ``presence`` is what joining returned (``chat.presence.PresencePage``): the first
+        names, the count and their version, so older presence changes are left out.
         """
-        await self.send_presence(presence.online, presence.version)
+        await self.send_presence(presence)
         payloads = []
         for message in messages:
             self._mark_sent(message.pk)
@@ -175,6 +185,10 @@ class RoomOutbox:
         """Queue a resume; False if too many reads are already waiting."""
         return self._request(ResumeRequest(after))
 
+    def request_presence(self, after: str) -> bool:
+        """Queue a read of the online names after ``after``; False if too many reads wait."""
+        return self._request(PresenceRequest(after))
+
     def _request(self, request) -> bool:
         if self.pending_reads >= MAX_PENDING_READS:
             return False
@@ -183,19 +197,12 @@ class RoomOutbox:
         self.events.push(request)
         return True
 
-    async def send_presence(self, online: list[str], version: int) -> None:
-        """Send the online list if it is newer than the last one sent, and different."""
-        if self._presence_changed(online, version):
-            await self._send_text(protocol.presence_frame(online))
-
-    def _presence_changed(self, online: list[str], version: int) -> bool:
-        if version <= self.presence_version:
-            return False
-        self.presence_version = version
-        if online is self.online or online == self.online:
-            return False
-        self.online = online
-        return True
+    async def send_presence(self, page) -> None:
+        """Send a snapshot (a ``PresencePage`` from the start) unless one as new was sent."""
+        if page.version > self.presence_version:
+            self.presence_version = page.version
+            frame = protocol.presence_frame(page.online, page.count, page.more, page.version)
+            await self._send_text(frame)
 
     # The task --------------------------------------------------------------------------
 
@@ -219,7 +226,9 @@ class RoomOutbox:
             if type(item) is dict:
                 await self._live(item)
             elif item is RESYNC:
-                # Events may have been lost (Redis restarted): the database has them.
+                # Events may have been lost (Redis restarted): the database has the
+                # messages, the presence store who is online.
+                await self.send_presence(await get_presence().page(self.room.pk))
                 await self._replay(self.last_id)
             elif type(item) is ResumeRequest:
                 self.pending_reads -= 1
@@ -227,6 +236,10 @@ class RoomOutbox:
             elif type(item) is HistoryRequest:
                 self.pending_reads -= 1
                 await self._history(item)
+            elif type(item) is PresenceRequest:
+                self.pending_reads -= 1
+                page = await get_presence().page(self.room.pk, item.after)
+                await self._send_text(protocol.presence_page_frame(item.after, page))
 
     async def close(self, code: int) -> None:
         if not self.closed:
@@ -246,7 +259,8 @@ class RoomOutbox:
 
     def _prepare(self, event: dict):
         """What a live event means for this socket: an ASGI message to send, None for
-        nothing, or ``NEEDS_TASK`` when it closes the socket (which only the task does)."""
+        nothing, or ``NEEDS_TASK`` when it closes the socket or reads the store (which only
+        the task does)."""
         kind = event.get("kind")
         if kind == "message":
             message_id = event["message"]["id"]
@@ -258,10 +272,10 @@ class RoomOutbox:
             return protocol.event_send(event) if event["user_id"] != self.user_id else None
         if kind == "message.deleted":
             return protocol.event_send(event)
-        if kind == "presence":
-            changed = self._presence_changed(event["online"], event["version"])
-            # The list's frame is shared by the room's sockets in this process.
-            return protocol.event_send(event) if changed else None
+        if kind == "presence.delta":
+            return delta_send(accept_delta(event), self.presence_version)
+        if kind == "presence.resync":  # the store lost the room: read it again
+            return NEEDS_TASK if event["version"] > self.presence_version else None
         if kind == "member.removed":
             removed = event["user_id"] == self.user_id and self.removal_closes
             return NEEDS_TASK if removed else None
@@ -275,7 +289,9 @@ class RoomOutbox:
         message = self._prepare(event)
         if message is NEEDS_TASK:
             kind = event["kind"]
-            if kind == "member.removed":
+            if kind == "presence.resync":
+                await self.send_presence(await get_presence().page(self.room.pk))
+            elif kind == "member.removed":
                 await self.close(protocol.CLOSE_FORBIDDEN)
             elif kind == "room.deleted":
                 await self.close(protocol.CLOSE_NOT_FOUND)
@@ -294,9 +310,12 @@ class RoomOutbox:
         task that the writer awaits before anything else. Returns False to have the event
         queued for the writer instead (it keeps the order in every other case).
         """
-        if not self._idle or self._inflight is not None or self.events._buffer or self.closed:
-            return False
         if type(event) is not dict:
+            return False
+        if not self._idle or self._inflight is not None or self.events._buffer or self.closed:
+            if event.get("kind") == "presence.delta":
+                # Accepted now, in the order the hub received it, even if handled later.
+                accept_delta(event)
             return False
         message = self._prepare(event)
         if message is NEEDS_TASK:

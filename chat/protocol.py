@@ -24,6 +24,8 @@ from chat.conf import HISTORY_MAX_LIMIT
 
 #: The largest client frame accepted, in bytes of UTF-8 (docs/protocol.md).
 MAX_FRAME_BYTES = 64 * 1024
+#: The longest name a ``presence.more`` may page after (Django's usernames hold 150).
+MAX_NAME_LENGTH = 150
 #: Ids above this are not ids PostgreSQL's bigint can hold: refused before they reach SQL.
 MAX_ID = 2**63 - 1
 
@@ -97,7 +99,12 @@ class Ping:
     pass
 
 
-Request = Send | Typing | History | Resume | Read | Ping
+@dataclass(frozen=True, slots=True)
+class PresenceMore:
+    after: str
+
+
+Request = Send | Typing | History | Resume | Read | Ping | PresenceMore
 
 
 def check_frame_size(text: str) -> None:
@@ -165,6 +172,13 @@ def _parse_read(data: dict) -> Read:
     return Read(up_to=_id_field(data, "up_to", minimum=0))
 
 
+def _parse_presence_more(data: dict) -> PresenceMore:
+    after = data.get("after")
+    if not isinstance(after, str) or not 0 < len(after) <= MAX_NAME_LENGTH:
+        raise ProtocolError(INVALID, f'"after" must be a name of 1 to {MAX_NAME_LENGTH} characters')
+    return PresenceMore(after=after)
+
+
 def _id_field(data: dict, name: str, *, minimum: int) -> int:
     value = data.get(name)
     if not _is_int(value) or not minimum <= value <= MAX_ID:
@@ -183,6 +197,7 @@ _PARSERS = {
     "resume": _parse_resume,
     "read": _parse_read,
     "ping": lambda data: Ping(),
+    "presence.more": _parse_presence_more,
 }
 
 
@@ -210,8 +225,32 @@ def ack_frame(client_id: str, message_id: int) -> str:
     return encode({"type": "ack", "client_id": client_id, "id": message_id})
 
 
-def presence_frame(online: list[str]) -> str:
-    return encode({"type": "presence", "online": online})
+def presence_frame(online: list[str], count: int, more: bool, version: int) -> str:
+    """The first page of who is online (on connect and resync): replaces what is known."""
+    return encode(
+        {"type": "presence", "online": online, "count": count, "more": more, "version": version}
+    )
+
+
+def presence_page_frame(after: str, page) -> str:
+    """The names after ``after`` (a ``chat.presence.PresencePage``), for ``presence.more``."""
+    return encode(
+        {
+            "type": "presence.page",
+            "after": after,
+            "online": page.online,
+            "count": page.count,
+            "more": page.more,
+            "version": page.version,
+        }
+    )
+
+
+def presence_delta_frame(joined: list[str], left: list[str], count: int, version: int) -> str:
+    """Who came online and who went offline; the count and version after the change."""
+    frame = {"type": "presence.delta", "joined": joined, "left": left, "count": count}
+    frame["version"] = version
+    return encode(frame)
 
 
 def history_frame(messages: list[dict], has_more: bool) -> str:
@@ -227,7 +266,8 @@ def event_frame(event: dict) -> str | None:
 
     The hub hands the same event object to each local subscriber, so the JSON is built once
     per event and process, not once per socket. None for events that are not forwarded
-    as frames (removals and logouts close sockets).
+    as frames (removals and logouts close sockets; presence is per socket, see
+    ``chat.outbox``).
     """
     frame = event.get("_frame", False)
     if frame is False:
@@ -238,8 +278,6 @@ def event_frame(event: dict) -> str | None:
             frame = encode({"type": "message.deleted", "id": event["id"]})
         elif kind == "typing":
             frame = encode({"type": "typing", "user": event["user"]})
-        elif kind == "presence":
-            frame = presence_frame(event["online"])
         else:
             frame = None
         event["_frame"] = frame

@@ -10,12 +10,16 @@ import re
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from playwright.async_api import expect
 
+from bench.data import create_sessions
 from chat import services
 from chat.models import Message
 from chat.tests.factories import add_messages, post
 from streamsite.testing.browser import session_cookie_for
+from streamsite.testing.chat import RemoteChatSocket
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_server]
 
@@ -175,10 +179,46 @@ async def test_presence_drops_a_user_who_closes_the_page(
     alice = await open_room(browser, live_server_asgi, user, lobby)
     bob = await open_room(browser, live_server_asgi, other_user, lobby)
     await expect(online(alice)).to_have_text(["alice", "bob"], timeout=DELIVERY_MS)
+    await expect(alice.get_by_test_id("chat-online-count")).to_have_text("2 online")
 
     await bob.close()
 
     await expect(online(alice)).to_have_text(["alice"], timeout=DELIVERY_MS)
+    await expect(alice.get_by_test_id("chat-online-count")).to_have_text("1 online")
+
+
+async def test_a_big_room_lists_the_first_names_and_shows_more_on_request(
+    browser, live_server_asgi, lobby, user, password_hash
+):
+    """120 people online: the page lists the first 100 with the count; Show more lists
+    the rest."""
+
+    def create_crowd() -> list[str]:
+        model = get_user_model()
+        crowd = model.objects.bulk_create(
+            [model(username=f"guest{n:03d}", password=password_hash) for n in range(119)]
+        )
+        return create_sessions([member.pk for member in crowd])
+
+    sessions = await sync_to_async(create_crowd)()
+    url = f"{live_server_asgi.ws_url}/ws/chat/lobby/"
+    sockets = [RemoteChatSocket(url, {settings.SESSION_COOKIE_NAME: key}) for key in sessions]
+    try:
+        for socket in sockets:
+            await socket.connect()
+            await socket.joined()
+        alice = await open_room(browser, live_server_asgi, user, lobby)
+        everyone = sorted([*(f"guest{n:03d}" for n in range(119)), "alice"])
+        await expect(online(alice)).to_have_text(everyone[:100], timeout=DELIVERY_MS)
+        await expect(alice.get_by_test_id("chat-online-count")).to_have_text("120 online")
+        await alice.get_by_test_id("chat-presence").get_by_role("button", name="Show more").click()
+        await expect(online(alice)).to_have_text(everyone, timeout=DELIVERY_MS)
+        await expect(
+            alice.get_by_test_id("chat-presence").get_by_role("button", name="Show more")
+        ).to_be_hidden()
+    finally:
+        for socket in sockets:
+            await socket.disconnect()
 
 
 # Losing the server -----------------------------------------------------------------------

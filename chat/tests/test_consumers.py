@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 
 from chat import services
 from chat.models import Membership, Message
-from chat.presence import close_presence
+from chat.presence import close_presence, get_presence
 from chat.tests.factories import add_messages
 from notifications.models import Notification
 from streamsite.streaming.hub import close_hub
@@ -98,7 +98,13 @@ async def test_join_sends_presence_then_the_latest_50_messages(connect, user, ot
     await db(add_messages, lobby, other_user, 60)
     socket = await connect(user, "lobby", joined=False)
     presence, history = await socket.joined()
-    assert presence == {"type": "presence", "online": [user.username]}
+    assert presence == {
+        "type": "presence",
+        "online": [user.username],
+        "count": 1,
+        "more": False,
+        "version": presence["version"],
+    }
     ids = [message["id"] for message in history["messages"]]
     assert len(ids) == 50 and ids == sorted(ids)
     latest = await db(lambda: list(Message.objects.order_by("-id").values_list("id", flat=True)))
@@ -266,6 +272,8 @@ async def test_every_action_rechecks_permission(connect, user, private_room):
     await socket.send({"type": "resume", "after": 0})
     assert (await socket.until_type("error"))["code"] == "forbidden"
     await socket.send({"type": "typing"})
+    assert (await socket.until_type("error"))["code"] == "forbidden"
+    await socket.send({"type": "presence.more", "after": "alice"})
     assert (await socket.until_type("error"))["code"] == "forbidden"
     assert await db(Message.objects.count) == 0
 
@@ -442,14 +450,60 @@ async def test_too_many_pending_reads_are_refused(connect, user, lobby):
 async def test_presence_follows_sockets_across_tabs(connect, user, other_user, lobby):
     bob = await connect(other_user, "lobby")
     tab1 = await connect(user, "lobby")
-    assert (await bob.until_type("presence"))["online"] == ["alice", "bob"]
+    joined = await bob.until_type("presence.delta")
+    assert (joined["joined"], joined["left"], joined["count"]) == (["alice"], [], 2)
     tab2 = await connect(user, "lobby")
     await tab2.disconnect()
+    await get_presence().wait_until_published()
     await tab1.ping()
     await bob.ping()
-    assert [f for f in bob.frames if f["type"] == "presence"][-1]["online"] == ["alice", "bob"]
+    assert [f for f in bob.frames if f["type"] == "presence.delta"] == [joined]
     await tab1.disconnect()
-    assert (await bob.until_type("presence"))["online"] == ["bob"]
+    left = await bob.until_type("presence.delta")
+    assert (left["joined"], left["left"], left["count"]) == ([], ["alice"], 1)
+    assert left["version"] > joined["version"]
+
+
+async def test_a_big_room_sends_a_capped_snapshot_then_only_the_changes(connect, user, lobby):
+    """300 people join around a socket: it gets the first 100 names and the count, then
+    frames holding only the names that changed, and pages for the rest on request."""
+    room_id, presence = lobby.pk, get_presence()
+    names = [f"user{n:03d}" for n in range(300)]
+    await asyncio.gather(*(presence.join(room_id, 10**6 + n, names[n]) for n in range(120)))
+    socket = await connect(user, "lobby", joined=False)
+    snapshot, _history = await socket.joined()
+    everyone = sorted([*names, "alice"])
+    assert snapshot["online"] == everyone[:100]
+    assert (snapshot["count"], snapshot["more"]) == (121, True)
+
+    for n in range(120, 300):
+        await presence.join(room_id, 10**6 + n, names[n])
+    await presence.wait_until_published()
+    await socket.ping()
+    deltas = [f for f in socket.frames if f["type"] == "presence.delta"]
+    assert deltas, "no presence.delta frame"
+    assert all(not delta["left"] for delta in deltas)
+    assert sorted(name for delta in deltas for name in delta["joined"]) == names[120:]
+    assert deltas[-1]["count"] == 301
+    assert all(delta["version"] > snapshot["version"] for delta in deltas)
+
+    paged, after = list(snapshot["online"]), snapshot["online"][-1]
+    while True:
+        await socket.send({"type": "presence.more", "after": after})
+        page = await socket.until_type("presence.page")
+        assert page["after"] == after and len(page["online"]) <= 100
+        paged += page["online"]
+        if not page["more"]:
+            break
+        after = page["online"][-1]
+    assert paged == everyone
+    await asyncio.gather(*(presence.leave(room_id, 10**6 + n) for n in range(300)))
+
+
+async def test_paging_after_a_name_that_is_not_a_string_is_invalid(connect, user, lobby):
+    socket = await connect(user, "lobby")
+    await socket.send({"type": "presence.more", "after": 5})
+    assert (await socket.until_type("error"))["code"] == "invalid"
 
 
 def test_user_model_has_usernames():

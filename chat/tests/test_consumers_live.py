@@ -3,15 +3,18 @@
 import asyncio
 import os
 import signal
+import time
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
+from bench.data import create_sessions
 from chat.models import Message
 from chat.tests.factories import add_messages, room_with
 from streamsite.testing.chat import RemoteChatSocket
@@ -41,6 +44,15 @@ async def open_socket():
     yield open_one
     for socket in sockets:
         await socket.disconnect()
+
+
+def delta(frame: dict, joined=(), left=()) -> bool:
+    """Whether ``frame`` is a presence delta holding these changes (and maybe others)."""
+    return (
+        frame.get("type") == "presence.delta"
+        and set(joined) <= set(frame["joined"])
+        and set(left) <= set(frame["left"])
+    )
 
 
 @pytest.fixture
@@ -90,15 +102,15 @@ async def test_two_processes_share_the_room_and_presence(
     first, second = live_server_factory("uvicorn"), live_server_factory("daphne")
     alice = await open_socket(first, user)
     bob = await open_socket(second, other_user)
-    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice", "bob"])
+    await alice.until(lambda f: delta(f, joined=["bob"]))
     bob_presence = [f for f in bob.frames if f["type"] == "presence"][-1]
-    assert bob_presence["online"] == ["alice", "bob"]
+    assert (bob_presence["online"], bob_presence["count"]) == (["alice", "bob"], 2)
     await alice.send_message("from A")
     assert (await bob.until_type("message"))["message"]["body"] == "from A"
     await bob.send_message("from B")
     await alice.until(lambda f: f.get("type") == "message" and f["message"]["body"] == "from B")
     await bob.disconnect()
-    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice"])
+    await alice.until(lambda f: delta(f, left=["bob"]))
 
 
 async def test_a_crashed_process_users_leave_presence_within_the_ttl(
@@ -112,10 +124,10 @@ async def test_a_crashed_process_users_leave_presence_within_the_ttl(
     doomed = live_server_factory("uvicorn", CHAT_PRESENCE_TTL_SECONDS=ttl)
     alice = await open_socket(survivor, user)
     await open_socket(doomed, other_user)
-    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice", "bob"])
+    await alice.until(lambda f: delta(f, joined=["bob"]))
     os.killpg(doomed.process.pid, signal.SIGKILL)
     started = asyncio.get_running_loop().time()
-    await alice.until(lambda f: f.get("type") == "presence" and f["online"] == ["alice"], 15)
+    await alice.until(lambda f: delta(f, left=["bob"]), 15)
     # Within the TTL plus one refresh period of the survivor.
     assert asyncio.get_running_loop().time() - started < 3 + 1 + 2
 
@@ -178,3 +190,70 @@ async def test_export_lists_what_the_socket_sent(live_server_asgi, open_socket, 
     assert response.status_code == 200
     assert b'"exported"' in response.content
     assert await sync_to_async(Message.objects.count)() == 1
+
+
+#: Sockets of distinct users in one room on one server process (the benchmark does 10,000).
+CROWD = 2000
+
+
+@pytest.mark.timeout(120)  # about 30 s on 2 busy cores: the pytest default is 60
+async def test_a_crowd_joins_one_room_and_presence_stays_small(
+    live_server_factory, password_hash, lobby_room
+):
+    """2,000 users join one room on one process: none is refused, every socket gets a
+    message sent to the room, and each socket's presence traffic is the names that
+    changed (each at most once), not the room over and over."""
+    server = live_server_factory("uvicorn")
+
+    def create_crowd() -> list[str]:
+        model = get_user_model()
+        users = model.objects.bulk_create(
+            [model(username=f"crowd{n:05d}", password=password_hash) for n in range(CROWD)]
+        )
+        return create_sessions([member.pk for member in users])
+
+    sessions = await sync_to_async(create_crowd)()
+    url = f"{server.ws_url}/ws/chat/lobby/"
+    sockets = [RemoteChatSocket(url, {settings.SESSION_COOKIE_NAME: key}) for key in sessions]
+    handshakes = asyncio.Semaphore(64)
+
+    async def join(socket: RemoteChatSocket) -> dict:
+        async with handshakes:
+            await socket.connect()
+        snapshot, _history = await socket.joined()
+        return snapshot
+
+    started = time.monotonic()
+    try:
+        snapshots = await asyncio.gather(*(join(socket) for socket in sockets))
+        joined_in = time.monotonic() - started
+        assert all(len(snapshot["online"]) <= 100 for snapshot in snapshots)
+        assert snapshots[-1]["count"] >= CROWD // 2  # they join concurrently
+        # Everyone is in: the first socket's count reaches the crowd (coalesced deltas).
+        await sockets[0].until(
+            lambda f: f.get("type") == "presence.delta" and f["count"] == CROWD, 30
+        )
+        body = "to the whole crowd"
+        await sockets[1].send_message(body)
+        received = await asyncio.gather(
+            *(socket.until(lambda f: f.get("type") == "message", 30) for socket in sockets)
+        )
+        assert {frame["message"]["body"] for frame in received} == {body}
+        names = [
+            sum(
+                len(f["joined"]) + len(f["left"])
+                for f in socket.frames
+                if f["type"] == "presence.delta"
+            )
+            for socket in sockets
+        ]
+        frames = [sum(f["type"] == "presence.delta" for f in socket.frames) for socket in sockets]
+        # Each of the others came online once: no socket is told a name twice.
+        assert max(names) <= CROWD
+        print(
+            f"{CROWD} joins in {joined_in:.1f} s ({CROWD / joined_in:.0f}/s); presence per "
+            f"socket: at most {max(frames)} delta frames, {max(names)} names "
+            f"(mean {sum(names) / CROWD:.0f})"
+        )
+    finally:
+        await asyncio.gather(*(socket.disconnect() for socket in sockets))

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from chat import protocol
 from chat.events import message_event, message_payload
 from chat.outbox import RecentIds, RoomOutbox
-from chat.presence import RoomPresence
+from chat.presence import PresencePage, close_presence, delta_event, get_presence, resync_event
 from chat.tests.factories import add_messages, room_with
 from streamsite.streaming.hub import RESYNC, Subscription
 
@@ -71,7 +71,7 @@ async def start_outbox():
     async def start(room, user, *, online=(), history=(), maxsize=1000):
         socket = Socket()
         outbox = outbox_for(room, user, socket, maxsize)
-        await outbox.start(RoomPresence(list(online), 1), list(history), False)
+        await outbox.start(PresencePage(list(online), len(online), False, 10), list(history), False)
         tasks.append(asyncio.create_task(outbox.run()))
         return outbox, socket
 
@@ -142,14 +142,35 @@ async def test_resync_replays_from_the_last_id_sent(room, user, start_outbox):
     await socket.until(lambda s: s.message_ids() == [m.pk for m in messages[2:]])
 
 
-async def test_presence_is_sent_only_when_it_changes_and_never_goes_back(room, user, start_outbox):
+async def test_presence_deltas_leave_out_what_the_snapshot_holds(room, user, start_outbox):
+    """The snapshot on connect is at version 10: older changes are in it already."""
     outbox, socket = await start_outbox(room, user, online=["alice"])
-    for version, online in [(2, ["alice"]), (3, ["alice", "bob"]), (1, ["carol"])]:
-        outbox.events.push({"kind": "presence", "online": online, "version": version})
+    outbox.events.push(delta_event(room.pk, {"bob": 12}, {}, 2, 12))
+    outbox.events.push(delta_event(room.pk, {"carol": 9}, {}, 3, 9))  # older than the snapshot
+    # Coalesced while this socket connected: dave's change is in the snapshot, erin's not.
+    outbox.events.push(delta_event(room.pk, {"dave": 8, "erin": 13}, {"bob": 13}, 3, 13))
     outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
     await socket.until(lambda s: s.frames[-1]["type"] == "typing")
-    presence = [f["online"] for f in socket.frames if f["type"] == "presence"]
-    assert presence == [["alice"], ["alice", "bob"]]
+    assert [f for f in socket.frames if f["type"] == "presence.delta"] == [
+        {"type": "presence.delta", "joined": ["bob"], "left": [], "count": 2, "version": 12},
+        {"type": "presence.delta", "joined": ["erin"], "left": ["bob"], "count": 3, "version": 13},
+    ]
+
+
+async def test_a_presence_resync_reads_the_room_again(room, user, start_outbox):
+    """The store lost the room: the socket gets the first page again, as read now."""
+    outbox, socket = await start_outbox(room, user, online=["alice", "carol"])
+    try:
+        page = await get_presence().join(room.pk, 99, "zed")
+        outbox.events.push(resync_event(room.pk, page.version))
+        outbox.events.push(resync_event(room.pk, 5))  # older than the snapshot: nothing
+        outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
+        await socket.until(lambda s: s.frames[-1]["type"] == "typing")
+        snapshots = [f for f in socket.frames if f["type"] == "presence"]
+        assert [f["online"] for f in snapshots] == [["alice", "carol"], ["zed"]]
+        assert snapshots[-1]["version"] == page.version
+    finally:
+        await close_presence()
 
 
 async def test_removal_closes_a_private_room_socket_but_not_a_public_one(
@@ -191,7 +212,7 @@ async def test_nothing_is_sent_after_the_socket_closed(room, user, start_outbox)
     outbox, socket = await start_outbox(room, user)
     await outbox.close(protocol.CLOSE_TOO_LARGE)
     outbox.events.push({"kind": "typing", "user": "bob", "user_id": user.pk + 1})
-    await outbox.send_presence(["alice", "bob"], 5)
+    await outbox.send_presence(PresencePage(["alice", "bob"], 2, False, 50))
     assert [f["type"] for f in socket.frames] == ["presence", "history"]
 
 

@@ -23,8 +23,9 @@ from streamsite.streaming.redis import close_redis
 from streamsite.testing.chat import LocalChatSocket
 from streamsite.testing.live_server import session_cookies
 
-TYPES = ["message.send", "typing", "history", "resume", "read", "ping"]
+TYPES = ["message.send", "typing", "history", "resume", "read", "ping", "presence.more"]
 SERVER_TYPES = {"presence", "history", "message", "ack", "typing", "message.deleted", "pong"}
+SERVER_TYPES |= {"presence.delta", "presence.page"}
 ERROR_CODES = {"invalid", "too_long", "rate_limited", "forbidden"}
 
 json_scalars = (

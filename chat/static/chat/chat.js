@@ -50,6 +50,15 @@ function isMessage(value) {
   );
 }
 
+function isNames(value) {
+  return Array.isArray(value) && value.every((name) => typeof name === "string");
+}
+
+/** The count and version every presence frame carries. */
+function isPresence(frame) {
+  return Number.isSafeInteger(frame.count) && Number.isSafeInteger(frame.version);
+}
+
 function cookie(name) {
   for (const part of document.cookie.split(";")) {
     const [key, ...value] = part.trim().split("=");
@@ -74,7 +83,9 @@ class ChatRoom {
       deleteUrl: data.canModerate === "true" ? data.deleteUrl || "" : "",
       csrfToken: () => cookie("csrftoken") || this.form?.querySelector("[name=csrfmiddlewaretoken]")?.value || "",
     });
-    this.presence = new Presence(document);
+    this.presence = new Presence(document, {
+      onMore: (after) => this.send({ type: "presence.more", after }),
+    });
     this.typing = new Typing(root);
     this.status = new Status(root);
     this.outbox = new Outbox(this.room);
@@ -210,8 +221,15 @@ class ChatRoom {
   receive(frame) {
     switch (frame.type) {
       case "presence":
-        if (Array.isArray(frame.online)) {
-          this.presence.show(frame.online.filter((name) => typeof name === "string"));
+      case "presence.page":
+        if (isNames(frame.online) && isPresence(frame)) {
+          if (frame.type === "presence") this.presence.snapshot(frame);
+          else if (typeof frame.after === "string") this.presence.page(frame);
+        }
+        break;
+      case "presence.delta":
+        if (isNames(frame.joined) && isNames(frame.left) && isPresence(frame)) {
+          this.presence.delta(frame);
         }
         break;
       case "history":
