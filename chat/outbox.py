@@ -40,6 +40,7 @@ from chat import protocol, selectors
 from chat.events import message_payload
 from chat.presence import accept_delta, delta_send, get_presence
 from streamsite.streaming.hub import RESYNC, Subscription
+from streamsite.websocket import FrameWriter
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class RoomOutbox:
 
     __slots__ = (
         "_close",
+        "_frames",
         "_idle",
         "_inflight",
         "_pending",
@@ -148,6 +150,8 @@ class RoomOutbox:
         self.session = session
         self.events = events
         self._send = send
+        # Room frames built once per event, written as they are (uvicorn, plain sockets).
+        self._frames = FrameWriter.for_send(send)
         self._close = close
         self.sent = RecentIds(REMEMBERED_IDS)
         self.last_id = 0
@@ -321,6 +325,10 @@ class RoomOutbox:
         if message is NEEDS_TASK:
             return False
         if message is None:
+            return True
+        frames = self._frames  # the room's shared frame, written as it is when it can be
+        shared = message is event.get("_send")
+        if frames is not None and shared and frames.write(protocol.event_frame_bytes(event)):
             return True
         sending = self._send(message)
         try:

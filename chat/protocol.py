@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from chat.conf import HISTORY_MAX_LIMIT
+from streamsite.websocket import text_frame
 
 #: The largest client frame accepted, in bytes of UTF-8 (docs/protocol.md).
 MAX_FRAME_BYTES = 64 * 1024
@@ -298,3 +299,12 @@ def event_send(event: dict) -> dict:
     if message is None:
         message = event["_send"] = websocket_send(event_frame(event))
     return message
+
+
+def event_frame_bytes(event: dict) -> bytes:
+    """``event_send``'s frame as the bytes on the wire, for ``FrameWriter``: built once per
+    event and written as they are to every plain socket of the room."""
+    frame = event.get("_frame_bytes")
+    if frame is None:
+        frame = event["_frame_bytes"] = text_frame(event_send(event)["text"])
+    return frame

@@ -72,6 +72,22 @@ async def test_two_users_chat_on_a_real_server(
     await alice.until_type("ack")
 
 
+async def test_compression_offered_as_chromium_does_is_declined(
+    live_server_asgi, open_socket, user, other_user, lobby_room
+):
+    """Chromium offers permessage-deflate on every socket; both servers decline it, so a
+    room's frame is built once and written as it is to every socket (FrameWriter under
+    uvicorn): a long message with non-ASCII text still arrives whole."""
+    alice = await open_socket(live_server_asgi, user)
+    bob = await open_socket(live_server_asgi, other_user)
+    for socket in (alice, bob):
+        assert socket.connection.response.headers.get("Sec-WebSocket-Extensions") is None
+    body = "é ünïcode ✓ " * 300  # 3,600 characters: a frame with the 16-bit length
+    await alice.send_message(body)
+    frame = await bob.until_type("message")
+    assert frame["message"]["body"] == body.strip()
+
+
 async def test_a_foreign_origin_is_refused_at_the_handshake(live_server_asgi, user, lobby_room):
     cookies = await sync_to_async(session_cookies)(user)
     cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
