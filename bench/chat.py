@@ -213,8 +213,9 @@ class ChatBench:
         self.record = record
         self.profile_dir: Path | None = None
 
-    def server(self, app: str, workers: int, label: str) -> ChatServer:
-        return ChatServer(app, workers, self.env, self.log_dir, f"{app}-w{workers}-{label}")
+    def server(self, app: str, workers: int, label: str, deflate: bool = False) -> ChatServer:
+        name = f"{app}-w{workers}-{label}"
+        return ChatServer(app, workers, self.env, self.log_dir, name, deflate)
 
 
 # Main ------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def idle(bench: ChatBench, app: str, compression: bool = False) -> None:
     args = bench.args
     rooms = [f"idle-{i}" for i in range(args.idle_rooms)]
     label = "idle-deflate" if compression else "idle"
-    with bench.server(app, 1, label) as server:
+    with bench.server(app, 1, label, deflate=compression) as server:
         warm_up(bench, server, app, rooms[0])
         rss_before, threads_before = server.rss_kb(), server.threads()
         n = args.idle_n
@@ -257,7 +257,7 @@ def room(
     seconds = args.soak_seconds if soak else args.seconds
     count = max(1, round(rate * seconds))
     label = f"{'soak' if soak else 'room'}-r{rate}-{repeat}{'-deflate' if compression else ''}"
-    with bench.server(app, workers, label) as server:
+    with bench.server(app, workers, label, deflate=compression) as server:
         pids = server.worker_pids()
         rss_start = server.rss_kb()
         frames_before = sum(s["frames"] for s in bench.clients.all({"cmd": "stats"}, SLACK))

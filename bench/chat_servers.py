@@ -26,12 +26,23 @@ class ChatServer(Server):
     """``app`` (streamsite or baseline) on uvicorn with ``workers`` processes, or the
     ``websockets`` floor (``bench.floor_ws``, one process)."""
 
-    def __init__(self, app: str, workers: int, env: dict, log_dir, label: str) -> None:
+    def __init__(
+        self, app: str, workers: int, env: dict, log_dir, label: str, deflate: bool = False
+    ) -> None:
         super().__init__("uvicorn", env, log_dir, label)
         self.app = app
         self.workers = workers
+        #: streamsite with permessage-deflate accepted (``serve`` declines it): the
+        #: production command line with that one flag turned, to measure what it costs.
+        self.deflate = deflate
 
     def command(self, fd: int) -> list[str]:
+        if self.app == "streamsite" and self.deflate:
+            from streamsite.management.commands.serve import uvicorn_argv
+
+            argv = uvicorn_argv(host="", port=0, workers=self.workers, fd=fd)
+            argv[argv.index("--ws-per-message-deflate") + 1] = "true"
+            return argv
         if self.app == "streamsite":
             return [
                 sys.executable, "manage.py", "serve", "--fd", str(fd),
