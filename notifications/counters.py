@@ -38,18 +38,27 @@ def counters_increment(user_ids: list[int], by: int = 1) -> dict[int, int]:
         return {}
     table = _table()
     # A row created here starts with every existing announcement read, as one created
-    # with the user does (``counter_create``): announcements before it are not news.
+    # with the user does (``counter_create``): announcements before it are not news. The
+    # newest announcement is looked up once per statement: repeated in each VALUES row,
+    # PostgreSQL planned 1,000 subqueries (74 ms of planning for 1,000 recipients).
     notification = connection.ops.quote_name(Notification._meta.db_table)
-    latest = f"SELECT COALESCE(MAX(id), 0) FROM {notification} WHERE recipient_id IS NULL"  # noqa: S608
-    values = ", ".join([f"(%s, %s, ({latest}))"] * len(ids))
-    params: list[int] = []
-    for user_id in ids:
-        params += [user_id, by]
+    if connection.vendor == "postgresql":
+        # The ids as one array parameter: no statement text or parameters per recipient.
+        rows, params = "unnest(%s::bigint[]) AS given (user_id)", [ids]
+    else:
+        # SQLite names a VALUES list's columns column1, column2...
+        placeholders = ", ".join(["(%s)"] * len(ids))
+        rows = f"(SELECT column1 AS user_id FROM (VALUES {placeholders})) AS given"  # noqa: S608
+        params = ids
     # INSERT ... ON CONFLICT ... RETURNING: PostgreSQL 9.5+ and SQLite 3.35+ alike. Only
-    # the models' quoted table names are interpolated; every value is a parameter.
+    # the models' quoted table names are interpolated; every value is a parameter. The
+    # WHERE is for SQLite's parser, which needs one before ON CONFLICT.
     sql = (
-        f"INSERT INTO {table} (user_id, unread, announcements_read_up_to) "  # noqa: S608
-        f"VALUES {values} "
+        "WITH latest AS (SELECT COALESCE(MAX(id), 0) AS id FROM "  # noqa: S608
+        f"{notification} WHERE recipient_id IS NULL) "
+        f"INSERT INTO {table} (user_id, unread, announcements_read_up_to) "
+        f"SELECT given.user_id, {int(by)}, latest.id FROM latest, {rows} WHERE true "
+        "ORDER BY given.user_id "
         f"ON CONFLICT (user_id) DO UPDATE SET unread = {table}.unread + excluded.unread "
         f"RETURNING user_id, unread"
     )

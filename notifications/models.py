@@ -53,12 +53,8 @@ class Notification(models.Model):
         indexes = [
             # Resume and list: a user's notifications by id.
             models.Index(fields=["recipient", "id"], name="notification_recipient_id"),
-            # The unread badge: small, since most notifications end up read.
-            models.Index(
-                fields=["recipient"],
-                condition=Q(read_at__isnull=True),
-                name="notification_unread",
-            ),
+            # No index on unread rows: the badge reads a counter (UnreadCounter), and every
+            # index is one more random write per row of a broadcast into a long history.
             # Announcements by id: a stream's replay and a user's unread announcements.
             models.Index(
                 fields=["id"],
