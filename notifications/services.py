@@ -200,13 +200,9 @@ def notification_mark_read(*, user, notification_id: int) -> bool:
 def _announcement_mark_read(user_id: int, notification_id: int) -> int:
     """Record that the user read this announcement; 1 if that is news, else 0."""
     counters.counter_lock(user_id)  # serialises with the user's mark-all-read
-    watermark = (
-        UnreadCounter.objects.filter(user_id=user_id)
-        .values_list("announcements_read_up_to", flat=True)
-        .first()
-    )
+    _own, watermark = selectors.counter_of(user_id)
     is_unread_announcement = Notification.objects.filter(
-        pk=notification_id, recipient__isnull=True, id__gt=watermark or 0
+        pk=notification_id, recipient__isnull=True, id__gt=watermark
     ).exists()
     if not is_unread_announcement:
         return 0
