@@ -75,6 +75,19 @@ def csrf_trusted_origins(name: str, environ: Mapping[str, str] = os.environ) -> 
     return origins
 
 
+def env_http_url(name: str, environ: Mapping[str, str] = os.environ) -> str:
+    """Return the http(s) base URL in ``name`` without its trailing slash, or "" if unset."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{name}={raw!r} is not an http(s) URL: write it like http://127.0.0.1:11434/v1"
+        )
+    return raw.rstrip("/")
+
+
 def secret_key(debug: bool, environ: Mapping[str, str] = os.environ) -> str:
     """Return ``DJANGO_SECRET_KEY``; only a development server may run without one."""
     key = environ.get("DJANGO_SECRET_KEY", "").strip()

@@ -15,6 +15,7 @@ from streamsite.env import (
     csrf_trusted_origins,
     database_from_url,
     env_bool,
+    env_http_url,
     env_int,
     env_list,
     secret_key,
@@ -64,6 +65,30 @@ try:
     # Shared state that must hold across processes (rate limits, presence) lives in this
     # Redis when it is set, in the process otherwise (the embedded, single-process default).
     REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+    # The assistant's upstream: any OpenAI-compatible chat-completions API (OpenAI, vLLM,
+    # Ollama, llama.cpp's server, LiteLLM), from its /v1 base URL. Unset: the offline docs
+    # assistant answers from docs/ and README.md, so `make run` needs no network.
+    LLM_BASE_URL = env_http_url("LLM_BASE_URL")
+    LLM_API_KEY = os.environ.get("LLM_API_KEY", "").strip()
+    LLM_MODEL = os.environ.get("LLM_MODEL", "").strip() or "gpt-4o-mini"
+    # Connect, first-token and between-chunk (stall) timeout of upstream calls.
+    LLM_TIMEOUT_SECONDS = env_int("LLM_TIMEOUT_SECONDS", 30, minimum=1)
+    LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 1024, minimum=1)
+    # Pace of the offline docs assistant, so the whole streaming path is exercised.
+    LLM_OFFLINE_TOKENS_PER_SECOND = env_int("LLM_OFFLINE_TOKENS_PER_SECOND", 30, minimum=1)
+    # Answers one user may have running at once (over it: 409 with the running one's URL).
+    ASSISTANT_MAX_CONCURRENT = env_int("ASSISTANT_MAX_CONCURRENT", 2, minimum=1)
+    # Tokens (prompt and answer, as reported or estimated) one user may spend per UTC day.
+    ASSISTANT_DAILY_TOKENS = env_int("ASSISTANT_DAILY_TOKENS", 200_000, minimum=1)
+    # Longest question, in characters after trimming.
+    ASSISTANT_MAX_PROMPT_LENGTH = env_int("ASSISTANT_MAX_PROMPT_LENGTH", 8000, minimum=1)
+    # An answer whose process stopped renewing its liveness mark this long ago (a crash,
+    # kill -9) is marked interrupted by whichever process notices first.
+    ASSISTANT_INTERRUPTED_AFTER_SECONDS = env_int(
+        "ASSISTANT_INTERRUPTED_AFTER_SECONDS", 15, minimum=3
+    )
+    # Text received from the upstream is stored and published at most this often.
+    ASSISTANT_FLUSH_MILLISECONDS = env_int("ASSISTANT_FLUSH_MILLISECONDS", 50, minimum=1)
 except ConfigError as error:
     # One line naming the variable, not a traceback: this is the operator's mistake.
     sys.stderr.write(f"streamsite: configuration error: {error}\n")
@@ -83,6 +108,7 @@ INSTALLED_APPS = [
     "streamsite",
     "notifications",
     "chat",
+    "assistant",
 ]
 
 # Django's stock middleware, adapted to run on the event loop (streamsite/middleware.py):
@@ -169,7 +195,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         name: {"handlers": ["console"], "level": "INFO", "propagate": False}
-        for name in ("streamsite", "notifications", "chat")
+        for name in ("streamsite", "notifications", "chat", "assistant")
     },
 }
 

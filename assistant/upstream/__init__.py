@@ -1,0 +1,1 @@
+"""Where answers come from: an OpenAI-compatible server, or the offline docs assistant."""
