@@ -11,4 +11,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("notifications/", include("notifications.urls")),
     path("chat/", include("chat.urls")),
+    path("assistant/", include("assistant.urls")),
 ]

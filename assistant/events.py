@@ -1,0 +1,95 @@
+"""What the assistant publishes: hub keys and event shapes (JSON-safe primitives only).
+
+A conversation's viewers (every tab, the POST that asked) subscribe to its key and receive:
+
+- ``turn``: a new answer (and the question it answers) was created;
+- ``delta``: text appended to an answer, committed before it was published: ``start`` is
+  where it begins, ``position`` where it ends (the answer's stored length after it);
+- ``done``: the answer reached a final status; ``position`` is its final length (a Stop can
+  cut the text back to what the stopping client had shown).
+
+The process generating an answer subscribes to its control key, where a Stop from any
+process arrives at once (the database says so too: the generator sees a stopped answer at
+its next write, should the layer drop the message).
+"""
+
+from __future__ import annotations
+
+
+def conversation_key(conversation_id: int) -> str:
+    """The hub key of one conversation's viewers."""
+    return f"assistant.conversation.{int(conversation_id)}"
+
+
+def control_key(answer_id: int) -> str:
+    """The hub key the process generating ``answer_id`` listens on for Stop."""
+    return f"assistant.answer.{int(answer_id)}"
+
+
+def question_payload(question) -> dict:
+    return {
+        "id": question.pk,
+        "text": question.text,
+        "author": question.author.get_username() if question.author_id else "",
+        "created_at": question.created_at.isoformat(),
+    }
+
+
+def answer_payload(answer) -> dict:
+    """An answer's metadata, without its text (which travels as deltas)."""
+    return {
+        "id": answer.pk,
+        "question": answer.question_id,
+        "continues": answer.continues_id,
+        "status": answer.status,
+        "model": answer.model,
+        "started_at": answer.started_at.isoformat(),
+    }
+
+
+def usage_payload(answer) -> dict | None:
+    if answer.prompt_tokens is None and answer.completion_tokens is None:
+        return None
+    return {
+        "prompt_tokens": answer.prompt_tokens or 0,
+        "completion_tokens": answer.completion_tokens or 0,
+        "total_tokens": answer.total_tokens,
+        "estimated": answer.usage_estimated,
+    }
+
+
+def turn_event(question, answer) -> dict:
+    return {
+        "kind": "turn",
+        "answer": answer.pk,
+        "question": question_payload(question),
+        "meta": answer_payload(answer),
+    }
+
+
+def delta_event(answer_id: int, start: int, text: str) -> dict:
+    """``text`` stored at ``start``; positions count code points."""
+    return {
+        "kind": "delta",
+        "answer": answer_id,
+        "start": start,
+        "position": start + len(text),
+        "text": text,
+    }
+
+
+def done_event(answer) -> dict:
+    return {
+        "kind": "done",
+        "answer": answer.pk,
+        "status": answer.status,
+        "position": answer.position,
+        "finish_reason": answer.finish_reason or None,
+        "error": answer.error or None,
+        "usage": usage_payload(answer),
+        "first_token_ms": answer.first_token_ms,
+    }
+
+
+def stop_event(answer_id: int) -> dict:
+    return {"kind": "stop", "answer": answer_id}

@@ -1,0 +1,276 @@
+"""Generating answers: one task per answer, owned by the process, not by a request.
+
+A generation belongs to its conversation, not to the connection that asked: closing the tab
+does not stop it (the POST's stream is only one of its viewers). It ends when the upstream
+finishes or fails, or when a Stop arrives from any process:
+
+- the Stop service cuts and finishes the answer in the database and publishes to the
+  answer's control key, where this process' generation listens (through the hub); the
+  generation then cancels its reader at once, which closes the upstream HTTP response, so
+  the upstream sees the disconnect and stops generating (and billing);
+- should that message be lost, the generation's next write finds the answer no longer
+  streaming (``services.answer_append`` is guarded by status) and stops the same way.
+
+Text is written in coalesced flushes: the first at once (time to first token), then at most
+one per ``ASSISTANT_FLUSH_MILLISECONDS`` with everything received meanwhile, each committed
+before it is published. The process renews the liveness mark of its running answers every
+third of ``ASSISTANT_INTERRUPTED_AFTER_SECONDS`` and marks crashed processes' answers
+interrupted (``services.answers_interrupt_stale``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from contextlib import aclosing
+
+from django.conf import settings
+
+from assistant import events, selectors, services
+from assistant.models import Answer
+from assistant.upstream import get_provider
+from assistant.upstream.base import Provider, UpstreamError, Usage
+from streamsite.streaming.db import db_call
+from streamsite.streaming.hub import get_hub
+
+logger = logging.getLogger(__name__)
+
+#: Consecutive failed writes (the database is away) before a generation gives up; the
+#: answer is then interrupted by the sweep, keeping what was stored.
+MAX_WRITE_FAILURES = 20
+
+
+class Generation:
+    """One answer being generated in this process."""
+
+    def __init__(self, answer: Answer, messages: list[dict], provider: Provider) -> None:
+        self.answer_id = answer.pk
+        self.conversation_id = answer.conversation_id
+        self.owner_id = answer.owner_id
+        self.position = answer.position
+        self.messages = messages
+        self.provider = provider
+        self.pending: list[str] = []
+        self.received = 0
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.stop_requested = False
+        self.wake = asyncio.Event()
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.first_written = False
+        self._reader: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        hub = get_hub()
+        async with hub.subscribe(events.control_key(self.answer_id), maxsize=4) as control:
+            control.direct = self._on_control
+            self._reader = reader = asyncio.create_task(self._read())
+            reader.add_done_callback(lambda _: self.wake.set())
+            try:
+                stopped = await self._write_until_done(reader)
+            finally:
+                # Cancelling the reader closes the upstream response (stream_reply runs
+                # under aclosing and ``async with`` on the HTTP response).
+                if not reader.done():
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reader
+        await self._finish(reader, stopped)
+
+    def _on_control(self, event: dict) -> bool:
+        if event.get("kind") == "stop":
+            self.stop_requested = True
+            if self._reader is not None and not self._reader.done():
+                self._reader.cancel()
+            self.wake.set()
+        return True
+
+    async def _read(self) -> None:
+        async with aclosing(self.provider.stream_reply(self.messages)) as chunks:
+            async for chunk in chunks:
+                if chunk.text:
+                    if self.first_token_at is None:
+                        self.first_token_at = time.monotonic()
+                    self.pending.append(chunk.text)
+                    self.received += len(chunk.text)
+                if chunk.finish_reason:
+                    self.finish_reason = chunk.finish_reason
+                if chunk.usage is not None:
+                    self.usage = chunk.usage
+                self.wake.set()
+
+    async def _write_until_done(self, reader: asyncio.Task) -> bool:
+        """Write what arrives until the reader ends; True if the answer was stopped."""
+        interval = settings.ASSISTANT_FLUSH_MILLISECONDS / 1000
+        last_write = float("-inf")
+        failures = 0
+        while True:
+            if self.stop_requested:
+                return True
+            timeout = None
+            if self.pending:
+                timeout = last_write + interval - time.monotonic()
+                if timeout <= 0 or reader.done():
+                    written = await self._write()
+                    last_write = time.monotonic()
+                    if written is None:
+                        failures += 1
+                        if failures >= MAX_WRITE_FAILURES:
+                            logger.error("answer %s: giving up, cannot write", self.answer_id)
+                            return True
+                        continue
+                    failures = 0
+                    if not written:
+                        return True  # stopped or interrupted meanwhile
+                    continue
+            elif reader.done():
+                return False
+            self.wake.clear()
+            if reader.done() or self.stop_requested:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _write(self) -> bool | None:
+        """Store and publish the pending text; False if stopped, None if the write failed."""
+        text = "".join(self.pending)
+        self.pending.clear()
+        first_token_ms = None
+        if not self.first_written and self.first_token_at is not None:
+            first_token_ms = round((self.first_token_at - self.started) * 1000)
+        try:
+            written = await db_call(
+                services.answer_append,
+                answer_id=self.answer_id,
+                conversation_id=self.conversation_id,
+                start=self.position,
+                text=text,
+                first_token_ms=first_token_ms,
+            )
+        except Exception:
+            logger.warning("answer %s: writing text failed; retrying", self.answer_id)
+            self.pending.insert(0, text)
+            return None
+        if written:
+            self.position += len(text)
+            self.first_written = True
+        return written
+
+    def _estimated_usage(self) -> Usage:
+        prompt = sum(len(str(message.get("content", ""))) for message in self.messages)
+        return Usage(
+            services.estimate_tokens("x" * prompt),
+            services.estimate_tokens("x" * self.received),
+            estimated=True,
+        )
+
+    async def _finish(self, reader: asyncio.Task, stopped: bool) -> None:
+        if stopped or reader.cancelled():
+            # The Stop service finished the answer; the tokens generated still count.
+            usage = self.usage or self._estimated_usage()
+            await db_call(services.usage_add, user_id=self.owner_id, tokens=usage.total_tokens)
+            return
+        error = reader.exception()
+        if error is None:
+            await db_call(
+                services.answer_finish,
+                answer_id=self.answer_id,
+                status=Answer.Status.COMPLETE,
+                finish_reason=self.finish_reason or "stop",
+                usage=self.usage or self._estimated_usage(),
+            )
+            return
+        if isinstance(error, UpstreamError):
+            reason = error.reason
+            logger.info("answer %s failed upstream: %s", self.answer_id, reason)
+        else:
+            reason = "The assistant failed unexpectedly."
+            logger.error("answer %s failed", self.answer_id, exc_info=error)
+        await db_call(
+            services.answer_finish,
+            answer_id=self.answer_id,
+            status=Answer.Status.FAILED,
+            error=reason,
+            usage=self.usage or self._estimated_usage(),
+        )
+
+
+class Runner:
+    """This process' generations, and the upkeep of their liveness marks."""
+
+    def __init__(self) -> None:
+        self.generations: dict[int, Generation] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._upkeep: asyncio.Task | None = None
+
+    def start(self, answer: Answer, messages: list[dict]) -> None:
+        generation = Generation(answer, messages, get_provider())
+        self.generations[answer.pk] = generation
+        task = asyncio.create_task(self._run(generation), name=f"answer-{answer.pk}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self.ensure_upkeep()
+
+    async def _run(self, generation: Generation) -> None:
+        try:
+            await generation.run()
+        except asyncio.CancelledError:
+            raise  # the process is shutting down: the sweep will mark it interrupted
+        except Exception:
+            logger.exception("answer %s: generation failed", generation.answer_id)
+        finally:
+            self.generations.pop(generation.answer_id, None)
+
+    def ensure_upkeep(self) -> None:
+        """Start the task that renews liveness marks and interrupts crashed processes' answers."""
+        if self._upkeep is None or self._upkeep.done():
+            self._upkeep = asyncio.create_task(self._upkeep_forever(), name="assistant-upkeep")
+
+    async def _upkeep_forever(self) -> None:
+        period = settings.ASSISTANT_INTERRUPTED_AFTER_SECONDS / 3
+        while True:
+            try:
+                await db_call(services.answers_keep_alive, list(self.generations))
+                await db_call(services.answers_interrupt_stale)
+            except Exception:
+                logger.warning("assistant upkeep failed; trying again", exc_info=True)
+            await asyncio.sleep(period)
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *([self._upkeep] if self._upkeep else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runner] = weakref.WeakKeyDictionary()
+
+
+def get_runner() -> Runner:
+    """The running loop's runner (one per server process)."""
+    loop = asyncio.get_running_loop()
+    runner = _runners.get(loop)
+    if runner is None:
+        runner = _runners[loop] = Runner()
+    return runner
+
+
+async def start_generation(answer_id: int) -> None:
+    """Start generating a stored answer in this process."""
+
+    def load():
+        answer = Answer.objects.select_related("question").get(pk=answer_id)
+        return answer, selectors.prompt_messages(answer)
+
+    answer, messages = await db_call(load)
+    get_runner().start(answer, messages)
+
+
+async def close_runner() -> None:
+    runner = _runners.pop(asyncio.get_running_loop(), None)
+    if runner is not None:
+        await runner.close()

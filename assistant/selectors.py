@@ -1,0 +1,110 @@
+"""Reads of the assistant: conversations, answers to replay, the prompt sent upstream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from django.db.models import QuerySet
+
+from assistant.models import Answer, Conversation, DailyUsage
+from streamsite.streaming.db import keyset_pages
+
+#: Earlier answers sent upstream as context with a new question.
+CONTEXT_TURNS = 20
+#: Answers read per query while replaying a conversation.
+REPLAY_PAGE = 100
+
+SYSTEM_PROMPT = (
+    "You are the assistant of streamsite, a Django site that shows how real-time features "
+    "are built. Answer briefly and plainly."
+)
+
+
+def conversations_of(user) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(owner=user)
+
+
+def conversation_of(user, conversation_id: int) -> Conversation | None:
+    """The user's conversation, or None (another user's is as absent as a missing one)."""
+    return Conversation.objects.filter(pk=conversation_id, owner_id=user.pk).first()
+
+
+def conversation_answers(conversation_id: int) -> list[Answer]:
+    """Every answer of a conversation with its question, oldest first (for the page)."""
+    return list(
+        Answer.objects.filter(conversation_id=conversation_id)
+        .select_related("question__author")
+        .order_by("id")
+    )
+
+
+def answer_of(user, answer_id: int) -> Answer | None:
+    return (
+        Answer.objects.filter(pk=answer_id, conversation__owner_id=user.pk)
+        .select_related("question__author")
+        .first()
+    )
+
+
+def running_answers_of(user_id: int) -> list[Answer]:
+    return list(Answer.objects.filter(owner_id=user_id, status=Answer.Status.STREAMING))
+
+
+def _answers_page(conversation_id: int):
+    def fetch(after_id: int, limit: int) -> list[Answer]:
+        return list(
+            Answer.objects.filter(conversation_id=conversation_id, pk__gt=after_id)
+            .select_related("question__author")
+            .order_by("id")[:limit]
+        )
+
+    return fetch
+
+
+def answers_from(conversation_id: int, answer_id: int) -> AsyncIterator[Answer]:
+    """Yield the conversation's answers from ``answer_id`` (included) on, page by page."""
+    return keyset_pages(_answers_page(conversation_id), answer_id - 1, page_size=REPLAY_PAGE)
+
+
+def prompt_messages(answer: Answer) -> list[dict]:
+    """The chat-completions messages that ask for ``answer``: context, then its question.
+
+    Context is the earlier questions with the answer each last got (complete or not). A
+    continuation also carries the text so far of the answer it goes on from.
+    """
+    earlier = list(
+        Answer.objects.filter(conversation_id=answer.conversation_id, pk__lt=answer.pk)
+        .exclude(question_id=answer.question_id)
+        .select_related("question")
+        .order_by("-id")[: CONTEXT_TURNS * 2]
+    )
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    seen_questions: set[int] = set()
+    turns = []
+    for old in earlier:  # newest first: keep each question's latest answer
+        if old.question_id in seen_questions or not old.text:
+            continue
+        seen_questions.add(old.question_id)
+        turns.append(old)
+    for old in reversed(turns[:CONTEXT_TURNS]):
+        messages.append({"role": "user", "content": old.question.text})
+        messages.append({"role": "assistant", "content": old.text})
+    messages.append({"role": "user", "content": answer.question.text})
+    if answer.continues_id is not None:
+        previous = Answer.objects.only("text").get(pk=answer.continues_id)
+        messages.append({"role": "assistant", "content": previous.text})
+        messages.append(
+            {
+                "role": "user",
+                "content": "Continue exactly where your last answer stopped. "
+                "Do not repeat anything.",
+            }
+        )
+    return messages
+
+
+def usage_today(user_id: int):
+    from django.utils import timezone
+
+    row = DailyUsage.objects.filter(user_id=user_id, day=timezone.now().date()).first()
+    return row.tokens if row else 0

@@ -1,0 +1,331 @@
+"""Writes of the assistant: questions, answers as they stream, Stop, usage; published on commit.
+
+Every change that viewers see publishes an event to ``events.conversation_key`` through
+``publish_on_commit``: a client never hears of text the database does not hold. The
+generation itself (the upstream call) runs in ``assistant.runner``; these functions are the
+only code that writes an answer.
+
+Locks, always taken in this order so that two paths cannot deadlock: the conversation's row
+(orders its answers: ids in commit order), then the user's ``DailyUsage`` row of the day
+(serialises the user's new answers, so the concurrency limit and the budget hold when two
+tabs ask at once, in two processes).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from assistant import events
+from assistant.models import Answer, Conversation, DailyUsage, Question
+from assistant.upstream.base import Usage
+from streamsite.streaming.hub import event_message
+from streamsite.streaming.publish import publish, publish_on_commit
+
+logger = logging.getLogger(__name__)
+
+Status = Answer.Status
+#: Rough characters per token, to estimate usage when an upstream reports none.
+CHARS_PER_TOKEN = 4
+#: A new conversation's title is the start of its first question.
+TITLE_LENGTH = 80
+
+
+class PromptInvalid(ValueError):
+    """The question is empty or too long; the message says which, for the user."""
+
+
+class AnswerLimitReached(Exception):
+    """The user already has ``ASSISTANT_MAX_CONCURRENT`` answers running."""
+
+    def __init__(self, running: Answer) -> None:
+        super().__init__(f"answer {running.pk} is still running")
+        self.running = running
+
+
+class BudgetExhausted(Exception):
+    """The user spent ``ASSISTANT_DAILY_TOKENS`` today; it resets at ``resets_at``."""
+
+    def __init__(self, resets_at: datetime.datetime) -> None:
+        super().__init__(f"daily token budget spent; resets at {resets_at.isoformat()}")
+        self.resets_at = resets_at
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The answer a question started (or, for a repeated ``client_id``, already had)."""
+
+    answer: Answer
+    created: bool
+
+
+def estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def clean_prompt(text) -> str:
+    """Return the question trimmed, or raise ``PromptInvalid``."""
+    if not isinstance(text, str):
+        raise PromptInvalid("The question must be text.")
+    text = text.strip()
+    if not text:
+        raise PromptInvalid("The question is empty.")
+    if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise PromptInvalid("The question holds characters that are not text.")
+    limit = settings.ASSISTANT_MAX_PROMPT_LENGTH
+    if len(text) > limit:
+        raise PromptInvalid(f"The question is longer than {limit} characters.")
+    return text
+
+
+def conversation_create(*, owner, title: str = "") -> Conversation:
+    title = " ".join(title.split())[:TITLE_LENGTH] or "New conversation"
+    return Conversation.objects.create(owner=owner, title=title)
+
+
+def question_ask(*, user, conversation_id: int, text, client_id) -> Asked:
+    """Store a question and its answer (status streaming); the caller starts the generation.
+
+    Idempotent by ``client_id``: a repeat returns the answer the first call created and
+    stores nothing. Raises ``Conversation.DoesNotExist`` for a conversation that is not the
+    user's, ``PromptInvalid``, ``AnswerLimitReached`` or ``BudgetExhausted`` (both checked
+    before anything is stored or any upstream is called).
+    """
+    client_id = uuid.UUID(str(client_id))
+    text = clean_prompt(text)
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id, owner=user)
+        earlier = (
+            Answer.objects.filter(
+                question__conversation=conversation, question__client_id=client_id
+            )
+            .order_by("id")
+            .first()
+        )
+        if earlier is not None:
+            return Asked(earlier, created=False)
+        _check_limits(user)
+        question = Question.objects.create(
+            conversation=conversation, author=user, text=text, client_id=client_id
+        )
+        if not conversation.questions.exclude(pk=question.pk).exists():
+            conversation.title = " ".join(text.split())[:TITLE_LENGTH]
+        answer = _answer_create(conversation, question, user)
+        return Asked(answer, created=True)
+
+
+def answer_retry(*, user, answer_id: int, continues: bool = False) -> Answer:
+    """Start a new answer to the question of a finished one: again, or going on from it.
+
+    ``continues`` makes the new answer go on from the old one's text (for an interrupted or
+    stopped answer); otherwise it answers the question afresh (for a failed one).
+    """
+    with transaction.atomic():
+        old = Answer.objects.select_related("question").get(pk=answer_id, conversation__owner=user)
+        conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
+        if old.is_streaming:
+            raise AnswerLimitReached(old)
+        _check_limits(user)
+        return _answer_create(
+            conversation, old.question, user, continues=old if continues else None
+        )
+
+
+def _check_limits(user) -> None:
+    """Take the user's lock (today's usage row) and refuse over the limits."""
+    today = timezone.now().date()
+    DailyUsage.objects.bulk_create([DailyUsage(user=user, day=today)], ignore_conflicts=True)
+    usage = DailyUsage.objects.select_for_update().get(user=user, day=today)
+    running = Answer.objects.filter(owner=user, status=Status.STREAMING).order_by("id")
+    limit = settings.ASSISTANT_MAX_CONCURRENT
+    found = list(running[:limit])
+    if len(found) >= limit:
+        raise AnswerLimitReached(found[0])
+    if usage.tokens >= settings.ASSISTANT_DAILY_TOKENS:
+        midnight = datetime.datetime.combine(
+            today + datetime.timedelta(days=1), datetime.time(), tzinfo=datetime.UTC
+        )
+        raise BudgetExhausted(midnight)
+
+
+def _answer_create(conversation, question, user, *, continues: Answer | None = None) -> Answer:
+    from assistant.upstream import get_provider
+
+    now = timezone.now()
+    answer = Answer.objects.create(
+        conversation=conversation,
+        question=question,
+        owner=user,
+        continues=continues,
+        model=get_provider().name[:200],
+        started_at=now,
+        alive_at=now,
+    )
+    conversation.updated_at = now
+    conversation.save(update_fields=["title", "updated_at"])
+    publish_on_commit(events.conversation_key(conversation.pk), events.turn_event(question, answer))
+    return answer
+
+
+def answer_append(
+    *, answer_id: int, conversation_id: int, start: int, text: str, first_token_ms=None
+) -> bool:
+    """Append ``text`` at ``start`` to a streaming answer; False if it is no longer streaming.
+
+    One UPDATE guarded by status and position: a Stop (which cuts the text and ends the
+    answer) or another writer cannot be overwritten, and the generator learns here, at its
+    next write, that it must stop, should the Stop's message have been lost.
+    """
+    if not text:
+        return True
+    fields = {
+        "text": Concat(F("text"), Value(text)),
+        "position": F("position") + len(text),
+        "alive_at": timezone.now(),
+    }
+    if first_token_ms is not None:
+        fields["first_token_ms"] = first_token_ms
+    with transaction.atomic():
+        changed = Answer.objects.filter(
+            pk=answer_id, status=Status.STREAMING, position=start
+        ).update(**fields)
+        if changed:
+            publish_on_commit(
+                events.conversation_key(conversation_id),
+                events.delta_event(answer_id, start, text),
+            )
+    return bool(changed)
+
+
+def answers_keep_alive(answer_ids: list[int]) -> int:
+    """Renew the liveness mark of the answers this process is generating (one UPDATE)."""
+    if not answer_ids:
+        return 0
+    return Answer.objects.filter(pk__in=answer_ids, status=Status.STREAMING).update(
+        alive_at=timezone.now()
+    )
+
+
+def answer_finish(
+    *,
+    answer_id: int,
+    status: str,
+    finish_reason: str = "",
+    error: str = "",
+    usage: Usage | None = None,
+) -> Answer | None:
+    """Give a streaming answer its final status; None if it was no longer streaming."""
+    with transaction.atomic():
+        answer = (
+            Answer.objects.select_for_update().filter(pk=answer_id, status=Status.STREAMING).first()
+        )
+        if answer is None:
+            return None
+        answer.status = status
+        answer.finish_reason = (finish_reason or "")[:40]
+        answer.error = (error or "")[:300]
+        answer.finished_at = timezone.now()
+        if usage is not None:
+            answer.prompt_tokens = usage.prompt_tokens
+            answer.completion_tokens = usage.completion_tokens
+            answer.usage_estimated = usage.estimated
+        answer.save()
+        if usage is not None:
+            usage_add(user_id=answer.owner_id, tokens=usage.total_tokens)
+        publish_on_commit(
+            events.conversation_key(answer.conversation_id), events.done_event(answer)
+        )
+        return answer
+
+
+def answer_stop(*, user, answer_id: int, position: int | None = None) -> Answer:
+    """Stop an answer from wherever it is generated, keeping the text the client showed.
+
+    Idempotent: stopping a finished answer changes nothing. ``position`` is how far the
+    stopping client had shown the text; the stored text is cut there (never lengthened), so
+    no hidden tail the user never saw stays in the conversation. Raises
+    ``Answer.DoesNotExist`` for an answer the user may not stop.
+    """
+    with transaction.atomic():
+        answer = Answer.objects.select_for_update().get(pk=answer_id)
+        if not _may_stop(user, answer):
+            raise Answer.DoesNotExist
+        if not answer.is_streaming:
+            return answer
+        cut = answer.position if position is None else max(0, min(position, answer.position))
+        answer.text = answer.text[:cut]
+        answer.position = cut
+        answer.status = Status.STOPPED
+        answer.finish_reason = "stopped"
+        answer.finished_at = timezone.now()
+        answer.save()
+        publish_on_commit(
+            events.conversation_key(answer.conversation_id), events.done_event(answer)
+        )
+        publish_on_commit(events.control_key(answer.pk), events.stop_event(answer.pk))
+        return answer
+
+
+def _may_stop(user, answer: Answer) -> bool:
+    if user.is_staff:
+        return True
+    return Conversation.objects.filter(pk=answer.conversation_id, owner=user).exists()
+
+
+def answers_interrupt_stale(*, now: datetime.datetime | None = None) -> int:
+    """Mark answers whose generating process stopped renewing them as interrupted.
+
+    Safe from every process at once: each answer is taken under a row lock and changed
+    only while still streaming. Reads only the answers streaming now (partial index).
+    """
+    now = now or timezone.now()
+    bound = now - datetime.timedelta(seconds=settings.ASSISTANT_INTERRUPTED_AFTER_SECONDS)
+    stale = list(
+        Answer.objects.filter(status=Status.STREAMING, alive_at__lt=bound).values_list(
+            "pk", flat=True
+        )
+    )
+    marked = 0
+    for answer_id in stale:
+        with transaction.atomic():
+            answer = (
+                Answer.objects.select_for_update()
+                .filter(pk=answer_id, status=Status.STREAMING, alive_at__lt=bound)
+                .first()
+            )
+            if answer is None:
+                continue
+            answer.status = Status.INTERRUPTED
+            answer.error = "The server generating this answer stopped."
+            answer.finished_at = now
+            answer.save()
+            publish_on_commit(
+                events.conversation_key(answer.conversation_id), events.done_event(answer)
+            )
+            marked += 1
+    if marked:
+        logger.info("marked %d answer(s) interrupted: their process stopped", marked)
+    return marked
+
+
+def usage_add(*, user_id: int, tokens: int) -> None:
+    """Count ``tokens`` against the user's budget for today."""
+    today = timezone.now().date()
+    DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=today)], ignore_conflicts=True)
+    DailyUsage.objects.filter(user_id=user_id, day=today).update(
+        tokens=F("tokens") + max(0, int(tokens)), answers=F("answers") + 1
+    )
+
+
+def stop_signal(answer_id: int) -> None:
+    """Tell the process generating ``answer_id`` to stop now (no database change)."""
+    key = events.control_key(answer_id)
+    publish(key, event_message(key, events.stop_event(answer_id)))
