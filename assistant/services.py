@@ -91,7 +91,7 @@ def conversation_create(*, owner, title: str = "") -> Conversation:
     return Conversation.objects.create(owner=owner, title=title)
 
 
-def question_ask(*, user, conversation_id: int, text, client_id) -> Asked:
+def question_ask(*, user, conversation_id: int, text, client_id, model: str = "") -> Asked:
     """Store a question and its answer (status streaming); the caller starts the generation.
 
     Idempotent by ``client_id``: a repeat returns the answer the first call created and
@@ -118,11 +118,11 @@ def question_ask(*, user, conversation_id: int, text, client_id) -> Asked:
         )
         if not conversation.questions.exclude(pk=question.pk).exists():
             conversation.title = " ".join(text.split())[:TITLE_LENGTH]
-        answer = _answer_create(conversation, question, user)
+        answer = _answer_create(conversation, question, user, model=model)
         return Asked(answer, created=True)
 
 
-def answer_retry(*, user, answer_id: int, continues: bool = False) -> Answer:
+def answer_retry(*, user, answer_id: int, continues: bool = False, model: str = "") -> Answer:
     """Start a new answer to the question of a finished one: again, or going on from it.
 
     ``continues`` makes the new answer go on from the old one's text (for an interrupted or
@@ -156,16 +156,16 @@ def _check_limits(user) -> None:
         raise BudgetExhausted(midnight)
 
 
-def _answer_create(conversation, question, user, *, continues: Answer | None = None) -> Answer:
-    from assistant.upstream import get_provider
-
+def _answer_create(
+    conversation, question, user, *, continues: Answer | None = None, model: str = ""
+) -> Answer:
     now = timezone.now()
     answer = Answer.objects.create(
         conversation=conversation,
         question=question,
         owner=user,
         continues=continues,
-        model=get_provider().name[:200],
+        model=model[:200],
         started_at=now,
         alive_at=now,
     )

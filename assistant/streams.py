@@ -29,7 +29,7 @@ from streamsite.streaming.sse import KEEPALIVE, encode_json_object, encode_retry
 
 #: The end of an answer's POST stream, as OpenAI-style clients expect it.
 DONE_SENTINEL = b"data: [DONE]\n\n"
-_CURSOR = re.compile(r"(\d{1,18}):(\d{1,10})")
+_CURSOR = re.compile(r"(\d{1,18}):(\d{1,10})", re.ASCII)
 
 
 def parse_cursor(raw: str | None) -> tuple[int, int] | None:
