@@ -27,8 +27,7 @@ from django.utils import timezone
 from assistant import events
 from assistant.models import Answer, Conversation, DailyUsage, Question
 from assistant.upstream.base import Usage
-from streamsite.streaming.hub import event_message
-from streamsite.streaming.publish import publish, publish_on_commit
+from streamsite.streaming.publish import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +324,26 @@ def usage_add(*, user_id: int, tokens: int) -> None:
     )
 
 
-def stop_signal(answer_id: int) -> None:
-    """Tell the process generating ``answer_id`` to stop now (no database change)."""
-    key = events.control_key(answer_id)
-    publish(key, event_message(key, events.stop_event(answer_id)))
+def answer_ready_notify(*, answer_id: int) -> None:
+    """Tell the owner their answer finished, through the notification bell.
+
+    For answers that finished while no tab showed their conversation (the runner asks
+    ``assistant.watchers``): someone who is looking needs no notification.
+    """
+    from django.urls import reverse
+
+    from notifications.services import notification_create
+
+    answer = Answer.objects.select_related("question", "owner").get(pk=answer_id)
+    url = reverse("assistant:conversation", kwargs={"conversation_id": answer.conversation_id})
+    if answer.status == Status.COMPLETE:
+        title, level = "Your answer is ready", "success"
+    else:
+        title, level = "Your answer could not be finished", "warning"
+    notification_create(
+        recipient=answer.owner,
+        title=title,
+        body=answer.question.text[:200],
+        url=f"{url}#answer-{answer.pk}",
+        level=level,
+    )
