@@ -243,6 +243,11 @@ class Runner:
                 logger.warning("assistant upkeep failed; trying again", exc_info=True)
             await asyncio.sleep(period)
 
+    async def wait_idle(self) -> None:
+        """Wait until every generation of this process has ended (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         tasks = [*self._tasks, *([self._upkeep] if self._upkeep else [])]
         for task in tasks:

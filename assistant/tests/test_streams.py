@@ -2,16 +2,15 @@
 
 import asyncio
 import random
-from contextlib import aclosing
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from assistant import events, services
 from assistant.models import Answer
-from assistant.streams import DONE_SENTINEL, ViewState, conversation_stream, parse_cursor
+from assistant.streams import DONE_SENTINEL, ViewState, parse_cursor
+from assistant.tests.streaming import Viewer
 from streamsite.streaming.hub import close_hub
-from streamsite.testing.sse import StreamReader
 
 Status = Answer.Status
 
@@ -88,41 +87,6 @@ def test_malformed_cursors_are_refused(raw):
 async def close_the_hub():
     yield
     await close_hub()
-
-
-class Viewer:
-    """A conversation stream consumed by a task, as the ASGI handler consumes it."""
-
-    def __init__(self, conversation_id, after=None, only=None):
-        self.queue = asyncio.Queue()
-        self.task = asyncio.create_task(self._consume(conversation_id, after, only))
-        self.reader = StreamReader(self._chunks())
-        self.raw = b""
-
-    async def _consume(self, conversation_id, after, only):
-        async with aclosing(conversation_stream(conversation_id, after=after, only=only)) as s:
-            async for chunk in s:
-                self.raw += chunk
-                await self.queue.put(chunk)
-        await self.queue.put(None)
-
-    async def _chunks(self):
-        while (chunk := await self.queue.get()) is not None:
-            yield chunk
-
-    def text_of(self, answer_id) -> str:
-        import json
-
-        return "".join(
-            json.loads(e["data"])["text"]
-            for e in self.reader.events
-            if e["event"] == "delta" and json.loads(e["data"])["answer"] == answer_id
-        )
-
-    async def close(self):
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
 
 
 append = sync_to_async(services.answer_append)
