@@ -64,6 +64,7 @@ class Generation:
         self.first_token_at: float | None = None
         self.first_written = False
         self._reader: asyncio.Task | None = None
+        self._reader_cancelled = False
 
     async def run(self) -> None:
         hub = get_hub()
@@ -76,19 +77,27 @@ class Generation:
             finally:
                 # Cancelling the reader closes the upstream response (stream_reply runs
                 # under aclosing and ``async with`` on the HTTP response).
-                if not reader.done():
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
+                self._cancel_reader()
+                # asyncio.wait, not a bare await: were this task cancelled meanwhile
+                # (shutdown), a bare await would cancel the reader a second time (see
+                # _cancel_reader); and the reader's own error is for _finish to read.
+                await asyncio.wait([reader])
         await self._finish(reader, stopped)
 
     def _on_control(self, event: dict) -> bool:
         if event.get("kind") == "stop":
             self.stop_requested = True
-            if self._reader is not None and not self._reader.done():
-                self._reader.cancel()
+            self._cancel_reader()
             self.wake.set()
         return True
+
+    def _cancel_reader(self) -> None:
+        """Cancel the reader once: a second cancel would interrupt its cleanup, which is
+        closing the upstream response (the connection would stay open, and billing on)."""
+        reader = self._reader
+        if reader is not None and not reader.done() and not self._reader_cancelled:
+            self._reader_cancelled = True
+            reader.cancel()
 
     async def _read(self) -> None:
         async with aclosing(self.provider.stream_reply(self.messages)) as chunks:
@@ -175,6 +184,8 @@ class Generation:
             usage = self.usage or self._estimated_usage()
             await db_call(services.usage_add, user_id=self.owner_id, tokens=usage.total_tokens)
             return
+        # Asked before the answer's end is published: the asking tab's stream ends with it.
+        watched = await get_watchers().anyone_watching(self.conversation_id)
         error = reader.exception()
         if error is None:
             finished = await db_call(
@@ -198,7 +209,7 @@ class Generation:
                 error=reason,
                 usage=self.usage or self._estimated_usage(),
             )
-        if finished is not None and not await get_watchers().anyone_watching(self.conversation_id):
+        if finished is not None and not watched:
             await db_call(services.answer_ready_notify, answer_id=self.answer_id)
 
 
