@@ -81,6 +81,8 @@ class ViewState:
 
     def replay_from(self) -> int:
         """The first answer to read from the database when catching up."""
+        if self.only is not None:
+            return self.only
         return min([*self.positions, self.latest + 1])
 
     def render_row(self, answer: Answer) -> bytes:
