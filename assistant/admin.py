@@ -14,11 +14,9 @@ related rows in the same query, and offers only filters whose choices cost no sc
 
 from __future__ import annotations
 
-import datetime
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
@@ -26,7 +24,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from assistant import services
+from assistant import selectors, services
 from assistant.models import Answer, Conversation, DailyUsage
 
 #: Answers shown inline on a conversation's page (the newest); the rest are one link away.
@@ -36,7 +34,6 @@ MODEL_FILTER_SAMPLE = 1000
 #: Users listed on the usage summary, most tokens first.
 SUMMARY_USERS = 100
 #: The summary's windows: (query value, heading, days including today).
-SUMMARY_WINDOWS = (("today", "Today", 1), ("week", "Last 7 days", 7), ("month", "Last 30 days", 30))
 #: How long a text is shown in a list or inline column.
 EXCERPT_LENGTH = 80
 
@@ -247,27 +244,6 @@ class AnswerAdmin(ViewOnlyAdmin):
 # Daily usage ------------------------------------------------------------------------------
 
 
-def usage_by_user(*, today: datetime.date, order: str, limit: int) -> list[dict]:
-    """Tokens and answers per user for each of ``SUMMARY_WINDOWS``, in one aggregate query.
-
-    Reads only the usage rows of the widest window (at most one per user and day) and
-    returns the ``limit`` users with the most tokens in the window ``order`` names.
-    """
-    oldest = max(days for _, _, days in SUMMARY_WINDOWS)
-    sums = {}
-    for name, _, days in SUMMARY_WINDOWS:
-        since = Q(day__gt=today - datetime.timedelta(days=days))
-        sums[f"tokens_{name}"] = Sum("tokens", filter=since, default=0)
-        sums[f"answers_{name}"] = Sum("answers", filter=since, default=0)
-    rows = (
-        DailyUsage.objects.filter(day__gt=today - datetime.timedelta(days=oldest), day__lte=today)
-        .values("user_id", "user__username")
-        .annotate(**sums)
-        .order_by(f"-tokens_{order}", "user__username")
-    )
-    return list(rows[:limit])
-
-
 @admin.register(DailyUsage)
 class DailyUsageAdmin(ViewOnlyAdmin):
     """Each user's tokens per UTC day, and a summary of the heaviest users (linked above it)."""
@@ -291,19 +267,19 @@ class DailyUsageAdmin(ViewOnlyAdmin):
         """Per user: tokens and answers today, in the last 7 and 30 days (top users)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        windows = [name for name, _, _ in SUMMARY_WINDOWS]
+        windows = [name for name, _, _ in selectors.SUMMARY_WINDOWS]
         order = request.GET.get("order")
         if order not in windows:
             order = "month"
         today = timezone.now().date()
-        rows = usage_by_user(today=today, order=order, limit=SUMMARY_USERS)
+        rows = selectors.usage_by_user(today=today, order=order, limit=SUMMARY_USERS)
         context = {
             **self.admin_site.each_context(request),
             "title": "Usage by user",
             "opts": self.model._meta,
             "today": today,
             "order": order,
-            "windows": SUMMARY_WINDOWS,
+            "windows": selectors.SUMMARY_WINDOWS,
             "rows": [
                 {
                     "user_id": row["user_id"],

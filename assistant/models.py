@@ -152,6 +152,8 @@ class DailyUsage(models.Model):
     class Meta:
         ordering = ["-day", "user_id"]
         verbose_name_plural = "daily usage"
+        # The usage summary reads a window of days across every user.
+        indexes = [models.Index(fields=["day"], name="assistant_usage_day")]
         constraints = [
             models.UniqueConstraint(fields=["user", "day"], name="assistant_usage_user_day"),
         ]
