@@ -27,6 +27,7 @@ import time
 import weakref
 from contextlib import aclosing
 
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 
 from assistant import events, selectors, services
@@ -50,6 +51,7 @@ class Generation:
     def __init__(self, answer: Answer, messages: list[dict], provider: Provider) -> None:
         self.answer_id = answer.pk
         self.conversation_id = answer.conversation_id
+        self.route = events.Route.of(answer)
         self.owner_id = answer.owner_id
         self.position = answer.position
         self.messages = messages
@@ -156,7 +158,7 @@ class Generation:
             written = await db_call(
                 services.answer_append,
                 answer_id=self.answer_id,
-                conversation_id=self.conversation_id,
+                route=self.route,
                 start=self.position,
                 text=text,
                 first_token_ms=first_token_ms,
@@ -209,7 +211,8 @@ class Generation:
                 error=reason,
                 usage=self.usage or self._estimated_usage(),
             )
-        if finished is not None and not watched:
+        # A room's answer is seen in the room; the conversation page is the owner's only.
+        if finished is not None and not watched and not self.route.room_key:
             await db_call(services.answer_ready_notify, answer_id=self.answer_id)
 
 
@@ -287,6 +290,36 @@ async def start_generation(answer_id: int) -> None:
 
     answer, messages = await db_call(load)
     get_runner().start(answer, messages)
+
+
+def start_generation_soon(answer_id: int) -> None:
+    """Start generating ``answer_id`` on the server's event loop, from any thread.
+
+    For synchronous code (a service's on-commit callback in a request's or ``db_call``'s
+    thread): it schedules and returns at once, never waiting on the loop (a database
+    thread waiting for the loop could wait for itself). With no server loop (a script),
+    nothing runs it, and the sweep marks it interrupted.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+        if loop is None:
+            logger.warning("answer %s: no server loop to generate it on", answer_id)
+            return
+        loop.call_soon_threadsafe(_start_task, answer_id)
+    else:
+        _start_task(answer_id)
+
+
+def _start_task(answer_id: int) -> None:
+    task = asyncio.get_running_loop().create_task(start_generation(answer_id))
+    _starting.add(task)
+    task.add_done_callback(_starting.discard)
+
+
+#: Tasks loading an answer before its generation starts (kept so they are not collected).
+_starting: set[asyncio.Task] = set()
 
 
 async def close_runner() -> None:

@@ -47,6 +47,14 @@ def answer_of(user, answer_id: int) -> Answer | None:
     )
 
 
+def answer_states(answer_ids) -> dict[int, dict]:
+    """The state of these answers, for the chat app's history: status, text so far, position."""
+    rows = Answer.objects.filter(pk__in=list(answer_ids)).values(
+        "pk", "status", "text", "position", "error", "model"
+    )
+    return {row.pop("pk"): row for row in rows}
+
+
 def running_answers_of(user_id: int) -> list[Answer]:
     return list(Answer.objects.filter(owner_id=user_id, status=Answer.Status.STREAMING))
 

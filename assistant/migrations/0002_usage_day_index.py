@@ -5,15 +5,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('assistant', '0001_initial'),
+        ("assistant", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='dailyusage',
-            index=models.Index(fields=['day'], name='assistant_usage_day'),
+            model_name="dailyusage",
+            index=models.Index(fields=["day"], name="assistant_usage_day"),
         ),
     ]

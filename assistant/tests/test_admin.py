@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from assistant import events, services
+from assistant.events import Route
 from assistant.models import Answer, Conversation, DailyUsage
 from assistant.upstream.base import Usage
 
@@ -49,7 +50,7 @@ def finish(answer: Answer, text: str, *, status=Status.COMPLETE, usage=None) -> 
     """Write ``text`` and a final status through the services, as the runner does."""
     services.answer_append(
         answer_id=answer.pk,
-        conversation_id=answer.conversation_id,
+        route=Route(answer.conversation_id),
         start=0,
         text=text,
         first_token_ms=120,
@@ -241,7 +242,7 @@ def test_stop_action_stops_a_streaming_answer_and_publishes_it(
 ):
     running = stored["running"]
     services.answer_append(
-        answer_id=running.pk, conversation_id=running.conversation_id, start=0, text="Full-du"
+        answer_id=running.pk, route=Route(running.conversation_id), start=0, text="Full-du"
     )
     with capture_published() as published:
         response = stop(staff_client, running)
