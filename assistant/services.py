@@ -337,6 +337,29 @@ def answer_stop(
         return answer
 
 
+def answer_erase(*, answer_id: int) -> None:
+    """Erase an answer's text, stopping it first if it is still being written.
+
+    For the chat app, when a moderator deletes the message that shows it: the text is then
+    neither kept in the records nor sent upstream again as context. Nothing happens for an
+    answer that no longer exists.
+    """
+    with transaction.atomic():
+        answer = Answer.objects.select_for_update().filter(pk=answer_id).first()
+        if answer is None:
+            return
+        was_streaming = answer.is_streaming
+        answer.text, answer.position = "", 0
+        if was_streaming:
+            answer.status = Status.STOPPED
+            answer.finish_reason = "stopped"
+            answer.finished_at = timezone.now()
+        answer.save()
+        if was_streaming:
+            _publish_done(answer)
+            publish_on_commit(events.control_key(answer.pk), events.stop_event(answer.pk))
+
+
 def _may_stop(user, answer: Answer) -> bool:
     if user.is_staff:
         return True

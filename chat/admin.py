@@ -24,8 +24,8 @@ class MembershipInline(admin.TabularInline):
 class RoomAdmin(admin.ModelAdmin):
     """Rooms with their members inline; members added or removed here go through services."""
 
-    list_display = ("name", "slug", "is_private", "created_at")
-    list_filter = ("is_private",)
+    list_display = ("name", "slug", "is_private", "assistant_enabled", "created_at")
+    list_filter = ("is_private", "assistant_enabled")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     date_hierarchy = "created_at"
@@ -133,8 +133,8 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ("body", "author__username")
     date_hierarchy = "created_at"
     fields = (
-        "room", "author", "body", "client_id", "created_at", "edited_at", "deleted_at",
-        "deleted_by",
+        "room", "author", "body", "assistant_answer_id", "client_id", "created_at", "edited_at",
+        "deleted_at", "deleted_by",
     )  # fmt: skip
     readonly_fields = fields
 
@@ -142,6 +142,8 @@ class MessageAdmin(admin.ModelAdmin):
     def excerpt(self, obj: Message) -> str:
         if obj.is_deleted:
             return "(deleted)"
+        if obj.is_assistant_answer:
+            return f"(the assistant's answer {obj.assistant_answer_id}, asked by {obj.author})"
         return obj.body if len(obj.body) <= 80 else obj.body[:79] + "…"
 
     @admin.display(boolean=True, ordering="deleted_at", description="deleted")

@@ -24,6 +24,12 @@ class Room(models.Model):
         default=False,
         help_text="Private rooms are seen and joined by their members (and staff) only.",
     )
+    assistant_enabled = models.BooleanField(
+        "assistant",
+        default=False,
+        help_text="The assistant answers messages that mention @assistant, for every member "
+        "to see.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -68,6 +74,10 @@ class Message(models.Model):
 
     ``client_id`` is the sender's idempotency key: a client retrying a send after a flaky
     network reuses it, and the unique constraint makes the retry store nothing.
+
+    A message can be the assistant's answer to a question asked in the room
+    (``assistant_answer_id``): its author is who asked, its ``body`` stays empty, and its
+    text, status and position live in the assistant's answer, which streams into it.
     """
 
     # No index of its own: ``chat_message_room_id`` (room, id) serves every lookup by room.
@@ -77,7 +87,8 @@ class Message(models.Model):
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages"
     )
-    # Empty only once deleted (see the constraint); chat.services.message_post refuses blanks.
+    # Empty only once deleted or for an assistant's answer (see the constraint);
+    # chat.services.message_post refuses blanks.
     body = models.TextField(
         blank=True, validators=[validate_message_length, ProhibitNullCharactersValidator()]
     )
@@ -85,6 +96,9 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The assistant's answer shown by this message (its id in the assistant app; no foreign
+    # key: the apps meet only through services and selectors). Null for people's messages.
+    assistant_answer_id = models.PositiveBigIntegerField(null=True, blank=True)
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -104,11 +118,15 @@ class Message(models.Model):
             models.UniqueConstraint(
                 fields=["room", "author", "client_id"], name="chat_message_client_id"
             ),
-            # A deleted message keeps no text, and a live one always has some: the body of a
-            # deleted message cannot leak through a read path that forgets to check.
+            # A deleted message keeps no text, and a live one always has some (a person's in
+            # its body, an answer's in the assistant's answer): the body of a deleted message
+            # cannot leak through a read path that forgets to check.
             models.CheckConstraint(
-                condition=(Q(deleted_at__isnull=True) & ~Q(body=""))
-                | (Q(deleted_at__isnull=False) & Q(body="")),
+                condition=(
+                    Q(deleted_at__isnull=True, assistant_answer_id__isnull=True) & ~Q(body="")
+                )
+                | Q(deleted_at__isnull=True, assistant_answer_id__isnull=False, body="")
+                | Q(deleted_at__isnull=False, body=""),
                 name="chat_message_body_only_while_not_deleted",
             ),
         ]
@@ -119,3 +137,7 @@ class Message(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+    @property
+    def is_assistant_answer(self) -> bool:
+        return self.assistant_answer_id is not None

@@ -5,6 +5,8 @@
   ``chat.services.message_post``); a private room, its members only (staff join first).
 - Moderate (delete messages, add and remove members): the room's moderators and staff.
 - Export: members and staff (the whole history at once is for those who belong).
+- Stop the assistant's answer: who asked, the room's moderators and staff, while they can
+  read the room.
 
 Each check takes an optional ``membership`` (the user's ``Membership`` in the room, or
 None) for callers that already have it; without it, the check looks it up only when the
@@ -96,3 +98,15 @@ def can_export(user, room: Room, membership=UNKNOWN) -> bool:
     if not is_active_user(user):
         return False
     return user.is_staff or _resolve(user, room, membership) is not None
+
+
+def can_stop_answer(user, room: Room, message, membership=UNKNOWN) -> bool:
+    """Whether the user may stop the assistant's answer shown by ``message``."""
+    if not is_active_user(user):
+        return False
+    if user.is_staff:
+        return True
+    membership = _resolve(user, room, membership)
+    if not can_read(user, room, membership):
+        return False
+    return message.author_id == user.pk or (membership is not None and membership.is_moderator)

@@ -4,6 +4,10 @@ Async readers for sockets and streams run on the shared thread pool and release 
 connection (``streamsite.streaming.db.db_call``). The export streams rows from the ORM in
 chunks (``streamsite.streaming.orm.astream``). Callers consume the async generators under
 ``contextlib.aclosing``.
+
+Messages that show the assistant's answers get its state (text so far, status, position)
+from ``assistant.selectors.answer_states``, one query per page of messages, in the same
+call as the page (``attach_answer_states``).
 """
 
 from collections.abc import AsyncIterator, Iterable
@@ -13,7 +17,9 @@ from functools import partial
 from django.db.models import Case, Count, F, FilteredRelation, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Lower
 
+from assistant.selectors import answer_states
 from chat.conf import HISTORY_MAX_LIMIT, HISTORY_PAGE_SIZE
+from chat.events import MISSING_ANSWER
 from chat.models import Membership, Message, Room
 from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
@@ -28,11 +34,31 @@ EXPORT_FIELDS = (
     "created_at",
     "edited_at",
     "deleted_at",
+    "assistant_answer_id",
 )
 
 
 def room_by_slug(slug: str) -> Room | None:
     return Room.objects.filter(slug=slug).first()
+
+
+def assistant_enabled(room_id: int) -> bool:
+    """Whether the room has the assistant now (a socket's ``Room`` may be older)."""
+    return Room.objects.filter(pk=room_id, assistant_enabled=True).exists()
+
+
+def attach_answer_states(messages: Iterable[Message]) -> None:
+    """Give each message showing an assistant's answer its ``answer_state`` (one query).
+
+    ``{"status", "text", "position", "error"}`` as ``assistant.selectors.answer_states``
+    reads it; a message whose answer is gone gets ``chat.events.MISSING_ANSWER``.
+    """
+    showing = [m for m in messages if m.assistant_answer_id is not None and m.deleted_at is None]
+    if not showing:
+        return
+    states = answer_states({m.assistant_answer_id for m in showing})
+    for message in showing:
+        message.answer_state = states.get(message.assistant_answer_id, MISSING_ANSWER)
 
 
 def rooms_for(user) -> list[Room]:
@@ -124,6 +150,7 @@ def room_history(
     page.reverse()
     for message in page:
         message.room = room
+    attach_answer_states(page)
     return page, has_more
 
 
@@ -136,11 +163,13 @@ async def aroom_history(
 
 def messages_page_after(room_id: int, after_id: int, limit: int) -> list[Message]:
     """Up to ``limit`` of the room's messages with an id above ``after_id``, oldest first."""
-    return list(
+    page = list(
         Message.objects.filter(room_id=room_id, id__gt=after_id)
         .select_related("author", "room")
         .order_by("id")[:limit]
     )
+    attach_answer_states(page)
+    return page
 
 
 async def messages_after(
@@ -163,12 +192,34 @@ async def messages_for_export(room_id: int, *, chunk_size: int = 2000) -> AsyncI
     """Yield every message of the room as a ``values()`` row (``EXPORT_FIELDS``), oldest first.
 
     Rows, not model instances: the export's memory stays flat. A deleted message's body is
-    empty; the caller leaves it out.
+    empty; the caller leaves it out. A row showing an assistant's answer also has its
+    ``answer_state`` (its text, status), read once per ``chunk_size`` rows.
     """
     rows = astream(
         Message.objects.filter(room_id=room_id).order_by("id").values(*EXPORT_FIELDS),
         chunk_size=chunk_size,
     )
+    batch: list[dict] = []
     async with aclosing(rows):
         async for row in rows:
-            yield row
+            batch.append(row)
+            if len(batch) >= chunk_size:
+                for ready in await _with_answer_states(batch):
+                    yield ready
+                batch = []
+    for ready in await _with_answer_states(batch):
+        yield ready
+
+
+async def _with_answer_states(rows: list[dict]) -> list[dict]:
+    answers = {
+        row["assistant_answer_id"]
+        for row in rows
+        if row["assistant_answer_id"] is not None and row["deleted_at"] is None
+    }
+    if answers:
+        states = await db_call(answer_states, answers)
+        for row in rows:
+            if row["assistant_answer_id"] in answers and row["deleted_at"] is None:
+                row["answer_state"] = states.get(row["assistant_answer_id"])
+    return rows

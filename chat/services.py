@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import Truncator, slugify
 
-from chat import permissions, selectors
+from chat import permissions, room_assistant, selectors
 from chat.events import (
     member_removed_event,
     message_deleted_event,
@@ -195,12 +195,18 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
     Posting in a public room makes the author a member; posting moves the author's read
     position to their message. ``@username`` of another active member notifies them
     (``notifications.services``), in the same transaction.
+
+    In a room with the assistant, a message that mentions ``@assistant`` also stores the
+    assistant's answer as the next message and starts it (``chat.room_assistant``). If the
+    assistant refuses (the asker's limits), the message is stored all the same and
+    ``message.assistant_unavailable`` says why (empty otherwise).
     """
     if not permissions.can_post(user, room):
         raise PermissionDenied("You cannot post in this room.")
     client_id = _parse_client_id(client_id)
     existing = _sent_before(room, user, client_id)
     if existing is not None:
+        existing.assistant_unavailable = ""
         return existing, False
     body = clean_message_body(body)
     with transaction.atomic():
@@ -212,13 +218,25 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
                     room=room, author=user, client_id=client_id, body=body
                 )
         except IntegrityError:
-            return _sent(room, user, client_id), False
-        if not _advance_read_position(room.pk, user.pk, message.pk) and not room.is_private:
+            won = _sent(room, user, client_id)
+            won.assistant_unavailable = ""
+            return won, False
+        answer, message.assistant_unavailable = room_assistant.answer_mention(
+            message=message, room=room, user=user
+        )
+        latest = answer.pk if answer is not None else message.pk
+        if not _advance_read_position(room.pk, user.pk, latest) and not room.is_private:
             Membership.objects.get_or_create(
-                room=room, user=user, defaults={"last_read_message_id": message.pk}
+                room=room, user=user, defaults={"last_read_message_id": latest}
             )
-        # The room hears of the message before a mentioned user's bell does.
-        publish_on_commit(room_key(room.pk), message_event(message_payload(message)))
+        # The room hears of the message before a mentioned user's bell does, and of the
+        # question before its answer.
+        key = room_key(room.pk)
+        publish_on_commit(key, message_event(message_payload(message)))
+        if answer is not None:
+            publish_on_commit(
+                key, message_event(message_payload(answer), answer_id=answer.assistant_answer_id)
+            )
         _notify_mentioned(message, room, user)
     return message, True
 
@@ -279,7 +297,8 @@ def message_delete(*, user, message: Message) -> bool:
 
     The row stays, so ids stay continuous and history can show "message deleted", but its
     text is erased: exports, history and the admin never show it again (a moderator
-    deletes what should not be kept). Who deleted it, and when, is recorded. Publishes
+    deletes what should not be kept); deleting the assistant's answer stops and erases
+    it in the assistant too. Who deleted it, and when, is recorded. Publishes
     ``message.deleted`` after commit. False if it was already deleted.
     """
     room = message.room
@@ -292,6 +311,7 @@ def message_delete(*, user, message: Message) -> bool:
         )
         if changed:
             publish_on_commit(room_key(room.pk), message_deleted_event(message.pk))
+            room_assistant.answer_erase_for_deleted(message)
     if changed:
         message.deleted_at, message.deleted_by, message.body = now, user, ""
     return bool(changed)

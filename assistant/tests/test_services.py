@@ -314,3 +314,25 @@ def test_room_members_the_chat_app_permits_may_stop_a_room_answer(user, other_us
         services.answer_stop(user=other_user, answer_id=answer.pk)
     stopped = services.answer_stop(user=other_user, answer_id=answer.pk, permitted=True)
     assert stopped.status == Status.STOPPED
+
+
+def test_erasing_a_room_answer_stops_it_and_keeps_no_text(user, capture_published):
+    answer = services.room_answer_start(
+        room_id=9,
+        room_key="chat.room.9",
+        room_title="x",
+        asker=user,
+        text="q",
+        client_id=uuid.uuid4(),
+        message_id=4,
+    )
+    services.answer_append(answer_id=answer.pk, route=Route.of(answer), start=0, text="Rude")
+    with capture_published() as published:
+        services.answer_erase(answer_id=answer.pk)
+    answer.refresh_from_db()
+    assert (answer.status, answer.text, answer.position) == (Status.STOPPED, "", 0)
+    kinds = [(key, event["kind"]) for key, event in published]
+    assert ("chat.room.9", "assistant.done") in kinds
+    assert (f"assistant.answer.{answer.pk}", "stop") in kinds
+    services.answer_erase(answer_id=answer.pk)  # again: nothing more to do
+    services.answer_erase(answer_id=10**9)  # gone: nothing to do

@@ -6,12 +6,16 @@ from chat import services
 from chat.models import Membership, Message, Room
 
 
-def room_with(slug: str, *, private: bool = False, members=(), moderators=()) -> Room:
+def room_with(
+    slug: str, *, private: bool = False, members=(), moderators=(), assistant: bool = False
+) -> Room:
     """A room whose memberships are exactly these (straight through the ORM).
 
     What the services do when a room is created is tested in test_services.
     """
-    room = Room.objects.create(slug=slug, name=slug.title(), is_private=private)
+    room = Room.objects.create(
+        slug=slug, name=slug.title(), is_private=private, assistant_enabled=assistant
+    )
     for user in members:
         Membership.objects.create(room=room, user=user)
     for user in moderators:

@@ -48,3 +48,30 @@ def test_event_builders():
     assert events.message_event(payload) == {"kind": "message", "message": payload}
     assert events.message_deleted_event("9") == {"kind": "message.deleted", "id": 9}
     assert events.member_removed_event(3) == {"kind": "member.removed", "user_id": 3}
+
+
+def test_an_answer_s_payload_carries_its_text_status_and_position(lobby, user):
+    message = Message(
+        pk=6, room=lobby, author=user, client_id=uuid.uuid4(), body="", assistant_answer_id=40
+    )
+    message.answer_state = {"status": "failed", "text": "Hé", "position": 2, "error": "boom"}
+    payload = events.message_payload(message)
+    assert payload["assistant"] is True and payload["author"]["username"] == "alice"
+    assert (payload["body"], payload["status"], payload["position"], payload["error"]) == (
+        "Hé",
+        "failed",
+        2,
+        "boom",
+    )
+    del message.answer_state  # the assistant no longer has it
+    payload = events.message_payload(message)
+    assert (payload["status"], payload["body"]) == ("failed", "")
+    message.deleted_at = timezone.now()
+    payload = events.message_payload(message)
+    assert payload["deleted"] is True and payload["assistant"] is True
+    assert "status" not in payload and payload["body"] == ""
+    assert events.message_event(payload, answer_id=40) == {
+        "kind": "message",
+        "message": payload,
+        "answer": 40,
+    }

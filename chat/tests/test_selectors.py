@@ -1,5 +1,6 @@
 """Reads: room lists with unread counts, history pages, resume in pages, export rows."""
 
+import uuid
 from contextlib import aclosing
 
 import pytest
@@ -122,6 +123,24 @@ def test_history_includes_deleted_messages_without_text(lobby, user, staff_user)
     services.message_delete(user=staff_user, message=message)
     (shown,), _ = selectors.room_history(lobby)
     assert (shown.pk, shown.body, shown.is_deleted) == (message.pk, "", True)
+
+
+def test_history_and_resume_pages_carry_the_answers_states_in_one_more_query(user, settings):
+    settings.ASSISTANT_MAX_CONCURRENT = 3
+    room = room_with("lobby", members=[user], assistant=True)
+    for _ in range(3):
+        services.message_post(user=user, room=room, client_id=uuid.uuid4(), body="@assistant q")
+    with CaptureQueriesContext(connection) as queries:
+        page, _ = selectors.room_history(room)
+    assert len(queries.captured_queries) == 2  # the messages, the answers' states
+    answers = [m for m in page if m.is_assistant_answer]
+    assert len(answers) == 3 and len(page) == 6
+    assert all(m.answer_state["status"] == "streaming" for m in answers)
+    assert all(not hasattr(m, "answer_state") for m in page if not m.is_assistant_answer)
+    resumed = selectors.messages_page_after(room.pk, 0, 10)
+    assert [m.answer_state for m in resumed if m.is_assistant_answer] == [
+        m.answer_state for m in answers
+    ]
 
 
 @pytest.mark.parametrize("limit", [0, -1, HISTORY_MAX_LIMIT + 1])
