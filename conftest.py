@@ -1,5 +1,5 @@
 """Fixtures every app's tests share: users, clients, the channel layer, captured events,
-live ASGI servers and browsers.
+live ASGI servers and browsers, the assistant's fake upstream.
 
 One suite, two backends: the same tests run on the embedded default (SQLite, in-memory
 layer) and, with DATABASE_URL and REDIS_URL set, on PostgreSQL and Redis.
@@ -342,3 +342,37 @@ async def hub():
     hub = Hub()
     yield hub
     await hub.close()
+
+
+# The assistant's fake upstream --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server():
+    """One fake upstream process for the session (no Django, no database: see its module)."""
+    from assistant.testing.fake_upstream_process import FakeUpstreamProcess
+
+    server = FakeUpstreamProcess().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_upstream(fake_upstream_server):
+    """The session's fake upstream, reset for this test: no scripts, no requests.
+
+    ``.base_url`` (for LLM_BASE_URL, ends in /v1), ``.script(**script)``,
+    ``.scripts([...])``, ``.requests()``, ``.wait_disconnected(index, timeout)``, and their
+    async twins ``ascript``, ``ascripts``, ``arequests``, ``await_disconnected``.
+    """
+    fake_upstream_server.reset()
+    return fake_upstream_server
+
+
+@pytest.fixture
+async def close_upstream_clients():
+    """Close this test's loop's shared upstream client after the test (its sockets with it)."""
+    from assistant.upstream import aclose_clients
+
+    yield
+    await aclose_clients()

@@ -27,13 +27,13 @@ from contextlib import suppress
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 
-from chat import permissions, protocol, selectors, services
+from chat import permissions, protocol, room_assistant, selectors, services
 from chat.events import room_key
 from chat.outbox import RoomOutbox
 from chat.presence import get_presence, presence_leave
-from chat.protocol import FORBIDDEN, INVALID, RATE_LIMITED, TOO_LONG, ProtocolError
+from chat.protocol import FORBIDDEN, INVALID, NOT_FOUND, RATE_LIMITED, TOO_LONG, ProtocolError
 from chat.ratelimit import acheck_send_rate
 from notifications.events import session_digest, user_key
 from streamsite.streaming.db import db_call
@@ -219,6 +219,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await services.amembership_mark_read(
                 user=self.user, room=self.room, up_to=request.up_to
             )
+        elif kind is protocol.Stop:
+            await self._stop_answer(request)
 
     async def _require_read(self) -> None:
         if not await permissions.acan_read(self.user, self.room):
@@ -245,6 +247,28 @@ class RoomConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(FORBIDDEN, str(error), client_id=client_id) from None
         # message_post returned: the row is committed (and broadcast after the commit).
         await self.send_text(protocol.ack_frame(client_id, message.pk))
+        if message.assistant_unavailable:
+            await self.send_text(
+                protocol.assistant_unavailable_frame(
+                    client_id, message.pk, message.assistant_unavailable
+                )
+            )
+
+    async def _stop_answer(self, request: protocol.Stop) -> None:
+        """Stop the assistant's answer in a message (who asked, moderators, staff)."""
+        try:
+            await db_call(
+                room_assistant.message_answer_stop_by_id,
+                user=self.user,
+                room=self.room,
+                message_id=request.id,
+                position=request.position,
+            )
+        except ObjectDoesNotExist:
+            raise ProtocolError(NOT_FOUND, "No answer of the assistant to stop here.") from None
+        except PermissionDenied as error:
+            raise ProtocolError(FORBIDDEN, str(error)) from None
+        # Nothing to answer: the answer's message.done reaches every socket of the room.
 
     async def _typing(self) -> None:
         now = time.monotonic()

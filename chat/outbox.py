@@ -17,6 +17,9 @@ replay it follows, or be sent twice. So one ``RoomOutbox`` task per socket owns 
   duplicate.
 - Message ids sent on this socket are remembered (the latest ``REMEMBERED_IDS``), so a
   message is never framed twice, whichever way it came.
+- The assistant's answers: each socket knows how far it has sent every answer still being
+  written (``chat.answers.AnswerStreams``), so a delta is sent once, trimmed, or sends the
+  socket to the database when one was lost.
 - Presence: the snapshot sent on connect (or resync) has a version; a delta's changes that
   are not newer than it are left out (the snapshot holds them), so what a socket applies
   never goes back. The frame of a delta is shared by the room's sockets, except for a
@@ -29,18 +32,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from array import array
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from chat import protocol, selectors
+from chat.answers import CATCH_UP, AnswerStreams
 from chat.events import message_payload
 from chat.presence import accept_delta, delta_send, get_presence
+from chat.recent_ids import RecentIds
 from streamsite.streaming.hub import RESYNC, Subscription
-from streamsite.websocket import FrameWriter
+from streamsite.websocket import FrameWriter, ResumedSend
 
 logger = logging.getLogger(__name__)
 
@@ -74,38 +77,6 @@ class PresenceRequest:
     after: str
 
 
-class RecentIds:
-    """The highest ids added (at least ``capacity`` of them), in a compact sorted array.
-
-    Every socket keeps one and adds every message it frames, so it must stay small: 8 bytes
-    an id, no int objects, no hash table (a set of 2,048 ids costs ~100 KB). Ids arrive in
-    increasing order almost always, so adding is an append.
-    """
-
-    __slots__ = ("_ids", "capacity")
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._ids = array("q")
-
-    def __contains__(self, item: int) -> bool:
-        ids = self._ids
-        index = bisect_left(ids, item)
-        return index < len(ids) and ids[index] == item
-
-    def add(self, item: int) -> None:
-        ids = self._ids
-        if not ids or item > ids[-1]:
-            ids.append(item)
-        else:
-            index = bisect_left(ids, item)
-            if index < len(ids) and ids[index] == item:
-                return
-            ids.insert(index, item)
-        if len(ids) > 2 * self.capacity:
-            del ids[: len(ids) - self.capacity]  # trimmed in halves: amortised O(1)
-
-
 class RoomOutbox:
     """The single writer of one socket's frames about its room (see the module docstring).
 
@@ -121,6 +92,7 @@ class RoomOutbox:
         "_inflight",
         "_pending",
         "_send",
+        "answers",
         "closed",
         "events",
         "last_id",
@@ -155,6 +127,7 @@ class RoomOutbox:
         self._close = close
         self.sent = RecentIds(REMEMBERED_IDS)
         self.last_id = 0
+        self.answers = AnswerStreams()
         #: The version of the presence snapshot sent last: older changes are in it.
         self.presence_version = -1
         self.pending_reads = 0
@@ -178,7 +151,7 @@ class RoomOutbox:
         payloads = []
         for message in messages:
             self._mark_sent(message.pk)
-            payloads.append(message_payload(message))
+            payloads.append(self._payload(message))
         await self._send_text(protocol.history_frame(payloads, has_more))
 
     def request_history(self, before: int, limit: int) -> bool:
@@ -234,6 +207,7 @@ class RoomOutbox:
                 # messages, the presence store who is online.
                 await self.send_presence(await get_presence().page(self.room.pk))
                 await self._replay(self.last_id)
+                await self._catch_up(self.answers.streaming())
             elif type(item) is ResumeRequest:
                 self.pending_reads -= 1
                 await self._replay(item.after)
@@ -267,14 +241,26 @@ class RoomOutbox:
         the task does)."""
         kind = event.get("kind")
         if kind == "message":
-            message_id = event["message"]["id"]
+            payload = event["message"]
+            message_id = payload["id"]
             if message_id in self.sent:
                 return None
+            if payload.get("assistant"):
+                if self.answers.was_early(message_id):
+                    return NEEDS_TASK  # its text came first: read the answer's state
+                self.answers.shown(payload, event.get("answer"))
             self._mark_sent(message_id)
             return protocol.event_send(event)
+        if kind == "assistant.delta":
+            message = self.answers.delta(event, self.sent)
+            return NEEDS_TASK if message is CATCH_UP else message
+        if kind == "assistant.done":
+            message = self.answers.done(event, self.sent)
+            return NEEDS_TASK if message is CATCH_UP else message
         if kind == "typing":
             return protocol.event_send(event) if event["user_id"] != self.user_id else None
         if kind == "message.deleted":
+            self.answers.forget(event["id"])
             return protocol.event_send(event)
         if kind == "presence.delta":
             return delta_send(accept_delta(event), self.presence_version)
@@ -293,7 +279,14 @@ class RoomOutbox:
         message = self._prepare(event)
         if message is NEEDS_TASK:
             kind = event["kind"]
-            if kind == "presence.resync":
+            if kind in ("assistant.delta", "assistant.done"):
+                await self._catch_up([event["message"]])
+            elif kind == "message":
+                payload = await self.answers.fresh(event["message"], event.get("answer"))
+                self.answers.shown(payload, event.get("answer"))
+                self._mark_sent(payload["id"])
+                await self._send_text(protocol.message_frame(payload))
+            elif kind == "presence.resync":
                 await self.send_presence(await get_presence().page(self.room.pk))
             elif kind == "member.removed":
                 await self.close(protocol.CLOSE_FORBIDDEN)
@@ -339,7 +332,7 @@ class RoomOutbox:
             # The client is gone (ClientDisconnected): the consumer's disconnect follows.
             self.closed = True
             return True
-        self._inflight = asyncio.ensure_future(_Resumed(sending, blocked_on).wait())
+        self._inflight = asyncio.ensure_future(ResumedSend(sending, blocked_on).wait())
         self._inflight.add_done_callback(self._sent_inflight)
         return True
 
@@ -353,7 +346,7 @@ class RoomOutbox:
             self.room, before=request.before, limit=request.limit
         )
         await self._send_text(
-            protocol.history_frame([message_payload(message) for message in messages], has_more)
+            protocol.history_frame([self._payload(message) for message in messages], has_more)
         )
 
     async def _replay(self, after: int) -> None:
@@ -365,7 +358,7 @@ class RoomOutbox:
             async for message in messages:
                 if message.pk not in self.sent:
                     self._mark_sent(message.pk)
-                    await self._send_text(protocol.message_frame(message_payload(message)))
+                    await self._send_text(protocol.message_frame(self._payload(message)))
                 rows += 1
                 if rows % RESUME_PAGE_SIZE == 0:
                     # Set live events aside (handled after the replay) so the hub's buffer
@@ -375,42 +368,18 @@ class RoomOutbox:
                         await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
                         return
 
+    def _payload(self, message) -> dict:
+        """The payload of a message read from the database, noting an answer's position."""
+        payload = message_payload(message)
+        if message.assistant_answer_id is not None:
+            self.answers.shown(payload, message.assistant_answer_id)
+        return payload
+
+    async def _catch_up(self, message_ids) -> None:
+        for frame in await self.answers.catch_up(message_ids):
+            await self._send_text(frame)
+
     def _mark_sent(self, message_id: int) -> None:
         self.sent.add(message_id)
         if message_id > self.last_id:
             self.last_id = message_id
-
-
-class _Resumed:
-    """Finish, in a task, a coroutine that was started by hand and is now suspended.
-
-    ``deliver_now`` drives the server's ``send`` coroutine itself to avoid a task per
-    frame; in the rare case it suspends (the connection must drain first), this hands the
-    future it is blocked on to a task, and relays everything after: results, exceptions,
-    cancellation.
-    """
-
-    __slots__ = ("blocked_on", "coroutine")
-
-    def __init__(self, coroutine, blocked_on) -> None:
-        self.coroutine = coroutine
-        self.blocked_on = blocked_on
-
-    async def wait(self):
-        return await self
-
-    def __await__(self):
-        coroutine, waiting_for = self.coroutine, self.blocked_on
-        while True:
-            try:
-                result = yield waiting_for
-            except BaseException as error:  # cancellation included: pass it on
-                try:
-                    waiting_for = coroutine.throw(error)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    waiting_for = coroutine.send(result)
-                except StopIteration as stop:
-                    return stop.value

@@ -44,6 +44,11 @@ INVALID = "invalid"
 TOO_LONG = "too_long"
 RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+#: A message that asked the assistant was stored, but the assistant will not answer it.
+ASSISTANT_UNAVAILABLE = "assistant_unavailable"
+#: The largest position a ``message.stop`` may carry (answers are far shorter).
+MAX_POSITION = 2**31 - 1
 
 
 class ProtocolError(Exception):
@@ -105,7 +110,15 @@ class PresenceMore:
     after: str
 
 
-Request = Send | Typing | History | Resume | Read | Ping | PresenceMore
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the assistant's answer shown by message ``id``, at ``position`` (None: all)."""
+
+    id: int
+    position: int | None
+
+
+Request = Send | Typing | History | Resume | Read | Ping | PresenceMore | Stop
 
 
 def check_frame_size(text: str) -> None:
@@ -180,6 +193,13 @@ def _parse_presence_more(data: dict) -> PresenceMore:
     return PresenceMore(after=after)
 
 
+def _parse_stop(data: dict) -> Stop:
+    position = data.get("position")
+    if position is not None and (not _is_int(position) or not 0 <= position <= MAX_POSITION):
+        raise ProtocolError(INVALID, '"position" must be a non-negative integer or null.')
+    return Stop(id=_id_field(data, "id", minimum=1), position=position)
+
+
 def _id_field(data: dict, name: str, *, minimum: int) -> int:
     value = data.get(name)
     if not _is_int(value) or not minimum <= value <= MAX_ID:
@@ -199,6 +219,7 @@ _PARSERS = {
     "read": _parse_read,
     "ping": lambda data: Ping(),
     "presence.more": _parse_presence_more,
+    "message.stop": _parse_stop,
 }
 
 
@@ -224,6 +245,37 @@ def error_frame(error: ProtocolError) -> str:
 
 def ack_frame(client_id: str, message_id: int) -> str:
     return encode({"type": "ack", "client_id": client_id, "id": message_id})
+
+
+def assistant_unavailable_frame(client_id: str, message_id: int, detail: str) -> str:
+    """After the ``ack`` of a message that asked the assistant, which will not answer it."""
+    return encode(
+        {
+            "type": "error",
+            "code": ASSISTANT_UNAVAILABLE,
+            "detail": detail,
+            "client_id": client_id,
+            "id": message_id,
+        }
+    )
+
+
+def delta_frame(message_id: int, position: int, text: str) -> str:
+    """``text`` of the assistant's answer in message ``message_id``, ending at ``position``."""
+    return encode({"type": "message.delta", "id": message_id, "position": position, "text": text})
+
+
+def done_frame(message_id: int, status: str, position: int, error: str | None) -> str:
+    """The assistant's answer in message ``message_id`` ended: its status and final length."""
+    return encode(
+        {
+            "type": "message.done",
+            "id": message_id,
+            "status": status,
+            "position": position,
+            "error": error or None,
+        }
+    )
 
 
 def presence_frame(online: list[str], count: int, more: bool, version: int) -> str:
@@ -279,6 +331,10 @@ def event_frame(event: dict) -> str | None:
             frame = encode({"type": "message.deleted", "id": event["id"]})
         elif kind == "typing":
             frame = encode({"type": "typing", "user": event["user"]})
+        elif kind == "assistant.delta":
+            frame = delta_frame(event["message"], event["position"], event["text"])
+        elif kind == "assistant.done":
+            frame = done_frame(event["message"], event["status"], event["position"], event["error"])
         else:
             frame = None
         event["_frame"] = frame

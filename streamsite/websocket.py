@@ -95,3 +95,38 @@ class FrameWriter:
             return False
         protocol.transport.write(frame)
         return True
+
+
+class ResumedSend:
+    """Finish, in a task, a coroutine that was started by hand and is now suspended.
+
+    ``chat.outbox.RoomOutbox.deliver_now`` drives the server's ``send`` coroutine itself,
+    to avoid a task per frame; in the rare case it suspends (the connection must drain
+    first), this hands the future it is blocked on to a task, and relays everything after:
+    results, exceptions, cancellation.
+    """
+
+    __slots__ = ("blocked_on", "coroutine")
+
+    def __init__(self, coroutine, blocked_on) -> None:
+        self.coroutine = coroutine
+        self.blocked_on = blocked_on
+
+    async def wait(self):
+        return await self
+
+    def __await__(self):
+        coroutine, waiting_for = self.coroutine, self.blocked_on
+        while True:
+            try:
+                result = yield waiting_for
+            except BaseException as error:  # cancellation included: pass it on
+                try:
+                    waiting_for = coroutine.throw(error)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting_for = coroutine.send(result)
+                except StopIteration as stop:
+                    return stop.value

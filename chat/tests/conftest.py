@@ -1,8 +1,14 @@
 """Fixtures of the chat tests (factories are in chat/tests/factories.py)."""
 
 import pytest
+from asgiref.sync import sync_to_async
 
+from chat.presence import close_presence
 from chat.tests.factories import room_with
+from streamsite.streaming.hub import close_hub
+from streamsite.streaming.redis import close_redis
+from streamsite.testing.chat import LocalChatSocket
+from streamsite.testing.live_server import session_cookies
 
 
 @pytest.fixture
@@ -27,3 +33,37 @@ def private_room(make_room, user):
 def moderator(make_user):
     """A user who is not staff (room roles are given per room)."""
     return make_user("mod")
+
+
+# Sockets in this process ------------------------------------------------------------
+
+
+@pytest.fixture
+async def close_the_hub():
+    """The hub, presence tracker and Redis client belong to the test's event loop."""
+    yield
+    await close_presence()
+    await close_hub()
+    await close_redis()
+
+
+@pytest.fixture
+async def connect():
+    """``await connect(user, slug)``: a socket on the room, logged in as ``user`` (or not).
+
+    Every socket still open at the end is disconnected, so its consumer's cleanup runs
+    inside the test.
+    """
+    sockets: list[LocalChatSocket] = []
+
+    async def open_socket(user, slug: str, *, joined: bool = True) -> LocalChatSocket:
+        cookies = await sync_to_async(session_cookies)(user) if user is not None else None
+        socket = await LocalChatSocket(f"/ws/chat/{slug}/", cookies).connect()
+        sockets.append(socket)
+        if joined:
+            await socket.joined()
+        return socket
+
+    yield open_socket
+    for socket in sockets:
+        await socket.disconnect()

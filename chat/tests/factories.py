@@ -1,6 +1,9 @@
 """Factories of the chat tests: rooms with members, and messages."""
 
+import asyncio
 import uuid
+
+from django.db import connection
 
 from chat import services
 from chat.models import Membership, Message, Room
@@ -37,3 +40,19 @@ def add_messages(room, author, count: int, **fields) -> list[Message]:
         Message(room=room, author=author, client_id=uuid.uuid4(), **{"body": f"m{n}", **fields})
         for n in range(count)
     )
+
+
+async def in_plain_thread(function, /, *args, **kwargs):
+    """Run ORM code (a setup) in a thread of its own, from an async test.
+
+    Not asgiref's threads: an assistant's answer started there finds no server loop, so no
+    generation runs on the test's loop when it is not what the test is about.
+    """
+
+    def call():
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(call)

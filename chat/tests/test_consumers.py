@@ -15,46 +15,16 @@ from django.contrib.auth import get_user_model
 
 from chat import services
 from chat.models import Membership, Message
-from chat.presence import close_presence, get_presence
+from chat.presence import get_presence
 from chat.tests.factories import add_messages
 from notifications.models import Notification
-from streamsite.streaming.hub import close_hub
-from streamsite.streaming.redis import close_redis
 from streamsite.testing.chat import LocalChatSocket
 from streamsite.testing.live_server import session_cookies
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
-
-
-@pytest.fixture(autouse=True)
-async def close_the_hub():
-    """The hub, presence tracker and Redis client belong to the test's event loop."""
-    yield
-    await close_presence()
-    await close_hub()
-    await close_redis()
-
-
-@pytest.fixture
-async def connect():
-    """``await connect(user, slug)``: a socket on the room, logged in as ``user`` (or not).
-
-    Every socket still open at the end is disconnected, so its consumer's cleanup runs
-    inside the test.
-    """
-    sockets: list[LocalChatSocket] = []
-
-    async def open_socket(user, slug: str, *, joined: bool = True) -> LocalChatSocket:
-        cookies = await sync_to_async(session_cookies)(user) if user is not None else None
-        socket = await LocalChatSocket(f"/ws/chat/{slug}/", cookies).connect()
-        sockets.append(socket)
-        if joined:
-            await socket.joined()
-        return socket
-
-    yield open_socket
-    for socket in sockets:
-        await socket.disconnect()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel_layer", "close_the_hub"),
+]
 
 
 async def db(function, *args, **kwargs):

@@ -6,11 +6,15 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import protocol
+from assistant import services as assistant_services
+from assistant.events import Route, room_delta_event
+from assistant.models import Answer
+from chat import protocol, selectors
 from chat.events import message_event, message_payload
-from chat.outbox import RecentIds, RoomOutbox
+from chat.models import Message
+from chat.outbox import RoomOutbox
 from chat.presence import PresencePage, close_presence, delta_event, get_presence, resync_event
-from chat.tests.factories import add_messages, room_with
+from chat.tests.factories import add_messages, in_plain_thread, post, room_with
 from streamsite.streaming.hub import RESYNC, Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,15 +87,6 @@ async def start_outbox():
 
 def live(message) -> dict:
     return message_event(message_payload(message))
-
-
-async def test_recent_ids_keep_at_least_the_highest_capacity_ids():
-    ids = RecentIds(3)
-    for n in [0, 1, 2, 3, 5, 4, 6]:  # one out of order
-        ids.add(n)
-    assert [n in ids for n in range(8)] == [False] * 4 + [True] * 3 + [False]
-    ids.add(5)  # already there: nothing changes
-    assert [n in ids for n in range(8)] == [False] * 4 + [True] * 3 + [False]
 
 
 async def test_live_messages_already_in_the_join_history_are_not_sent_again(
@@ -261,3 +256,83 @@ async def test_closing_events_are_left_to_the_writer(room, user, start_outbox):
     await wait_until_idle(outbox)
     assert outbox.deliver_now({"kind": "room.deleted"}) is False
     assert outbox.deliver_now({"kind": "created", "id": 1}) is True  # not ours: dropped
+
+
+# The assistant's answers --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def answer_in(user):
+    """``(room, question, answer message, write)`` for an answer in a new room: nothing
+    generates it (no server loop), ``write(text)`` appends to it and returns its event."""
+
+    def setup():
+        room = room_with("ask", members=[user], assistant=True)
+        post(user, room, "@assistant hello")
+        question, shown = Message.objects.filter(room=room).select_related("author", "room")
+        return room, question, shown
+
+    room, question, shown = await in_plain_thread(setup)
+
+    def write(text: str) -> dict:
+        answer = Answer.objects.get(pk=shown.assistant_answer_id)
+        assistant_services.answer_append(
+            answer_id=answer.pk, route=Route.of(answer), start=answer.position, text=text
+        )
+        return room_delta_event(Route.of(answer), answer.pk, answer.position, text)
+
+    return room, question, shown, write
+
+
+def answer_frames(socket: Socket) -> list[dict]:
+    return [f for f in socket.frames if f["type"] in ("message.delta", "message.done")]
+
+
+async def test_a_lost_delta_is_read_from_the_database_and_nothing_is_sent_twice(
+    user, start_outbox, answer_in
+):
+    room, _question, shown, write = answer_in
+    history, _ = await in_plain_thread(selectors.room_history, room)
+    outbox, socket = await start_outbox(room, user, history=history)
+    first = await in_plain_thread(write, "Hello")
+    outbox.events.push(first)
+    await socket.until(lambda s: len(answer_frames(s)) == 1)
+    await in_plain_thread(write, " wor")  # lost: never reaches the socket
+    third = await in_plain_thread(write, "ld é😀")
+    outbox.events.push(third)  # a gap: the socket reads the rest from the database
+    outbox.events.push(third)  # the same again: covered, dropped
+    outbox.events.push(first)
+    await socket.until(lambda s: len(answer_frames(s)) == 2)
+    await in_plain_thread(
+        assistant_services.answer_finish, answer_id=shown.assistant_answer_id, status="complete"
+    )
+    outbox.events.push({**third, "kind": "assistant.done", "status": "complete", "error": None})
+    await socket.until(lambda s: len(answer_frames(s)) == 3)
+    assert answer_frames(socket) == [
+        {"type": "message.delta", "id": shown.pk, "position": 5, "text": "Hello"},
+        {"type": "message.delta", "id": shown.pk, "position": 14, "text": " world é😀"},
+        {"type": "message.done", "id": shown.pk, "status": "complete", "position": 14}
+        | {"error": None},
+    ]
+
+
+async def test_an_answer_s_text_arriving_before_its_message_is_not_lost(
+    user, start_outbox, answer_in
+):
+    room, question, shown, write = answer_in
+    outbox, socket = await start_outbox(room, user)
+    outbox.events.push(await in_plain_thread(write, "Hi"))  # before its message's own event
+    question.room = shown.room = room
+    outbox.events.push(message_event(message_payload(question)))
+    shown.answer_state = {"status": "streaming", "text": "", "position": 0, "error": ""}
+    outbox.events.push(message_event(message_payload(shown), answer_id=shown.assistant_answer_id))
+    outbox.events.push(await in_plain_thread(write, " there"))
+    await socket.until(lambda s: len(answer_frames(s)) == 1)
+    payloads = [f["message"] for f in socket.frames if f["type"] == "message"]
+    assert [(m["id"], m["body"]) for m in payloads] == [
+        (question.pk, "@assistant hello"),
+        (shown.pk, "Hi"),  # read again: its state when the socket framed it
+    ]
+    assert answer_frames(socket) == [
+        {"type": "message.delta", "id": shown.pk, "position": 8, "text": " there"}
+    ]

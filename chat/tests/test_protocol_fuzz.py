@@ -24,9 +24,10 @@ from streamsite.testing.chat import LocalChatSocket
 from streamsite.testing.live_server import session_cookies
 
 TYPES = ["message.send", "typing", "history", "resume", "read", "ping", "presence.more"]
+TYPES += ["message.stop"]
 SERVER_TYPES = {"presence", "history", "message", "ack", "typing", "message.deleted", "pong"}
 SERVER_TYPES |= {"presence.delta", "presence.page"}
-ERROR_CODES = {"invalid", "too_long", "rate_limited", "forbidden"}
+ERROR_CODES = {"invalid", "too_long", "rate_limited", "forbidden", "not_found"}
 
 json_scalars = (
     st.none()

@@ -61,6 +61,13 @@ class _Frames:
             if predicate(frame):
                 return frame
 
+    async def first(self, predicate, within: float = FRAME_TIMEOUT) -> dict:
+        """The first frame matching ``predicate``, among those read already or those to come."""
+        for frame in self.frames[: self._read]:
+            if predicate(frame):
+                return frame
+        return await self.until(predicate, within)
+
     async def until_type(self, kind: str, within: float = FRAME_TIMEOUT) -> dict:
         return await self.until(lambda frame: frame.get("type") == kind, within)
 
@@ -93,6 +100,48 @@ class _Frames:
     def messages(self) -> list[dict]:
         """The payloads of every ``message`` frame read so far."""
         return [frame["message"] for frame in self.frames if frame.get("type") == "message"]
+
+    def answer(self, message_id: int) -> dict | None:
+        """The assistant's answer in message ``message_id`` as this socket was shown it.
+
+        Replays the frames read so far as the browser client applies them:
+        ``{"text", "status", "position", "error"}``, or None if it was never framed.
+        Fails on a delta that leaves a gap or repeats text, or a done announcing text
+        that never came: the server sends each piece of an answer once per socket.
+        """
+        state = None
+        for frame in self.frames:
+            kind = frame.get("type")
+            if kind in ("history", "message"):
+                for payload in frame["messages"] if kind == "history" else [frame["message"]]:
+                    if payload["id"] != message_id or not payload.get("assistant"):
+                        continue
+                    fresher = state is None or payload["position"] > state["position"]
+                    if fresher or payload.get("status") != "streaming":
+                        state = {key: payload.get(key) for key in ("status", "position", "error")}
+                        state["text"] = payload["body"]
+            elif kind == "message.delta" and frame["id"] == message_id:
+                assert state is not None, f"a delta before its message: {frame}"
+                start = frame["position"] - len(frame["text"])
+                assert start == state["position"], f"at {state['position']}, got {frame}"
+                state["text"] += frame["text"]
+                state["position"] = frame["position"]
+            elif kind == "message.done" and frame["id"] == message_id:
+                assert state is not None, f"a done before its message: {frame}"
+                assert frame["position"] <= state["position"], f"text never came: {frame}"
+                state["text"] = state["text"][: frame["position"]]
+                state.update(
+                    status=frame["status"], position=frame["position"], error=frame["error"]
+                )
+        return state
+
+    async def answer_done(self, message_id: int, within: float = FRAME_TIMEOUT) -> dict:
+        """Read until the answer in message ``message_id`` ends; its ``answer`` state."""
+        await self.until(
+            lambda frame: frame.get("type") == "message.done" and frame["id"] == message_id,
+            within,
+        )
+        return self.answer(message_id)
 
 
 class LocalChatSocket(_Frames):
