@@ -10,13 +10,14 @@ from django.contrib import messages
 from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from chat import permissions, selectors, services
+from chat import permissions, room_assistant, selectors, services
 from chat.conf import max_message_length
+from chat.events import MISSING_ANSWER
 from chat.forms import MemberAddForm, MessageForm, RoomCreateForm
 from chat.models import Membership, Message, Room
 from streamsite.streaming.db import db_call
@@ -114,6 +115,8 @@ def message_create(request, slug: str):
     except ValidationError as error:
         form.add_error("body", error)
         return render_room(request, room, membership, form, status=400)
+    if message.assistant_unavailable:
+        messages.warning(request, message.assistant_unavailable)
     return redirect(room_url(room, message.pk))
 
 
@@ -135,6 +138,37 @@ def message_delete(request, slug: str, message_id: int):
     services.message_delete(user=request.user, message=message)  # PermissionDenied: 403
     messages.success(request, "Message deleted.")
     return redirect(room_url(room, message.pk))
+
+
+@login_required
+@require_POST
+def answer_stop(request, slug: str, message_id: int):
+    """Stop the assistant's answer in a message (who asked, moderators, staff), no JavaScript."""
+    room = get_object_or_404(Room, slug=slug)
+    if not permissions.can_read(request.user, room):
+        raise PermissionDenied("This room is private.")
+    try:
+        room_assistant.message_answer_stop_by_id(
+            user=request.user, room=room, message_id=message_id
+        )  # PermissionDenied: 403
+    except Message.DoesNotExist:
+        raise Http404("No answer of the assistant to stop here.") from None
+    messages.success(request, "The assistant's answer is stopped.")
+    return redirect(room_url(room, message_id))
+
+
+@login_required
+@require_POST
+def room_assistant_set(request, slug: str):
+    """Moderators turn the assistant on or off in their room (``enabled``: "1" or "0")."""
+    room = get_object_or_404(Room, slug=slug)
+    enabled = request.POST.get("enabled") == "1"
+    room_assistant.room_assistant_set(user=request.user, room=room, enabled=enabled)
+    if enabled:
+        messages.success(request, "The assistant is in this room: mention @assistant to ask it.")
+    else:
+        messages.success(request, "The assistant has left this room.")
+    return redirect(room_url(room))
 
 
 @login_required
@@ -208,7 +242,9 @@ async def export(request, slug: str):
 def export_row(room: Room, row: dict) -> dict:
     """One export line: the message as clients see it, plus when it was edited or deleted.
 
-    A deleted message keeps its line (ids stay continuous) without a ``body``.
+    A deleted message keeps its line (ids stay continuous) without a ``body``. The
+    assistant's answer has ``"assistant": true``, its text so far as ``body`` and its
+    ``status`` (``author`` is who asked).
     """
     line = {
         "id": row["id"],
@@ -220,6 +256,11 @@ def export_row(room: Room, row: dict) -> dict:
         "edited_at": row["edited_at"].isoformat() if row["edited_at"] else None,
         "deleted_at": row["deleted_at"].isoformat() if row["deleted_at"] else None,
     }
+    if row["assistant_answer_id"] is not None:
+        line["assistant"] = True
+        if row["deleted_at"] is None:
+            state = row.get("answer_state") or MISSING_ANSWER
+            line["body"], line["status"] = state["text"], state["status"]
     if row["deleted_at"] is not None:
         del line["body"]
     return line
