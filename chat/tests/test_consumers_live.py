@@ -14,6 +14,7 @@ from django.db import connection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
+from assistant.models import Answer
 from bench.data import create_sessions
 from chat.models import Message
 from chat.tests.factories import add_messages, room_with
@@ -273,3 +274,90 @@ async def test_a_crowd_joins_one_room_and_presence_stays_small(
         )
     finally:
         await asyncio.gather(*(socket.disconnect() for socket in sockets))
+
+
+# The assistant in a room ------------------------------------------------------------------
+
+WORDS = [f"word{n}é😀 " for n in range(20)]
+
+
+@pytest.fixture
+def assistant_server(live_server_factory, fake_upstream):
+    """``assistant_server(kind)``: a server of its own whose assistant asks the fake upstream."""
+
+    def start(kind: str = "uvicorn"):
+        return live_server_factory(
+            kind,
+            LLM_BASE_URL=fake_upstream.base_url,
+            LLM_TIMEOUT_SECONDS="5",
+            ASSISTANT_FLUSH_MILLISECONDS="10",
+        )
+
+    return start
+
+
+@pytest.fixture
+def assistant_room(transactional_db, user, other_user):
+    return room_with("lobby", members=[user, other_user], assistant=True)
+
+
+@pytest.fixture
+def moderator_of_lobby(transactional_db, make_user, user):
+    """A moderator of a room with the assistant where alice is a member."""
+    moderator = make_user("mod")
+    room_with("lobby", members=[user], moderators=[moderator], assistant=True)
+    return moderator
+
+
+async def asked(socket, question: str) -> int:
+    """Ask from ``socket``; the id of the message that shows the answer."""
+    client_id = await socket.send_message(question)
+    ack = await socket.until(lambda f: f.get("type") == "ack" and f["client_id"] == client_id)
+    shown = await socket.first(
+        lambda f: (
+            f.get("type") == "message"
+            and f["message"].get("assistant") is True
+            and f["message"]["id"] > ack["id"]
+        )
+    )
+    return shown["message"]["id"]
+
+
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+async def test_an_answer_streams_to_two_users_on_a_real_server(
+    assistant_server, fake_upstream, open_socket, user, other_user, assistant_room, kind
+):
+    server = assistant_server(kind)
+    await fake_upstream.ascript(tokens=WORDS, token_delay=0.01)
+    alice = await open_socket(server, user)
+    bob = await open_socket(server, other_user)
+    answer_id = await asked(alice, "@assistant tell me")
+    for socket in (alice, bob):
+        state = await socket.answer_done(answer_id)
+        assert (state["status"], state["text"]) == ("complete", "".join(WORDS))
+    # A socket that joins afterwards reads the whole answer in its history.
+    late = await open_socket(server, other_user, joined=False)
+    _presence, history = await late.joined()
+    [shown] = [m for m in history["messages"] if m["id"] == answer_id]
+    assert (shown["body"], shown["status"]) == ("".join(WORDS), "complete")
+
+
+async def test_an_answer_generated_in_one_process_is_seen_and_stopped_from_another(
+    assistant_server, fake_upstream, open_socket, user, other_user, moderator_of_lobby
+):
+    if not uses_redis():
+        skip_or_fail("two processes need REDIS_URL")
+    first, second = assistant_server("uvicorn"), assistant_server("daphne")
+    await fake_upstream.ascript(tokens=WORDS, stall_after=5, stall_seconds=None)
+    alice = await open_socket(first, user)  # the answer is generated in alice's process
+    mod = await open_socket(second, moderator_of_lobby)
+    answer_id = await asked(alice, "@assistant go on and on")
+    shown = "".join(WORDS[:5])
+    await mod.until(lambda f: f.get("type") == "message.delta" and f["position"] == len(shown))
+    await mod.send({"type": "message.stop", "id": answer_id, "position": 3})
+    for socket in (alice, mod):
+        state = await socket.answer_done(answer_id)
+        assert (state["status"], state["text"]) == ("stopped", shown[:3])
+    await fake_upstream.await_disconnected(0, timeout=5)
+    stored = await Answer.objects.aget(room_message_id=answer_id)
+    assert (stored.status, stored.text) == ("stopped", shown[:3])

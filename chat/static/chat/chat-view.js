@@ -1,4 +1,5 @@
-// What the chat page shows: the message list, who is online, who is typing, the status.
+// What the chat page shows: the message list, who is typing, the status (who is online:
+// chat-presence.js; the assistant's answers: chat-answers.js).
 //
 // chat.js owns the socket and the protocol; this module owns the DOM. Messages are drawn
 // the way templates/chat/message.html draws them, and every piece of user text goes in
@@ -14,6 +15,22 @@ export function element(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/** A plain POST form to `template` (a URL whose "/0/" is the message id), with one button. */
+export function postForm(template, id, csrfToken, className, label) {
+  const form = element("form", className);
+  form.method = "post";
+  const at = template.lastIndexOf("/0/");
+  form.action = `${template.slice(0, at)}/${id}/${template.slice(at + 3)}`;
+  const token = element("input");
+  token.type = "hidden";
+  token.name = "csrfmiddlewaretoken";
+  token.value = csrfToken();
+  const button = element("button", "link", label);
+  button.type = "submit";
+  form.append(token, button);
+  return form;
 }
 
 function clockTime(iso) {
@@ -33,6 +50,8 @@ function clockTime(iso) {
  */
 export class MessageList {
   constructor(root, { username, deleteUrl, csrfToken }) {
+    // The assistant's answers (chat-answers.js), set by the page once both exist.
+    this.answers = null;
     this.list = root.querySelector("[data-chat-messages]");
     this.empty = root.querySelector("[data-chat-empty]");
     this.announcer = root.querySelector("[data-chat-announcer]");
@@ -89,6 +108,7 @@ export class MessageList {
         for (const message of messages) {
           if (this.byId(message.id)) {
             if (message.deleted) this.markDeleted(message.id);
+            else if (message.assistant === true) this.answers?.update(message);
             continue;
           }
           this.insert(this.item(message));
@@ -99,7 +119,12 @@ export class MessageList {
     );
     if (announce) {
       for (const message of added) {
-        if (!message.deleted) this.announce(`${message.author.username}: ${message.body}`);
+        if (message.deleted) continue;
+        if (message.assistant === true) {
+          this.announce(`The assistant is answering ${message.author.username}.`);
+        } else {
+          this.announce(`${message.author.username}: ${message.body}`);
+        }
       }
     }
     return added;
@@ -125,7 +150,16 @@ export class MessageList {
     item.dataset.messageId = String(message.id);
     item.dataset.author = message.author.username;
     if (message.client_id) item.dataset.clientId = message.client_id;
-    item.append(element("span", "chat-author", message.author.username));
+    const assistant = message.assistant === true && this.answers !== null;
+    if (assistant) {
+      // Its author is who asked.
+      item.classList.add("is-assistant");
+      item.dataset.assistant = "";
+      const askedBy = element("span", "chat-asked-by", `asked by ${message.author.username}`);
+      item.append(element("span", "chat-author", "assistant"), " ", askedBy);
+    } else {
+      item.append(element("span", "chat-author", message.author.username));
+    }
     const when = clockTime(message.created_at);
     const time = element("time", "", when.short);
     time.dateTime = message.created_at;
@@ -135,7 +169,8 @@ export class MessageList {
       item.classList.add("is-deleted");
       item.append(this.deletedNote());
     } else {
-      item.append(this.body(message.body));
+      if (assistant) this.answers.fill(item, message);
+      else item.append(this.body(message.body));
       if (this.deleteUrl) item.append(this.deleteForm(message.id));
     }
     return item;
@@ -155,18 +190,8 @@ export class MessageList {
 
   /** The moderators' plain POST form, as the server renders it. */
   deleteForm(id) {
-    const form = element("form", "inline chat-delete");
-    form.method = "post";
-    const at = this.deleteUrl.lastIndexOf("/0/");
-    form.action = `${this.deleteUrl.slice(0, at)}/${id}/${this.deleteUrl.slice(at + 3)}`;
+    const form = postForm(this.deleteUrl, id, this.csrfToken, "inline chat-delete", "Delete");
     form.dataset.chatDelete = "";
-    const token = element("input");
-    token.type = "hidden";
-    token.name = "csrfmiddlewaretoken";
-    token.value = this.csrfToken();
-    const button = element("button", "link", "Delete");
-    button.type = "submit";
-    form.append(token, button);
     return form;
   }
 
@@ -175,7 +200,9 @@ export class MessageList {
     const item = this.byId(id);
     if (!item || item.classList.contains("is-deleted")) return;
     item.classList.add("is-deleted");
-    for (const node of item.querySelectorAll("[data-chat-body], [data-chat-delete]")) node.remove();
+    const parts = "[data-chat-body], [data-chat-delete], [data-chat-stop], [data-chat-answer-status]";
+    for (const node of item.querySelectorAll(parts)) node.remove();
+    this.answers?.forget(id);
     item.append(this.deletedNote());
   }
 
@@ -240,84 +267,6 @@ export class MessageList {
 }
 
 // Around the messages ----------------------------------------------------------------------
-
-/**
- * Who is online (in the page's side column). The socket sends the first page of names
- * (sorted) with the count on connect, then only what changes (presence.delta); "Show
- * more" asks for the next page. Names are known for sure up to the last one paged
- * (`until`; null when all are known): only those are listed, in order.
- */
-export class Presence {
-  constructor(page, { onMore } = {}) {
-    this.section = page.querySelector("[data-chat-presence]");
-    this.list = this.section?.querySelector("ul");
-    this.onMore = onMore;
-    this.names = new Set();
-    this.version = -1; // the snapshot's: changes up to it are in it
-    this.count = 0;
-    this.until = null;
-    this.asked = false; // a page is on its way
-    if (!this.list) return;
-    this.countNode = element("p", "chat-muted");
-    this.countNode.dataset.testid = "chat-online-count";
-    this.moreButton = element("button", "link", "Show more");
-    this.moreButton.type = "button";
-    this.moreButton.hidden = true;
-    this.moreButton.addEventListener("click", () => this.more());
-    this.list.before(this.countNode);
-    this.list.after(this.moreButton);
-  }
-
-  /** The first page (on connect): replaces everything known. */
-  snapshot({ online, count, more, version }) {
-    this.names = new Set(online);
-    this.version = version;
-    this.count = count;
-    this.until = more && online.length ? online[online.length - 1] : null;
-    this.asked = false;
-    this.render();
-  }
-
-  /** Who came online and who left since; dropped if the snapshot already holds it. */
-  delta({ joined, left, count, version }) {
-    if (version <= this.version) return;
-    for (const name of joined) this.names.add(name);
-    for (const name of left) this.names.delete(name);
-    this.count = count;
-    this.render();
-  }
-
-  /** The names after `after`: the truth for that range. */
-  page({ after, online, more, count }) {
-    if (after !== this.until) return; // a snapshot came since it was asked for
-    const last = more && online.length ? online[online.length - 1] : null;
-    for (const name of [...this.names]) {
-      if (name > after && (last === null || name <= last)) this.names.delete(name);
-    }
-    for (const name of online) this.names.add(name);
-    this.count = count;
-    this.until = last;
-    this.asked = false;
-    this.render();
-  }
-
-  more() {
-    if (this.until === null || this.asked || !this.onMore) return;
-    this.asked = this.onMore(this.until);
-    this.render();
-  }
-
-  render() {
-    if (!this.list) return;
-    const until = this.until;
-    const shown = [...this.names].filter((name) => until === null || name <= until).sort();
-    this.list.replaceChildren(...shown.map((name) => element("li", "", name)));
-    this.countNode.textContent = `${this.count} online`;
-    this.moreButton.hidden = until === null;
-    this.moreButton.disabled = this.asked;
-    this.section.hidden = false;
-  }
-}
 
 /** "alice is typing…", for a few seconds after each typing frame. */
 export class Typing {

@@ -12,7 +12,10 @@
 
 import { Backoff } from "../js/reconnect.js";
 import { Outbox } from "./chat-outbox.js";
-import { MessageList, Presence, Status, Typing, element } from "./chat-view.js";
+import { Answers } from "./chat-answers.js";
+import { isMessage, isNames, isPresence, newClientId } from "./chat-frames.js";
+import { Presence } from "./chat-presence.js";
+import { MessageList, Status, Typing, element } from "./chat-view.js";
 
 const PING_EVERY_MS = 25_000;
 const PONG_WITHIN_MS = 10_000;
@@ -26,38 +29,6 @@ const FINAL_CLOSES = new Map([
 ]);
 // Errors that answer a message.send and will not go away by sending it again.
 const FINAL_SEND_ERRORS = new Set(["too_long", "invalid", "forbidden"]);
-
-/** A random UUID; crypto.randomUUID needs a secure context, getRandomValues does not. */
-function newClientId() {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
-function isMessage(value) {
-  return (
-    value !== null &&
-    typeof value === "object" &&
-    Number.isSafeInteger(value.id) &&
-    value.id > 0 &&
-    typeof value.body === "string" &&
-    value.author !== null &&
-    typeof value.author === "object" &&
-    typeof value.author.username === "string"
-  );
-}
-
-function isNames(value) {
-  return Array.isArray(value) && value.every((name) => typeof name === "string");
-}
-
-/** The count and version every presence frame carries. */
-function isPresence(frame) {
-  return Number.isSafeInteger(frame.count) && Number.isSafeInteger(frame.version);
-}
 
 function cookie(name) {
   for (const part of document.cookie.split(";")) {
@@ -83,6 +54,14 @@ class ChatRoom {
       deleteUrl: data.canModerate === "true" ? data.deleteUrl || "" : "",
       csrfToken: () => cookie("csrftoken") || this.form?.querySelector("[name=csrfmiddlewaretoken]")?.value || "",
     });
+    this.answers = new Answers(this.view, {
+      username: this.username,
+      canModerate: data.canModerate === "true",
+      stopUrl: data.stopUrl || "",
+      csrfToken: this.view.csrfToken,
+      onStop: (id, position) => this.send({ type: "message.stop", id, position }),
+    });
+    this.view.answers = this.answers;
     this.presence = new Presence(document, {
       onMore: (after) => this.send({ type: "presence.more", after }),
     });
@@ -107,6 +86,7 @@ class ChatRoom {
   }
 
   start() {
+    this.answers.adopt();
     this.enhanceOlder();
     this.enhanceForm();
     for (const { clientId, body } of this.outbox.restore()) this.queue(body, clientId);
@@ -149,7 +129,10 @@ class ChatRoom {
     this.backoff.reset();
     this.status.set("live", "");
     // Only a REconnect may have missed something: the first history frame covers the rest.
-    if (this.connectedOnce) this.send({ type: "resume", after: this.lastSeenId });
+    // Answers still being written come again from the resume (or history) with their text.
+    if (this.connectedOnce) {
+      this.send({ type: "resume", after: this.answers.resumeAfter(this.lastSeenId) });
+    }
     this.connectedOnce = true;
     for (const entry of this.outbox.pending()) this.sendMessage(entry);
     this.startHeartbeat();
@@ -249,6 +232,13 @@ class ChatRoom {
       case "message.deleted":
         if (Number.isSafeInteger(frame.id)) this.view.markDeleted(frame.id);
         break;
+      case "message.delta":
+      case "message.done":
+        if (Number.isSafeInteger(frame.id) && Number.isSafeInteger(frame.position)) {
+          if (frame.type === "message.delta") this.answers.delta(frame);
+          else this.answers.done(frame);
+        }
+        break;
       case "pong":
         clearTimeout(this.pongTimer);
         this.pongTimer = null;
@@ -311,6 +301,10 @@ class ChatRoom {
 
   error(frame) {
     const detail = typeof frame.detail === "string" ? frame.detail : "";
+    if (frame.code === "assistant_unavailable" && Number.isSafeInteger(frame.id)) {
+      this.answers.unavailable(frame.id, detail); // our message is stored; only no answer
+      return;
+    }
     const entry = typeof frame.client_id === "string" ? this.outbox.get(frame.client_id) : null;
     if (!entry) {
       // Not about a message of ours (a typing, history or read frame): say so, go on.
