@@ -43,18 +43,7 @@ async def room(user, other_user, moderator):
 
 
 async def ask(socket, question: str = "@assistant say hello") -> tuple[dict, int]:
-    """Ask from ``socket``: its ack, and the id of the message that shows the answer."""
-    client_id = await socket.send_message(question)
-    ack = await socket.until(lambda f: f.get("type") == "ack" and f["client_id"] == client_id)
-    # The room's frames and the ack come from two tasks: either may be first.
-    shown = await socket.first(
-        lambda f: (
-            f.get("type") == "message"
-            and f["message"].get("assistant") is True
-            and f["message"]["id"] > ack["id"]
-        )
-    )
-    return ack, shown["message"]["id"]
+    return await socket.ask_assistant(question)
 
 
 async def message_frame(socket, message_id: int) -> dict:

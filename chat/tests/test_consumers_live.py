@@ -309,20 +309,6 @@ def moderator_of_lobby(transactional_db, make_user, user):
     return moderator
 
 
-async def asked(socket, question: str) -> int:
-    """Ask from ``socket``; the id of the message that shows the answer."""
-    client_id = await socket.send_message(question)
-    ack = await socket.until(lambda f: f.get("type") == "ack" and f["client_id"] == client_id)
-    shown = await socket.first(
-        lambda f: (
-            f.get("type") == "message"
-            and f["message"].get("assistant") is True
-            and f["message"]["id"] > ack["id"]
-        )
-    )
-    return shown["message"]["id"]
-
-
 @pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
 async def test_an_answer_streams_to_two_users_on_a_real_server(
     assistant_server, fake_upstream, open_socket, user, other_user, assistant_room, kind
@@ -331,7 +317,7 @@ async def test_an_answer_streams_to_two_users_on_a_real_server(
     await fake_upstream.ascript(tokens=WORDS, token_delay=0.01)
     alice = await open_socket(server, user)
     bob = await open_socket(server, other_user)
-    answer_id = await asked(alice, "@assistant tell me")
+    _ack, answer_id = await alice.ask_assistant("@assistant tell me")
     for socket in (alice, bob):
         state = await socket.answer_done(answer_id)
         assert (state["status"], state["text"]) == ("complete", "".join(WORDS))
@@ -351,7 +337,7 @@ async def test_an_answer_generated_in_one_process_is_seen_and_stopped_from_anoth
     await fake_upstream.ascript(tokens=WORDS, stall_after=5, stall_seconds=None)
     alice = await open_socket(first, user)  # the answer is generated in alice's process
     mod = await open_socket(second, moderator_of_lobby)
-    answer_id = await asked(alice, "@assistant go on and on")
+    _ack, answer_id = await alice.ask_assistant("@assistant go on and on")
     shown = "".join(WORDS[:5])
     await mod.until(lambda f: f.get("type") == "message.delta" and f["position"] == len(shown))
     await mod.send({"type": "message.stop", "id": answer_id, "position": 3})

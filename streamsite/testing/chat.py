@@ -84,6 +84,21 @@ class _Frames:
         await self.send({"type": "message.send", "client_id": client_id, "body": body})
         return client_id
 
+    async def ask_assistant(self, question: str) -> tuple[dict, int]:
+        """Send ``question`` (which mentions @assistant): its ``ack``, and the id of the
+        message that shows the assistant's answer."""
+        client_id = await self.send_message(question)
+        ack = await self.until(lambda f: f.get("type") == "ack" and f["client_id"] == client_id)
+        # The room's frames and the ack come from two tasks: either may come first.
+        shown = await self.first(
+            lambda f: (
+                f.get("type") == "message"
+                and f["message"].get("assistant") is True
+                and f["message"]["id"] > ack["id"]
+            )
+        )
+        return ack, shown["message"]["id"]
+
     async def ping(self) -> None:
         """Round trip: every frame the server sent before the pong has been read."""
         await self.send({"type": "ping"})
