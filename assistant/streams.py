@@ -75,6 +75,10 @@ class ViewState:
         if after is not None:
             self.positions[after[0]] = after[1]
             self.latest = after[0]
+        elif only is not None:
+            # The POST's stream: the client knows nothing of its answer yet, so it starts
+            # with the answer's turn (read from that answer on, not from the first).
+            self.latest = only - 1
         self.needs_catch_up = False
         self.finished = False
 

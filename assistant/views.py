@@ -107,9 +107,7 @@ async def ask(request, conversation_id: int):
     answer, refused = await _ask(user, conversation_id, body.get("prompt"), body.get("client_id"))
     if refused is not None:
         return refused
-    return event_stream_response(
-        conversation_stream(conversation_id, after=(answer.pk, 0), only=answer.pk)
-    )
+    return event_stream_response(conversation_stream(conversation_id, after=None, only=answer.pk))
 
 
 @require_POST
