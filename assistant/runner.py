@@ -33,6 +33,7 @@ from assistant import events, selectors, services
 from assistant.models import Answer
 from assistant.upstream import get_provider
 from assistant.upstream.base import Provider, UpstreamError, Usage
+from assistant.watchers import get_watchers
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import get_hub
 
@@ -176,27 +177,29 @@ class Generation:
             return
         error = reader.exception()
         if error is None:
-            await db_call(
+            finished = await db_call(
                 services.answer_finish,
                 answer_id=self.answer_id,
                 status=Answer.Status.COMPLETE,
                 finish_reason=self.finish_reason or "stop",
                 usage=self.usage or self._estimated_usage(),
             )
-            return
-        if isinstance(error, UpstreamError):
-            reason = error.reason
-            logger.info("answer %s failed upstream: %s", self.answer_id, reason)
         else:
-            reason = "The assistant failed unexpectedly."
-            logger.error("answer %s failed", self.answer_id, exc_info=error)
-        await db_call(
-            services.answer_finish,
-            answer_id=self.answer_id,
-            status=Answer.Status.FAILED,
-            error=reason,
-            usage=self.usage or self._estimated_usage(),
-        )
+            if isinstance(error, UpstreamError):
+                reason = error.reason
+                logger.info("answer %s failed upstream: %s", self.answer_id, reason)
+            else:
+                reason = "The assistant failed unexpectedly."
+                logger.error("answer %s failed", self.answer_id, exc_info=error)
+            finished = await db_call(
+                services.answer_finish,
+                answer_id=self.answer_id,
+                status=Answer.Status.FAILED,
+                error=reason,
+                usage=self.usage or self._estimated_usage(),
+            )
+        if finished is not None and not await get_watchers().anyone_watching(self.conversation_id):
+            await db_call(services.answer_ready_notify, answer_id=self.answer_id)
 
 
 class Runner:
@@ -239,6 +242,11 @@ class Runner:
             except Exception:
                 logger.warning("assistant upkeep failed; trying again", exc_info=True)
             await asyncio.sleep(period)
+
+    async def wait_idle(self) -> None:
+        """Wait until every generation of this process has ended (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
         tasks = [*self._tasks, *([self._upkeep] if self._upkeep else [])]

@@ -27,8 +27,7 @@ from django.utils import timezone
 from assistant import events
 from assistant.models import Answer, Conversation, DailyUsage, Question
 from assistant.upstream.base import Usage
-from streamsite.streaming.hub import event_message
-from streamsite.streaming.publish import publish, publish_on_commit
+from streamsite.streaming.publish import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def conversation_create(*, owner, title: str = "") -> Conversation:
     return Conversation.objects.create(owner=owner, title=title)
 
 
-def question_ask(*, user, conversation_id: int, text, client_id) -> Asked:
+def question_ask(*, user, conversation_id: int, text, client_id, model: str = "") -> Asked:
     """Store a question and its answer (status streaming); the caller starts the generation.
 
     Idempotent by ``client_id``: a repeat returns the answer the first call created and
@@ -118,11 +117,11 @@ def question_ask(*, user, conversation_id: int, text, client_id) -> Asked:
         )
         if not conversation.questions.exclude(pk=question.pk).exists():
             conversation.title = " ".join(text.split())[:TITLE_LENGTH]
-        answer = _answer_create(conversation, question, user)
+        answer = _answer_create(conversation, question, user, model=model)
         return Asked(answer, created=True)
 
 
-def answer_retry(*, user, answer_id: int, continues: bool = False) -> Answer:
+def answer_retry(*, user, answer_id: int, continues: bool = False, model: str = "") -> Answer:
     """Start a new answer to the question of a finished one: again, or going on from it.
 
     ``continues`` makes the new answer go on from the old one's text (for an interrupted or
@@ -156,16 +155,16 @@ def _check_limits(user) -> None:
         raise BudgetExhausted(midnight)
 
 
-def _answer_create(conversation, question, user, *, continues: Answer | None = None) -> Answer:
-    from assistant.upstream import get_provider
-
+def _answer_create(
+    conversation, question, user, *, continues: Answer | None = None, model: str = ""
+) -> Answer:
     now = timezone.now()
     answer = Answer.objects.create(
         conversation=conversation,
         question=question,
         owner=user,
         continues=continues,
-        model=get_provider().name[:200],
+        model=model[:200],
         started_at=now,
         alive_at=now,
     )
@@ -325,7 +324,26 @@ def usage_add(*, user_id: int, tokens: int) -> None:
     )
 
 
-def stop_signal(answer_id: int) -> None:
-    """Tell the process generating ``answer_id`` to stop now (no database change)."""
-    key = events.control_key(answer_id)
-    publish(key, event_message(key, events.stop_event(answer_id)))
+def answer_ready_notify(*, answer_id: int) -> None:
+    """Tell the owner their answer finished, through the notification bell.
+
+    For answers that finished while no tab showed their conversation (the runner asks
+    ``assistant.watchers``): someone who is looking needs no notification.
+    """
+    from django.urls import reverse
+
+    from notifications.services import notification_create
+
+    answer = Answer.objects.select_related("question", "owner").get(pk=answer_id)
+    url = reverse("assistant:conversation", kwargs={"conversation_id": answer.conversation_id})
+    if answer.status == Status.COMPLETE:
+        title, level = "Your answer is ready", "success"
+    else:
+        title, level = "Your answer could not be finished", "warning"
+    notification_create(
+        recipient=answer.owner,
+        title=title,
+        body=answer.question.text[:200],
+        url=f"{url}#answer-{answer.pk}",
+        level=level,
+    )

@@ -24,12 +24,13 @@ from django.conf import settings
 from assistant import events, selectors
 from assistant.models import Answer
 from assistant.runner import get_runner
+from assistant.watchers import get_watchers
 from streamsite.streaming.hub import RESYNC, get_hub
 from streamsite.streaming.sse import KEEPALIVE, encode_json_object, encode_retry
 
 #: The end of an answer's POST stream, as OpenAI-style clients expect it.
 DONE_SENTINEL = b"data: [DONE]\n\n"
-_CURSOR = re.compile(r"(\d{1,18}):(\d{1,10})")
+_CURSOR = re.compile(r"(\d{1,18}):(\d{1,10})", re.ASCII)
 
 
 def parse_cursor(raw: str | None) -> tuple[int, int] | None:
@@ -160,8 +161,17 @@ async def conversation_stream(
     With ``only``, the stream is the POST's: that one answer, ending after its ``done``
     event with ``data: [DONE]``.
     """
-    keepalive = settings.SSE_KEEPALIVE_SECONDS
     get_runner().ensure_upkeep()  # this process also notices crashed generations
+    with get_watchers().watching(conversation_id):
+        async with aclosing(_stream(conversation_id, after, only)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+
+async def _stream(
+    conversation_id: int, after: tuple[int, int] | None, only: int | None
+) -> AsyncIterator[bytes]:
+    keepalive = settings.SSE_KEEPALIVE_SECONDS
     async with get_hub().subscribe(
         events.conversation_key(conversation_id), maxsize=settings.SSE_BUFFER_EVENTS
     ) as live:

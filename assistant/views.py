@@ -82,6 +82,7 @@ async def _ask(user, conversation_id: int, prompt, client_id):
             conversation_id=conversation_id,
             text=prompt,
             client_id=client_id,
+            model=get_provider().name,
         )
     except Conversation.DoesNotExist:
         return None, json_error("No such conversation.", 404)
@@ -241,7 +242,9 @@ def _again_in_conversation(user, conversation_id, answer_id, continues):
         pk=answer_id, conversation_id=conversation_id, conversation__owner=user
     ).exists():
         raise Answer.DoesNotExist
-    return services.answer_retry(user=user, answer_id=answer_id, continues=continues)
+    return services.answer_retry(
+        user=user, answer_id=answer_id, continues=continues, model=get_provider().name
+    )
 
 
 @login_required
