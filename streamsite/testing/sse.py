@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 from collections.abc import AsyncIterator
 
@@ -16,13 +17,15 @@ class SSEParser:
 
     def __init__(self) -> None:
         self._pending = ""
+        # A character's bytes may arrive in two chunks, as over a real socket.
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._fields: dict[str, str] = {}
         self._data: list[str] = []
         self.comments: list[str] = []
         self.retry: int | None = None
 
     def feed(self, chunk: bytes | str) -> list[dict]:
-        text = chunk.decode() if isinstance(chunk, bytes) else chunk
+        text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
         self._pending += text.replace("\r\n", "\n").replace("\r", "\n")
         *lines, self._pending = self._pending.split("\n")
         events = []
