@@ -75,9 +75,12 @@ class Generation:
                 stopped = await self._write_until_done(reader)
             finally:
                 # Cancelling the reader closes the upstream response (stream_reply runs
-                # under aclosing and ``async with`` on the HTTP response).
+                # under aclosing and ``async with`` on the HTTP response). Once only: a
+                # Stop has cancelled it already, and a second cancel would interrupt that
+                # close halfway, leaving the connection open and the upstream generating.
                 if not reader.done():
-                    reader.cancel()
+                    if not reader.cancelling():
+                        reader.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await reader
         await self._finish(reader, stopped)
