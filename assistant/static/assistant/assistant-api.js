@@ -22,6 +22,22 @@ export function newClientId() {
   return hex.replace(/^(.{8})(.{4})(.{4})(.{4})/, "$1-$2-$3-$4-");
 }
 
+/**
+ * The events of an SSE response whose data are JSON objects, as {type, data}; others are
+ * skipped, except an `error` event, whose plain text becomes {error: text}.
+ */
+export async function* readJsonEvents(response) {
+  for await (const event of readEvents(response)) {
+    let data = null;
+    try {
+      data = JSON.parse(event.data);
+    } catch {
+      if (event.type === "error") data = { error: event.data };
+    }
+    if (data !== null && typeof data === "object") yield { type: event.type, data };
+  }
+}
+
 /** POST with the CSRF token; `json` becomes the body (JSON), else `form` (FormData). */
 export function post(url, { csrfToken, json, form, accept = "application/json", signal } = {}) {
   const headers = { "X-CSRFToken": csrfToken, Accept: accept };
@@ -137,15 +153,9 @@ export class Follower {
       this.backoff.reset();
       this.connectedOnce = true;
       this.onState("live", "");
-      for await (const event of readEvents(response)) {
+      for await (const { type, data } of readJsonEvents(response)) {
         if (controller !== this.controller) return; // resynced: a newer stream took over
-        let data;
-        try {
-          data = JSON.parse(event.data);
-        } catch {
-          continue;
-        }
-        if (data && typeof data === "object") this.onEvent(event.type, data);
+        this.onEvent(type, data);
       }
       // The server ended the stream (it restarts, or this page read too slowly): resume.
     } catch (error) {

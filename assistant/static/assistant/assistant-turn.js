@@ -57,20 +57,13 @@ export function statusText(status, error) {
   }
 }
 
-/** What the live region says when an answer reaches `status`. */
+/** What the live region says when an answer reaches `status`: "Answer complete.", … */
 export function announcement(status, error) {
-  switch (status) {
-    case "complete":
-      return "Answer complete.";
-    case "stopped":
-      return "Answer stopped.";
-    case "interrupted":
-      return `Answer interrupted: ${error || "the server stopped."}`;
-    case "failed":
-      return `Answer failed: ${error || "the assistant could not answer."}`;
-    default:
-      return "";
-  }
+  if (!FINAL_STATUSES.has(status)) return "";
+  if (status === "complete") return "Answer complete.";
+  if (status === "stopped") return "Answer stopped.";
+  const text = statusText(status, error);
+  return text && `Answer ${text.charAt(0).toLowerCase()}${text.slice(1)}`;
 }
 
 export class Turn {

@@ -5,8 +5,8 @@
 //
 // - it follows the conversation's event stream (assistant-api.js' Follower), so answers
 //   asked from other tabs, and answers still streaming when the page loaded, grow live;
-// - it asks with a JSON POST (a fresh client_id each question, the same one when the same
-//   text is sent again after a failure) and reads the answer from the POST's own stream;
+// - its question box (assistant-composer.js) asks with a JSON POST and hands the events
+//   of the POST's own stream (the new answer) to the same merge;
 // - Stop, Retry and Continue become JSON requests.
 //
 // Two streams can carry the same answer, so every event is merged by position: a delta
@@ -24,9 +24,9 @@
 // Observable state, for people and tests: <div id="assistant" data-assistant-state=
 // "connecting|live|offline|stopped">; each answer's <li data-status data-position>.
 
-import { Follower, newClientId, post, refusal } from "./assistant-api.js";
+import { Follower, post, refusal } from "./assistant-api.js";
+import { Composer, Notice } from "./assistant-composer.js";
 import { GAP, Turn, announcement } from "./assistant-turn.js";
-import { readEvents } from "./sse-reader.js";
 
 // "At the bottom" within this many pixels: growing text keeps the view pinned there.
 const BOTTOM_SLACK_PX = 48;
@@ -64,12 +64,9 @@ class Conversation {
     this.list = root.querySelector("[data-assistant-turns]");
     this.empty = root.querySelector("[data-assistant-empty]");
     this.form = root.querySelector("[data-assistant-form]");
-    this.input = this.form.querySelector("textarea[name=prompt]");
-    this.sendButton = this.form.querySelector("button[type=submit]");
     this.status = root.querySelector("[data-assistant-status]");
-    this.notice = root.querySelector("[data-assistant-notice]");
+    this.notice = new Notice(root.querySelector("[data-assistant-notice]"));
     this.announcer = root.querySelector("[data-assistant-announcer]");
-    this.askUrl = data.askUrl;
     this.urls = {
       stop: answerUrl(data.stopUrl),
       retry: answerUrl(data.retryUrl),
@@ -82,9 +79,13 @@ class Conversation {
     this.followed = parseCursor(data.cursor)?.answer ?? 0;
     this.dirty = new Set();
     this.frame = null;
-    this.asking = false;
-    this.lastAttempt = null; // {prompt, clientId} of a question that may not have arrived
     this.announceTimer = null;
+    this.composer = new Composer(this.form, {
+      askUrl: data.askUrl,
+      csrfToken: () => this.csrfToken(),
+      notice: this.notice,
+      onEvent: (type, event) => this.receive(type, event, "ask"),
+    });
     this.follower = new Follower(data.streamUrl, {
       cursor: () => this.cursor(),
       onEvent: (type, event) => this.receive(type, event, "stream"),
@@ -93,19 +94,8 @@ class Conversation {
   }
 
   start() {
-    this.form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      this.ask();
-    });
-    this.input.addEventListener("keydown", (event) => {
-      // Enter sends, Shift+Enter is a new line; not while an IME composes a character.
-      if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
-      event.preventDefault();
-      this.form.requestSubmit();
-    });
+    this.composer.start();
     this.list.addEventListener("submit", (event) => this.takeAction(event));
-    const hint = this.root.querySelector("[data-assistant-hint]");
-    if (hint) hint.hidden = false; // true only now that Enter sends
     if (!window.location.hash) this.scrollToBottom();
     this.follower.start();
   }
@@ -159,7 +149,7 @@ class Conversation {
   /** One event from the conversation stream (`source` "stream") or an ask's ("ask"). */
   receive(type, data, source) {
     if (type === "error") {
-      this.showNotice({ text: `The answer stream failed: ${String(data.error ?? data.message ?? "")}` });
+      this.notice.show({ text: `The answer stream failed: ${String(data.error ?? data.message ?? "")}` });
       return;
     }
     if (!STREAM_EVENTS.has(type)) return;
@@ -236,59 +226,6 @@ class Conversation {
     if (pinned) this.scrollToBottom();
   }
 
-  // Asking ----------------------------------------------------------------------------------
-
-  async ask() {
-    const prompt = this.input.value.trim();
-    if (this.asking || !prompt) return;
-    // The same text again after a failure: the same client_id, so it is stored once even
-    // if the first request did reach the server.
-    const clientId = this.lastAttempt?.prompt === prompt ? this.lastAttempt.clientId : newClientId();
-    this.lastAttempt = { prompt, clientId };
-    this.setAsking(true);
-    this.clearNotice();
-    let response;
-    try {
-      response = await post(this.askUrl, {
-        csrfToken: this.csrfToken(),
-        json: { prompt, client_id: clientId },
-        accept: "text/event-stream",
-      });
-    } catch {
-      this.setAsking(false);
-      this.showNotice({ text: "Could not reach the server. Check the connection and send again." });
-      return;
-    }
-    const type = response.headers.get("Content-Type") || "";
-    if (!response.ok || !type.startsWith("text/event-stream")) {
-      this.setAsking(false);
-      this.showNotice(await refusal(response));
-      return;
-    }
-    this.lastAttempt = null;
-    this.input.value = "";
-    this.setAsking(false);
-    try {
-      for await (const event of readEvents(response)) {
-        let data;
-        try {
-          data = JSON.parse(event.data);
-        } catch {
-          continue;
-        }
-        if (data && typeof data === "object") this.receive(event.type, data, "ask");
-      }
-    } catch {
-      // The connection broke: the conversation stream carries the same answer.
-    }
-  }
-
-  setAsking(asking) {
-    this.asking = asking;
-    this.sendButton.disabled = asking;
-    this.form.setAttribute("aria-busy", String(asking));
-  }
-
   // Stop, Retry, Continue -------------------------------------------------------------------
 
   takeAction(event) {
@@ -308,7 +245,7 @@ class Conversation {
     const position = turn.rendered;
     turn.hold = position; // show nothing more while the Stop is on its way
     turn.setBusy(true);
-    this.clearNotice();
+    this.notice.clear();
     let response;
     try {
       response = await post(form.action, { csrfToken: this.csrfToken(), json: { position } });
@@ -332,15 +269,15 @@ class Conversation {
     // Not stopped, or it had finished first (its `done` brings the rest): show it all.
     turn.hold = null;
     this.scheduleRender(turn);
-    if (!response) this.showNotice({ text: "Could not reach the server to stop the answer. Try again." });
-    else if (!response.ok) this.showNotice(await refusal(response));
+    if (!response) this.notice.show({ text: "Could not reach the server to stop the answer. Try again." });
+    else if (!response.ok) this.notice.show(await refusal(response));
   }
 
   /** Retry (failed) or Continue (interrupted, stopped): a new answer, which the stream brings. */
   async again(turn, form) {
     const action = form.dataset.action;
     turn.setBusy(true);
-    this.clearNotice();
+    this.notice.clear();
     let response;
     try {
       response = await post(form.action, { csrfToken: this.csrfToken(), form });
@@ -353,9 +290,9 @@ class Conversation {
       turn.updateActions();
       this.announce(action === "retry" ? "Answering again." : "Continuing the answer.");
     } else if (response) {
-      this.showNotice(await refusal(response));
+      this.notice.show(await refusal(response));
     } else {
-      this.showNotice({ text: "Could not reach the server. Try again." });
+      this.notice.show({ text: "Could not reach the server. Try again." });
     }
   }
 
@@ -377,23 +314,6 @@ class Conversation {
     this.announceTimer = setTimeout(() => {
       this.announcer.textContent = text;
     }, 100);
-  }
-
-  showNotice({ text, link }) {
-    const parts = [text];
-    if (link) {
-      const anchor = document.createElement("a");
-      anchor.href = link.href;
-      anchor.textContent = link.text;
-      parts.push(" ", anchor);
-    }
-    this.notice.replaceChildren(...parts);
-    this.notice.hidden = false;
-  }
-
-  clearNotice() {
-    this.notice.replaceChildren();
-    this.notice.hidden = true;
   }
 }
 
