@@ -72,6 +72,12 @@ async def open_conversation(context, server, conversation_id, *, dialogs=None):
     return page
 
 
+async def two_tabs(browser, server, user, conversation_id):
+    """Two pages of the conversation in one browser profile, both live."""
+    context = await logged_in_context(browser, server, user)
+    return [await open_conversation(context, server, conversation_id) for _ in range(2)]
+
+
 def turns(page):
     return page.get_by_test_id("assistant-turns").locator("li[data-answer]")
 
@@ -222,9 +228,7 @@ async def test_a_second_tab_follows_the_answer_live(
     browser, assistant_server, fake_upstream, user, conversation_id
 ):
     await fake_upstream.ascript(tokens=WORDS, token_delay=0.03)
-    context = await logged_in_context(browser, assistant_server, user)
-    asking = await open_conversation(context, assistant_server, conversation_id)
-    watching = await open_conversation(context, assistant_server, conversation_id)
+    asking, watching = await two_tabs(browser, assistant_server, user, conversation_id)
 
     await ask(asking, "Seen everywhere?")
 
@@ -237,6 +241,64 @@ async def test_a_second_tab_follows_the_answer_live(
         await expect(answer_text(page.locator(f"#answer-{answer_id}"))).to_have_text(FULL)
         assert_only_appended(await shown_texts(page, answer_id), FULL)
     assert len(await shown_texts(watching, answer_id)) >= 5  # it streamed there too
+
+
+async def test_a_stop_in_one_tab_cuts_the_text_another_tab_shows_to_what_was_stopped(
+    browser, assistant_server, fake_upstream, user, conversation_id
+):
+    await fake_upstream.ascript(tokens=WORDS, token_delay=0.1)
+    watching, stopping = await two_tabs(browser, assistant_server, user, conversation_id)
+    await ask(watching, "Stop me elsewhere")
+    turn = turns(stopping).last
+    await expect(answer_text(turn)).to_contain_text("word4", timeout=ANSWER_MS)
+
+    await turn.get_by_role("button", name="Stop").click()
+
+    answer_id = await answer_id_of(turn)
+    for page in (stopping, watching):
+        shown = page.locator(f"#answer-{answer_id}")
+        await expect(shown).to_have_attribute("data-status", "stopped")
+    answer = await stored(answer_id)
+    assert "word4" in answer.text and answer.text != FULL
+    for page in (stopping, watching):
+        await expect(answer_text(page.locator(f"#answer-{answer_id}"))).to_have_text(answer.text)
+    assert_only_appended(await shown_texts(stopping, answer_id), answer.text)
+
+
+async def test_text_arriving_faster_than_frames_is_written_at_most_once_a_frame(
+    browser, live_server_factory, fake_upstream, user, conversation_id
+):
+    """200 tokens a second, each stored and published on its own (a server of its own,
+    flushing every millisecond; uvicorn only): the page writes the text once a frame."""
+    server = live_server_factory(
+        "uvicorn", LLM_BASE_URL=fake_upstream.base_url, ASSISTANT_FLUSH_MILLISECONDS="1"
+    )
+    tokens = [f"t{i} " for i in range(400)]
+    await fake_upstream.ascript(tokens=tokens, token_delay=0.005)
+    context = await logged_in_context(browser, server, user)
+    page = await open_conversation(context, server, conversation_id)
+    await page.evaluate(COUNT_FRAMES_AND_WRITES)
+    await ask(page, "Fast, please")
+    turn = turns(page).last
+    await expect(turn).to_have_attribute("data-status", "complete", timeout=ANSWER_MS)
+    await expect(answer_text(turn)).to_have_text("".join(tokens))
+    counts = await page.evaluate("() => window.frameCounts")
+    assert counts["writes"] >= 10, counts  # it did stream
+    assert counts["writes"] <= counts["frames"] + 2, counts
+
+
+# Counts animation frames, and writes to answer text, from now on.
+COUNT_FRAMES_AND_WRITES = """() => {
+  window.frameCounts = { frames: 0, writes: 0 };
+  const tick = () => { window.frameCounts.frames += 1; requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+  new MutationObserver((records) => {
+    for (const record of records) {
+      const text = record.target.parentElement?.matches("[data-answer-text]");
+      if (text) window.frameCounts.writes += 1;
+    }
+  }).observe(document.body, { subtree: true, characterData: true });
+}"""
 
 
 # Safety and refusals ---------------------------------------------------------------------
