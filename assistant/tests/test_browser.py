@@ -7,7 +7,9 @@ MutationObserver), so a test can check that the text only ever grew by appending
 shown twice, none skipped, nothing shown that a Stop then took back).
 """
 
+import os
 import re
+import signal
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -366,6 +368,60 @@ async def test_asking_with_the_days_budget_spent_says_when_it_resets(
     await expect(notice).to_contain_text("today's assistant budget")
     await expect(notice).to_contain_text("It resets at")
     await expect(turns(page)).to_have_count(0)
+
+
+async def test_a_question_refused_for_its_length_or_a_lost_login_says_why(
+    browser, assistant_server, user, conversation_id
+):
+    context = await logged_in_context(browser, assistant_server, user)
+    page = await open_conversation(context, assistant_server, conversation_id)
+    notice = page.get_by_test_id("assistant-notice")
+    too_long = "x" * (settings.ASSISTANT_MAX_PROMPT_LENGTH + 1)
+    await ask(page, too_long)
+    await expect(notice).to_have_text(
+        f"The question is longer than {settings.ASSISTANT_MAX_PROMPT_LENGTH} characters."
+    )
+    await expect(page.get_by_label("Your question")).to_have_value(too_long)
+
+    await context.clear_cookies(name=settings.SESSION_COOKIE_NAME)  # logged out elsewhere
+    await ask(page, "Still there?")
+    await expect(notice).to_have_text("Log in to use the assistant.")
+    await expect(turns(page)).to_have_count(0)
+
+
+async def test_a_server_crash_mid_answer_leaves_it_interrupted_on_the_page_exactly(
+    browser, live_server_factory, fake_upstream, user, conversation_id
+):
+    """The page's streams break with the server: it reconnects with backoff, resumes after
+    what it shows, and ends with the stored text, marked interrupted (uvicorn only: a
+    server of its own, killed and started again)."""
+    server = live_server_factory(
+        "uvicorn", LLM_BASE_URL=fake_upstream.base_url, ASSISTANT_INTERRUPTED_AFTER_SECONDS="3"
+    )
+    await fake_upstream.ascript(tokens=WORDS, token_delay=0.1)
+    context = await logged_in_context(browser, server, user)
+    stream_path = f"/assistant/{conversation_id}/stream"
+    opened = []
+    context.on("request", lambda r: opened.append(r.url) if stream_path in r.url else None)
+    page = await open_conversation(context, server, conversation_id)
+    await ask(page, "Survive a restart")
+    turn = turns(page).last
+    await expect(answer_text(turn)).to_contain_text("word3", timeout=ANSWER_MS)
+    answer_id = await answer_id_of(turn)
+
+    os.killpg(server.process.pid, signal.SIGKILL)  # a crash: nothing finishes the answer
+    await sync_to_async(server.process.wait)()
+    await sync_to_async(server.start)()  # on the same port
+
+    await expect(turn).to_have_attribute("data-status", "interrupted", timeout=30_000)
+    await expect(turn.get_by_test_id("answer-status")).to_contain_text("Interrupted: ")
+    await expect(turn.get_by_role("button", name="Continue")).to_be_visible()
+    answer = await stored(answer_id)
+    assert answer.status == Answer.Status.INTERRUPTED and "word3" in answer.text
+    await expect(answer_text(turn)).to_have_text(answer.text)
+    assert_only_appended(await shown_texts(page, answer_id), answer.text)
+    await expect(page.get_by_test_id("assistant")).to_have_attribute("data-assistant-state", "live")
+    assert len(opened) >= 2 and f"after={answer_id}%3A" in opened[-1], opened
 
 
 async def test_the_page_asks_and_stops_without_javascript(
