@@ -15,6 +15,22 @@ its next write, should the layer drop the message).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an answer's events go: its conversation's viewers and, for an answer given in
+    a chat room, that room's sockets too (``room_key``, the chat message that shows it)."""
+
+    conversation_id: int
+    room_key: str = ""
+    room_message_id: int | None = None
+
+    @classmethod
+    def of(cls, answer) -> Route:
+        return cls(answer.conversation_id, answer.room_key, answer.room_message_id)
+
 
 def conversation_key(conversation_id: int) -> str:
     """The hub key of one conversation's viewers."""
@@ -88,6 +104,31 @@ def done_event(answer) -> dict:
         "error": answer.error or None,
         "usage": usage_payload(answer),
         "first_token_ms": answer.first_token_ms,
+    }
+
+
+def room_delta_event(route: Route, answer_id: int, start: int, text: str) -> dict:
+    """``delta_event`` for a chat room's sockets, naming the chat message that shows it."""
+    return {
+        "kind": "assistant.delta",
+        "message": route.room_message_id,
+        "answer": answer_id,
+        "start": start,
+        "position": start + len(text),
+        "text": text,
+    }
+
+
+def room_done_event(route: Route, answer) -> dict:
+    """``done_event`` for a chat room's sockets."""
+    return {
+        "kind": "assistant.done",
+        "message": route.room_message_id,
+        "answer": answer.pk,
+        "status": answer.status,
+        "position": answer.position,
+        "finish_reason": answer.finish_reason or None,
+        "error": answer.error or None,
     }
 
 

@@ -14,14 +14,24 @@ from django.utils import timezone
 
 
 class Conversation(models.Model):
-    """A user's thread with the assistant. Its row is the lock that orders its answers."""
+    """A user's thread with the assistant. Its row is the lock that orders its answers.
+
+    A chat room that has the assistant as a participant has one conversation too, with no
+    owner (``room_id`` says which room; each answer's ``owner`` is who asked): its answers
+    get the same limits, usage, Stop, crash handling and admin as everyone's.
+    """
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="assistant_conversations",
         db_index=False,
+        null=True,
+        blank=True,
     )
+    # The chat room whose conversation this is (an id the chat app gives; no foreign key:
+    # the apps meet only through services).
+    room_id = models.PositiveBigIntegerField(null=True, blank=True, unique=True)
     title = models.CharField(max_length=200, validators=[ProhibitNullCharactersValidator()])
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -91,6 +101,10 @@ class Answer(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="continuations"
     )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.STREAMING)
+    # For an answer given in a chat room: the room's hub key and the chat message that
+    # shows it, where its deltas and end are published too (``events.Route``).
+    room_key = models.CharField(max_length=100, blank=True)
+    room_message_id = models.PositiveBigIntegerField(null=True, blank=True)
     text = models.TextField(blank=True, default="")
     # len(text) in code points: the stream position clients resume from.
     position = models.PositiveIntegerField(default=0)
@@ -152,6 +166,8 @@ class DailyUsage(models.Model):
     class Meta:
         ordering = ["-day", "user_id"]
         verbose_name_plural = "daily usage"
+        # The usage summary reads a window of days across every user.
+        indexes = [models.Index(fields=["day"], name="assistant_usage_day")]
         constraints = [
             models.UniqueConstraint(fields=["user", "day"], name="assistant_usage_user_day"),
         ]

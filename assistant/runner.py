@@ -27,6 +27,7 @@ import time
 import weakref
 from contextlib import aclosing
 
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 
 from assistant import events, selectors, services
@@ -50,6 +51,7 @@ class Generation:
     def __init__(self, answer: Answer, messages: list[dict], provider: Provider) -> None:
         self.answer_id = answer.pk
         self.conversation_id = answer.conversation_id
+        self.route = events.Route.of(answer)
         self.owner_id = answer.owner_id
         self.position = answer.position
         self.messages = messages
@@ -64,6 +66,7 @@ class Generation:
         self.first_token_at: float | None = None
         self.first_written = False
         self._reader: asyncio.Task | None = None
+        self._reader_cancelled = False
 
     async def run(self) -> None:
         hub = get_hub()
@@ -75,23 +78,28 @@ class Generation:
                 stopped = await self._write_until_done(reader)
             finally:
                 # Cancelling the reader closes the upstream response (stream_reply runs
-                # under aclosing and ``async with`` on the HTTP response). Once only: a
-                # Stop has cancelled it already, and a second cancel would interrupt that
-                # close halfway, leaving the connection open and the upstream generating.
-                if not reader.done():
-                    if not reader.cancelling():
-                        reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
+                # under aclosing and ``async with`` on the HTTP response).
+                self._cancel_reader()
+                # asyncio.wait, not a bare await: were this task cancelled meanwhile
+                # (shutdown), a bare await would cancel the reader a second time (see
+                # _cancel_reader); and the reader's own error is for _finish to read.
+                await asyncio.wait([reader])
         await self._finish(reader, stopped)
 
     def _on_control(self, event: dict) -> bool:
         if event.get("kind") == "stop":
             self.stop_requested = True
-            if self._reader is not None and not self._reader.done():
-                self._reader.cancel()
+            self._cancel_reader()
             self.wake.set()
         return True
+
+    def _cancel_reader(self) -> None:
+        """Cancel the reader once: a second cancel would interrupt its cleanup, which is
+        closing the upstream response (the connection would stay open, and billing on)."""
+        reader = self._reader
+        if reader is not None and not reader.done() and not self._reader_cancelled:
+            self._reader_cancelled = True
+            reader.cancel()
 
     async def _read(self) -> None:
         async with aclosing(self.provider.stream_reply(self.messages)) as chunks:
@@ -150,7 +158,7 @@ class Generation:
             written = await db_call(
                 services.answer_append,
                 answer_id=self.answer_id,
-                conversation_id=self.conversation_id,
+                route=self.route,
                 start=self.position,
                 text=text,
                 first_token_ms=first_token_ms,
@@ -178,6 +186,8 @@ class Generation:
             usage = self.usage or self._estimated_usage()
             await db_call(services.usage_add, user_id=self.owner_id, tokens=usage.total_tokens)
             return
+        # Asked before the answer's end is published: the asking tab's stream ends with it.
+        watched = await get_watchers().anyone_watching(self.conversation_id)
         error = reader.exception()
         if error is None:
             finished = await db_call(
@@ -201,7 +211,8 @@ class Generation:
                 error=reason,
                 usage=self.usage or self._estimated_usage(),
             )
-        if finished is not None and not await get_watchers().anyone_watching(self.conversation_id):
+        # A room's answer is seen in the room; the conversation page is the owner's only.
+        if finished is not None and not watched and not self.route.room_key:
             await db_call(services.answer_ready_notify, answer_id=self.answer_id)
 
 
@@ -279,6 +290,58 @@ async def start_generation(answer_id: int) -> None:
 
     answer, messages = await db_call(load)
     get_runner().start(answer, messages)
+
+
+def start_generation_soon(answer_id: int) -> None:
+    """Start generating ``answer_id`` on the server's event loop, from any thread.
+
+    For synchronous code (a service's on-commit callback in a request's or ``db_call``'s
+    thread): it schedules and returns at once, never waiting on the loop (a database
+    thread waiting for the loop could wait for itself). With no server loop (a script),
+    nothing runs it, and the sweep marks it interrupted.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+        if loop is None:
+            logger.warning("answer %s: no server loop to generate it on", answer_id)
+            return
+        loop.call_soon_threadsafe(_start_task, answer_id)
+    else:
+        _start_task(answer_id)
+
+
+def _start_task(answer_id: int) -> None:
+    task = asyncio.get_running_loop().create_task(start_generation(answer_id))
+    _starting.add(task)
+    task.add_done_callback(_starting.discard)
+
+
+#: Tasks loading an answer before its generation starts (kept so they are not collected).
+_starting: set[asyncio.Task] = set()
+
+
+async def shutdown_runner() -> None:
+    """The server is stopping: mark this process' answers interrupted now, then stop them.
+
+    Their viewers in other processes learn at once instead of after the sweep's bound,
+    and the user can continue them. Text already stored stays.
+    """
+    runner = _runners.pop(asyncio.get_running_loop(), None)
+    if runner is None:
+        return
+    answer_ids = list(runner.generations)
+    if answer_ids:
+        try:
+            await db_call(services.answers_interrupt, answer_ids, SHUTDOWN_REASON)
+        except Exception:
+            logger.warning("could not mark answers interrupted at shutdown", exc_info=True)
+    await runner.close()
+
+
+#: What an answer cut short by a graceful shutdown says.
+SHUTDOWN_REASON = "The server restarted while answering."
 
 
 async def close_runner() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet, Sum
 
 from assistant.models import Answer, Conversation, DailyUsage
 from streamsite.streaming.db import keyset_pages
@@ -44,6 +45,14 @@ def answer_of(user, answer_id: int) -> Answer | None:
         .select_related("question__author")
         .first()
     )
+
+
+def answer_states(answer_ids) -> dict[int, dict]:
+    """The state of these answers, for the chat app's history: status, text so far, position."""
+    rows = Answer.objects.filter(pk__in=list(answer_ids)).values(
+        "pk", "status", "text", "position", "error", "model"
+    )
+    return {row.pop("pk"): row for row in rows}
 
 
 def running_answers_of(user_id: int) -> list[Answer]:
@@ -103,8 +112,26 @@ def prompt_messages(answer: Answer) -> list[dict]:
     return messages
 
 
-def usage_today(user_id: int):
-    from django.utils import timezone
+#: The windows of the usage summary: (name, label, days up to and including today).
+SUMMARY_WINDOWS = (("today", "Today", 1), ("week", "Last 7 days", 7), ("month", "Last 30 days", 30))
 
-    row = DailyUsage.objects.filter(user_id=user_id, day=timezone.now().date()).first()
-    return row.tokens if row else 0
+
+def usage_by_user(*, today: datetime.date, order: str, limit: int) -> list[dict]:
+    """Tokens and answers per user for each of ``SUMMARY_WINDOWS``, in one aggregate query.
+
+    Reads only the usage rows of the widest window (at most one per user and day) and
+    returns the ``limit`` users with the most tokens in the window ``order`` names.
+    """
+    oldest = max(days for _, _, days in SUMMARY_WINDOWS)
+    sums = {}
+    for name, _, days in SUMMARY_WINDOWS:
+        since = Q(day__gt=today - datetime.timedelta(days=days))
+        sums[f"tokens_{name}"] = Sum("tokens", filter=since, default=0)
+        sums[f"answers_{name}"] = Sum("answers", filter=since, default=0)
+    rows = (
+        DailyUsage.objects.filter(day__gt=today - datetime.timedelta(days=oldest), day__lte=today)
+        .values("user_id", "user__username")
+        .annotate(**sums)
+        .order_by(f"-tokens_{order}", "user__username")
+    )
+    return list(rows[:limit])

@@ -155,8 +155,60 @@ def _check_limits(user) -> None:
         raise BudgetExhausted(midnight)
 
 
+def room_answer_start(
+    *,
+    room_id: int,
+    room_key: str,
+    room_title: str,
+    asker,
+    text: str,
+    client_id,
+    message_id: int,
+    model: str = "",
+) -> Answer:
+    """Store an answer to a chat room message that asked the assistant, and start it.
+
+    For the chat app, inside its transaction (it has stored ``message_id``, the message
+    that will show the answer, and checked the room's rules). The asker's limits apply
+    (``AnswerLimitReached``, ``BudgetExhausted``). The answer's deltas and end are also
+    published to ``room_key``; the generation starts in this process once the transaction
+    commits.
+    """
+    text = clean_prompt(text)
+    with transaction.atomic():
+        Conversation.objects.bulk_create(
+            [Conversation(room_id=room_id, title=f"#{room_title}"[:200])], ignore_conflicts=True
+        )
+        conversation = Conversation.objects.select_for_update().get(room_id=room_id)
+        _check_limits(asker)
+        question = Question.objects.create(
+            conversation=conversation, author=asker, text=text, client_id=uuid.UUID(str(client_id))
+        )
+        answer = _answer_create(
+            conversation,
+            question,
+            asker,
+            model=model,
+            route=events.Route(conversation.pk, room_key, message_id),
+        )
+        transaction.on_commit(lambda: _start_soon(answer.pk))
+        return answer
+
+
+def _start_soon(answer_id: int) -> None:
+    from assistant.runner import start_generation_soon
+
+    start_generation_soon(answer_id)
+
+
 def _answer_create(
-    conversation, question, user, *, continues: Answer | None = None, model: str = ""
+    conversation,
+    question,
+    user,
+    *,
+    continues: Answer | None = None,
+    model: str = "",
+    route: events.Route | None = None,
 ) -> Answer:
     now = timezone.now()
     answer = Answer.objects.create(
@@ -165,6 +217,8 @@ def _answer_create(
         owner=user,
         continues=continues,
         model=model[:200],
+        room_key=route.room_key if route else "",
+        room_message_id=route.room_message_id if route else None,
         started_at=now,
         alive_at=now,
     )
@@ -175,7 +229,7 @@ def _answer_create(
 
 
 def answer_append(
-    *, answer_id: int, conversation_id: int, start: int, text: str, first_token_ms=None
+    *, answer_id: int, route: events.Route, start: int, text: str, first_token_ms=None
 ) -> bool:
     """Append ``text`` at ``start`` to a streaming answer; False if it is no longer streaming.
 
@@ -198,10 +252,21 @@ def answer_append(
         ).update(**fields)
         if changed:
             publish_on_commit(
-                events.conversation_key(conversation_id),
+                events.conversation_key(route.conversation_id),
                 events.delta_event(answer_id, start, text),
             )
+            if route.room_key:
+                publish_on_commit(
+                    route.room_key, events.room_delta_event(route, answer_id, start, text)
+                )
     return bool(changed)
+
+
+def _publish_done(answer: Answer) -> None:
+    """Publish an answer's final state, after commit, wherever it is shown."""
+    publish_on_commit(events.conversation_key(answer.conversation_id), events.done_event(answer))
+    if answer.room_key:
+        publish_on_commit(answer.room_key, events.room_done_event(events.Route.of(answer), answer))
 
 
 def answers_keep_alive(answer_ids: list[int]) -> int:
@@ -239,23 +304,24 @@ def answer_finish(
         answer.save()
         if usage is not None:
             usage_add(user_id=answer.owner_id, tokens=usage.total_tokens)
-        publish_on_commit(
-            events.conversation_key(answer.conversation_id), events.done_event(answer)
-        )
+        _publish_done(answer)
         return answer
 
 
-def answer_stop(*, user, answer_id: int, position: int | None = None) -> Answer:
+def answer_stop(
+    *, user, answer_id: int, position: int | None = None, permitted: bool = False
+) -> Answer:
     """Stop an answer from wherever it is generated, keeping the text the client showed.
 
     Idempotent: stopping a finished answer changes nothing. ``position`` is how far the
     stopping client had shown the text; the stored text is cut there (never lengthened), so
     no hidden tail the user never saw stays in the conversation. Raises
-    ``Answer.DoesNotExist`` for an answer the user may not stop.
+    ``Answer.DoesNotExist`` for an answer the user may not stop: not its conversation's
+    owner nor staff, unless ``permitted`` (the chat app checked its room's rules).
     """
     with transaction.atomic():
         answer = Answer.objects.select_for_update().get(pk=answer_id)
-        if not _may_stop(user, answer):
+        if not permitted and not _may_stop(user, answer):
             raise Answer.DoesNotExist
         if not answer.is_streaming:
             return answer
@@ -266,9 +332,7 @@ def answer_stop(*, user, answer_id: int, position: int | None = None) -> Answer:
         answer.finish_reason = "stopped"
         answer.finished_at = timezone.now()
         answer.save()
-        publish_on_commit(
-            events.conversation_key(answer.conversation_id), events.done_event(answer)
-        )
+        _publish_done(answer)
         publish_on_commit(events.control_key(answer.pk), events.stop_event(answer.pk))
         return answer
 
@@ -292,26 +356,31 @@ def answers_interrupt_stale(*, now: datetime.datetime | None = None) -> int:
             "pk", flat=True
         )
     )
+    marked = answers_interrupt(
+        stale, "The server generating this answer stopped.", alive_before=bound
+    )
+    if marked:
+        logger.info("marked %d answer(s) interrupted: their process stopped", marked)
+    return marked
+
+
+def answers_interrupt(answer_ids, reason: str, *, alive_before=None) -> int:
+    """Mark these answers interrupted (if still streaming), keeping their text."""
     marked = 0
-    for answer_id in stale:
+    for answer_id in answer_ids:
         with transaction.atomic():
-            answer = (
-                Answer.objects.select_for_update()
-                .filter(pk=answer_id, status=Status.STREAMING, alive_at__lt=bound)
-                .first()
-            )
+            found = Answer.objects.select_for_update().filter(pk=answer_id, status=Status.STREAMING)
+            if alive_before is not None:
+                found = found.filter(alive_at__lt=alive_before)
+            answer = found.first()
             if answer is None:
                 continue
             answer.status = Status.INTERRUPTED
-            answer.error = "The server generating this answer stopped."
-            answer.finished_at = now
+            answer.error = reason
+            answer.finished_at = timezone.now()
             answer.save()
-            publish_on_commit(
-                events.conversation_key(answer.conversation_id), events.done_event(answer)
-            )
+            _publish_done(answer)
             marked += 1
-    if marked:
-        logger.info("marked %d answer(s) interrupted: their process stopped", marked)
     return marked
 
 

@@ -76,15 +76,13 @@ class ViewState:
         if after is not None:
             self.positions[after[0]] = after[1]
             self.latest = after[0]
-        elif only is not None:
-            # The POST's stream: the client knows nothing of its answer yet, so it starts
-            # with the answer's turn (read from that answer on, not from the first).
-            self.latest = only - 1
         self.needs_catch_up = False
         self.finished = False
 
     def replay_from(self) -> int:
         """The first answer to read from the database when catching up."""
+        if self.only is not None:
+            return self.only
         return min([*self.positions, self.latest + 1])
 
     def render_row(self, answer: Answer) -> bytes:

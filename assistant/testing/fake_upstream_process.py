@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from streamsite.testing.child_process import start_on_socket, stop_group
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 30
@@ -51,26 +51,12 @@ class FakeUpstreamProcess:
 
     def start(self) -> FakeUpstreamProcess:
         """Start the server and return once it answers."""
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(128)
-        self.port = listener.getsockname()[1]
-        fd = listener.fileno()
-        command = [sys.executable, "-m", "assistant.testing.fake_upstream", "--fd", str(fd)]
-        try:
-            with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-                self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-                    command,
-                    cwd=PROJECT_DIR,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    pass_fds=(fd,),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, for stop()
-                )
-        finally:
-            listener.close()  # the child has its own copy
+        self.process, self.port = start_on_socket(
+            lambda fd: [sys.executable, "-m", "assistant.testing.fake_upstream", "--fd", str(fd)],
+            cwd=PROJECT_DIR,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            log_path=self.log_path,
+        )
         self._wait_until_ready()
         return self
 
@@ -90,14 +76,7 @@ class FakeUpstreamProcess:
 
     def stop(self, timeout: float = 10) -> None:
         """Stop the server: SIGTERM to its process group, SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        stop_group(self.process, timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

@@ -60,7 +60,7 @@ async def test_an_answer_streams_over_http_and_is_stored(
 ):
     server = start_server(kind)
     await fake_upstream.ascript(tokens=WORDS[:10], usage="separate")
-    tab = AssistantClient(server, user)
+    tab = await AssistantClient.open(server, user)
     try:
         stream = await tab.ask(conversation_id, "Tell me")
         assert stream.response.headers["content-type"].startswith("text/event-stream")
@@ -83,7 +83,7 @@ async def test_cuts_at_random_places_resume_by_last_event_id_exactly(
     """50 cuts, each resumed with Last-Event-ID: the text is byte-identical, no gap, no repeat."""
     server = start_server()
     rng = random.Random(50)
-    tab = AssistantClient(server, user)
+    tab = await AssistantClient.open(server, user)
     cuts = 0
     try:
         while cuts < 50:
@@ -122,7 +122,7 @@ async def test_ten_viewers_on_two_processes_make_one_upstream_request(
         skip_or_fail("two processes need REDIS_URL")
     first, second = start_server(), start_server()
     await fake_upstream.ascript(tokens=WORDS[:30], token_delay=0.02)
-    tabs = [AssistantClient(server, user) for server in (first, second) * 5]
+    tabs = [await AssistantClient.open(server, user) for server in (first, second) * 5]
     try:
         viewers = [await tab.follow(conversation_id) for tab in tabs]
         posted = await tabs[0].ask(conversation_id, "Everyone sees this")
@@ -144,7 +144,8 @@ async def test_stop_from_the_other_process_closes_the_upstream_and_cuts_the_text
     if not uses_redis():
         skip_or_fail("two processes need REDIS_URL")
     first, second = start_server(), start_server()
-    asker, stopper = AssistantClient(first, user), AssistantClient(second, user)
+    asker = await AssistantClient.open(first, user)
+    stopper = await AssistantClient.open(second, user)
     delays = []
     try:
         for attempt in range(5):
@@ -177,7 +178,7 @@ async def test_a_killed_process_leaves_its_answer_interrupted_and_continue_works
     bound = 3
     doomed = start_server(ASSISTANT_INTERRUPTED_AFTER_SECONDS=bound)
     await fake_upstream.ascript(tokens=WORDS, stall_after=4, stall_seconds=None)
-    tab = AssistantClient(doomed, user)
+    tab = await AssistantClient.open(doomed, user)
     posted = await tab.ask(conversation_id, "Crash")
     turn = await posted.until(lambda e: e["event"] == "turn")
     answer_id = int(turn["id"].split(":")[0])
@@ -186,7 +187,7 @@ async def test_a_killed_process_leaves_its_answer_interrupted_and_continue_works
     killed_at = time.monotonic()
     await tab.aclose()
     survivor = start_server(ASSISTANT_INTERRUPTED_AFTER_SECONDS=bound)
-    tab = AssistantClient(survivor, user)
+    tab = await AssistantClient.open(survivor, user)
     try:
         viewer = await tab.follow(conversation_id, after=f"{answer_id}:0")
         done = await viewer.until_done(30)
@@ -209,12 +210,34 @@ async def test_a_killed_process_leaves_its_answer_interrupted_and_continue_works
         await tab.aclose()
 
 
+async def test_a_graceful_shutdown_interrupts_its_answers_at_once(
+    start_server, fake_upstream, user, conversation_id
+):
+    """SIGTERM (a deploy): the process marks its answers interrupted before it exits."""
+    # Neither the sweep nor the upstream timeout can end it first.
+    server = start_server(ASSISTANT_INTERRUPTED_AFTER_SECONDS=600, LLM_TIMEOUT_SECONDS=60)
+    await fake_upstream.ascript(tokens=WORDS, stall_after=3, stall_seconds=None)
+    tab = await AssistantClient.open(server, user)
+    try:
+        posted = await tab.ask(conversation_id, "Deploy now")
+        turn = await posted.until(lambda e: e["event"] == "turn")
+        answer_id = int(turn["id"].split(":")[0])
+        await posted.until(lambda e: e.get("id") == f"{answer_id}:{len(''.join(WORDS[:3]))}")
+        await sync_to_async(server.stop)()
+    finally:
+        await tab.aclose()
+    answer = await stored(answer_id)
+    assert answer.status == Status.INTERRUPTED and "restarted" in answer.error
+    assert answer.text == "".join(WORDS[:3])
+    assert (await fake_upstream.arequests())[0]["disconnected"]
+
+
 async def test_closing_the_tab_does_not_stop_the_answer_and_a_notification_arrives(
     start_server, fake_upstream, user, conversation_id
 ):
     server = start_server()
     await fake_upstream.ascript(tokens=WORDS[:20], token_delay=0.03)
-    tab = AssistantClient(server, user)
+    tab = await AssistantClient.open(server, user)
     try:
         bell = await EventStream.open(
             tab.http, tab.http.build_request("GET", "/notifications/stream/?last_event_id=0")

@@ -6,7 +6,8 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from assistant import events, services
+from assistant import events, selectors, services
+from assistant.events import Route
 from assistant.models import Answer, DailyUsage, Question
 from assistant.upstream.base import Usage
 
@@ -110,11 +111,11 @@ def test_appending_stores_text_at_its_position_and_publishes_the_delta(ask, capt
     answer = ask()
     with capture_published() as published:
         assert services.answer_append(
-            answer_id=answer.pk, conversation_id=answer.conversation_id, start=0, text="Hé😀"
+            answer_id=answer.pk, route=Route(answer.conversation_id), start=0, text="Hé😀"
         )
         assert services.answer_append(
             answer_id=answer.pk,
-            conversation_id=answer.conversation_id,
+            route=Route(answer.conversation_id),
             start=3,
             text=" there",
             first_token_ms=12,
@@ -129,7 +130,7 @@ def test_appending_stores_text_at_its_position_and_publishes_the_delta(ask, capt
 
 def test_appending_at_the_wrong_position_or_after_a_stop_changes_nothing(ask, user):
     answer = ask()
-    append = {"answer_id": answer.pk, "conversation_id": answer.conversation_id}
+    append = {"answer_id": answer.pk, "route": Route(answer.conversation_id)}
     services.answer_append(**append, start=0, text="abc")
     assert not services.answer_append(**append, start=1, text="X")
     services.answer_stop(user=user, answer_id=answer.pk, position=2)
@@ -143,7 +144,7 @@ def test_stop_cuts_the_text_where_the_client_was_and_signals_the_generating_proc
 ):
     answer = ask()
     services.answer_append(
-        answer_id=answer.pk, conversation_id=answer.conversation_id, start=0, text="one two three"
+        answer_id=answer.pk, route=Route(answer.conversation_id), start=0, text="one two three"
     )
     with capture_published() as published:
         stopped = services.answer_stop(user=user, answer_id=answer.pk, position=7)
@@ -160,7 +161,7 @@ def test_stop_cuts_the_text_where_the_client_was_and_signals_the_generating_proc
 def test_stop_never_lengthens_and_is_idempotent(ask, user, capture_published):
     answer = ask()
     services.answer_append(
-        answer_id=answer.pk, conversation_id=answer.conversation_id, start=0, text="abc"
+        answer_id=answer.pk, route=Route(answer.conversation_id), start=0, text="abc"
     )
     assert services.answer_stop(user=user, answer_id=answer.pk, position=99).position == 3
     with capture_published() as published:
@@ -201,7 +202,7 @@ def test_answers_whose_process_stopped_renewing_are_interrupted_keeping_their_te
     settings.ASSISTANT_INTERRUPTED_AFTER_SECONDS = 15
     stale, fresh = ask("one"), ask("two")
     services.answer_append(
-        answer_id=stale.pk, conversation_id=stale.conversation_id, start=0, text="partial"
+        answer_id=stale.pk, route=Route(stale.conversation_id), start=0, text="partial"
     )
     Answer.objects.filter(pk=stale.pk).update(
         alive_at=timezone.now() - datetime.timedelta(seconds=16)
@@ -236,3 +237,80 @@ def test_retrying_a_running_answer_is_refused(ask, user):
     answer = ask()
     with pytest.raises(services.AnswerLimitReached):
         services.answer_retry(user=user, answer_id=answer.pk)
+
+
+def test_a_room_answer_lives_in_the_rooms_conversation_and_is_published_to_the_room_too(
+    user, capture_published, settings
+):
+    settings.ASSISTANT_MAX_CONCURRENT = 5
+    with capture_published() as published:
+        answer = services.room_answer_start(
+            room_id=42,
+            room_key="chat.room.42",
+            room_title="lobby",
+            asker=user,
+            text="@assistant hello",
+            client_id=uuid.uuid4(),
+            message_id=900,
+        )
+        services.answer_append(answer_id=answer.pk, route=Route.of(answer), start=0, text="Hi")
+        services.answer_finish(answer_id=answer.pk, status=Status.COMPLETE)
+    again = services.room_answer_start(
+        room_id=42,
+        room_key="chat.room.42",
+        room_title="lobby",
+        asker=user,
+        text="again",
+        client_id=uuid.uuid4(),
+        message_id=901,
+    )
+    assert answer.conversation_id == again.conversation_id
+    assert answer.conversation.owner is None and answer.conversation.room_id == 42
+    room = [event for key, event in published if key == "chat.room.42"]
+    assert room == [
+        {
+            "kind": "assistant.delta",
+            "message": 900,
+            "answer": answer.pk,
+            "start": 0,
+            "position": 2,
+            "text": "Hi",
+        },
+        {
+            "kind": "assistant.done",
+            "message": 900,
+            "answer": answer.pk,
+            "status": "complete",
+            "position": 2,
+            "finish_reason": None,
+            "error": None,
+        },
+    ]
+    assert selectors.answer_states([answer.pk, again.pk]) == {
+        answer.pk: {"status": "complete", "text": "Hi", "position": 2, "error": "", "model": ""},
+        again.pk: {"status": "streaming", "text": "", "position": 0, "error": "", "model": ""},
+    }
+
+
+def test_a_room_answer_counts_against_the_askers_limits(user, settings):
+    settings.ASSISTANT_MAX_CONCURRENT = 1
+    start = {"room_id": 7, "room_key": "chat.room.7", "room_title": "x", "asker": user}
+    services.room_answer_start(**start, text="one", client_id=uuid.uuid4(), message_id=1)
+    with pytest.raises(services.AnswerLimitReached):
+        services.room_answer_start(**start, text="two", client_id=uuid.uuid4(), message_id=2)
+
+
+def test_room_members_the_chat_app_permits_may_stop_a_room_answer(user, other_user):
+    answer = services.room_answer_start(
+        room_id=8,
+        room_key="chat.room.8",
+        room_title="x",
+        asker=user,
+        text="q",
+        client_id=uuid.uuid4(),
+        message_id=3,
+    )
+    with pytest.raises(Answer.DoesNotExist):
+        services.answer_stop(user=other_user, answer_id=answer.pk)
+    stopped = services.answer_stop(user=other_user, answer_id=answer.pk, permitted=True)
+    assert stopped.status == Status.STOPPED

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from assistant import events, services
+from assistant.events import Route
 from assistant.models import Answer, Question
 from assistant.streams import DONE_SENTINEL, ViewState, parse_cursor
 from assistant.tests.streaming import Viewer
@@ -135,11 +136,11 @@ finish = sync_to_async(services.answer_finish)
 async def test_replays_from_the_position_then_goes_live_then_ends_the_posts_stream(ask):
     answer = await sync_to_async(ask)()
     conv = answer.conversation_id
-    await append(answer_id=answer.pk, conversation_id=conv, start=0, text="Hello, ")
+    await append(answer_id=answer.pk, route=Route(conv), start=0, text="Hello, ")
     viewer = Viewer(conv, after=(answer.pk, 3), only=answer.pk)
     first = await viewer.reader.until(lambda e: e["event"] == "delta")
     assert first["id"] == f"{answer.pk}:7" and '"text":"lo, "' in first["data"]
-    await append(answer_id=answer.pk, conversation_id=conv, start=7, text="world")
+    await append(answer_id=answer.pk, route=Route(conv), start=7, text="world")
     live = await viewer.reader.until(lambda e: e["event"] == "delta")
     assert live["id"] == f"{answer.pk}:12"
     await finish(answer_id=answer.pk, status=Status.COMPLETE, finish_reason="stop")
@@ -156,13 +157,13 @@ async def test_a_lost_delta_is_recovered_from_the_database(ask):
     answer = await sync_to_async(ask)()
     conv = answer.conversation_id
     viewer = Viewer(conv, after=(answer.pk, 0))
-    await append(answer_id=answer.pk, conversation_id=conv, start=0, text="one ")
+    await append(answer_id=answer.pk, route=Route(conv), start=0, text="one ")
     await viewer.reader.until(lambda e: e["event"] == "delta")
     # Stored but its event lost on the way (the layer is lossy): no publish.
     await sync_to_async(
         lambda: Answer.objects.filter(pk=answer.pk).update(text="one two ", position=8)
     )()
-    await append(answer_id=answer.pk, conversation_id=conv, start=8, text="three")
+    await append(answer_id=answer.pk, route=Route(conv), start=8, text="three")
     await viewer.reader.until(lambda e: e["event"] == "delta" and e["id"].endswith(":13"))
     assert viewer.text_of(answer.pk) == "one two three"
     await viewer.close()
@@ -177,7 +178,7 @@ async def test_resuming_at_any_cut_gives_the_text_exactly_once(ask):
     words = [f"w{i}é😀 " for i in range(40)]
     position = 0
     for word in words:
-        await append(answer_id=answer.pk, conversation_id=conv, start=position, text=word)
+        await append(answer_id=answer.pk, route=Route(conv), start=position, text=word)
         position += len(word)
     await finish(answer_id=answer.pk, status=Status.COMPLETE)
     full = "".join(words)
@@ -208,7 +209,7 @@ async def test_a_stop_that_cuts_below_what_a_viewer_has_tells_it_the_shorter_pos
     answer = await sync_to_async(ask)()
     conv = answer.conversation_id
     viewer = Viewer(conv, after=(answer.pk, 0))
-    await append(answer_id=answer.pk, conversation_id=conv, start=0, text="abcdef")
+    await append(answer_id=answer.pk, route=Route(conv), start=0, text="abcdef")
     await viewer.reader.until(lambda e: e["event"] == "delta")
     await sync_to_async(services.answer_stop)(user=user, answer_id=answer.pk, position=2)
     end = await viewer.reader.until(lambda e: e["event"] == "done")

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from assistant import services
+from assistant.events import Route
 from assistant.models import Answer, DailyUsage, Question
 
 # The API views run their queries on db_call threads: they see only committed rows.
@@ -102,7 +103,7 @@ def test_the_stream_refuses_strangers_and_malformed_positions(client, user, conv
 def test_stop_cuts_at_the_position_and_answers_json(user_client, ask):
     answer = ask()
     services.answer_append(
-        answer_id=answer.pk, conversation_id=answer.conversation_id, start=0, text="abcdef"
+        answer_id=answer.pk, route=Route(answer.conversation_id), start=0, text="abcdef"
     )
     url = reverse(
         "assistant:stop",
@@ -152,7 +153,7 @@ def test_the_page_shows_text_as_text_and_the_offline_note(user_client, ask):
     answer = ask("<script>alert(1)</script>")
     services.answer_append(
         answer_id=answer.pk,
-        conversation_id=answer.conversation_id,
+        route=Route(answer.conversation_id),
         start=0,
         text="<img src=x onerror=alert(1)>",
     )

@@ -8,23 +8,31 @@ import secrets
 import uuid
 
 import httpx
+from asgiref.sync import sync_to_async
 
 from streamsite.testing.live_server import LiveServer, session_cookies
 from streamsite.testing.sse import SSEParser
 
 
 class AssistantClient:
-    """One logged-in browser tab's HTTP side, for one live server."""
+    """One logged-in browser tab's HTTP side, for one live server.
 
-    def __init__(self, server: LiveServer, user) -> None:
+    Open one with ``await AssistantClient.open(server, user)`` (logging in is a query).
+    """
+
+    def __init__(self, server: LiveServer, cookies: dict[str, str]) -> None:
         token = secrets.token_hex(16)  # Django accepts a 32-character token of the client's
-        cookies = session_cookies(user) | {"csrftoken": token}
+        cookies = cookies | {"csrftoken": token}
         self.http = httpx.AsyncClient(
             base_url=server.url,
             cookies=cookies,
             headers={"X-CSRFToken": token},
             timeout=httpx.Timeout(30, read=60),
         )
+
+    @classmethod
+    async def open(cls, server: LiveServer, user) -> AssistantClient:
+        return cls(server, await sync_to_async(session_cookies)(user))
 
     async def aclose(self) -> None:
         await self.http.aclose()

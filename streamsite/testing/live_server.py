@@ -10,8 +10,6 @@ channel layer as the tests, so data a test commits is what the server sees.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,8 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 from django.db import connection
+
+from streamsite.testing.child_process import start_on_socket, stop_group
 
 BASE_DIR = Path(settings.BASE_DIR)
 KINDS = ("daphne", "uvicorn")
@@ -106,26 +106,14 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         """Start the server and return once it answers HTTP requests."""
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # The same port again on restart, so browsers reconnect to where they were.
-        listener.bind(("127.0.0.1", self.port or 0))
-        listener.listen(1024)
-        self.port = listener.getsockname()[1]
-        fd = listener.fileno()
-        try:
-            with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-                self.process = subprocess.Popen(
-                    self.command(fd),
-                    cwd=BASE_DIR,
-                    env=self.environment(),
-                    pass_fds=(fd,),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: stop() reaches workers
-                )
-        finally:
-            listener.close()  # the child has its own copy
+        self.process, self.port = start_on_socket(
+            self.command,
+            cwd=BASE_DIR,
+            env=self.environment(),
+            log_path=self.log_path,
+            port=self.port or 0,
+        )
         self._wait_until_ready()
         return self
 
@@ -152,14 +140,7 @@ class LiveServer:
 
     def stop(self, timeout: float = 10) -> None:
         """Stop the server: SIGTERM to its process group, SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        stop_group(self.process, timeout)
 
     def restart(self) -> None:
         """Stop the server and start it again on the same port."""
