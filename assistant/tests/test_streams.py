@@ -2,13 +2,16 @@
 
 import asyncio
 import random
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from assistant import events, services
 from assistant.events import Route
-from assistant.models import Answer
+from assistant.models import Answer, Question
 from assistant.streams import DONE_SENTINEL, ViewState, parse_cursor
 from assistant.tests.streaming import Viewer
 from streamsite.streaming.hub import close_hub
@@ -77,6 +80,40 @@ def test_the_posts_stream_follows_only_its_answer_and_finishes_with_it():
     assert state.render_live({"kind": "turn", "answer": 6, "meta": {}, "question": {}}) == b""
     state.render_live(delta(5, 0, "hi"))
     state.render_live(done(5, 2))
+    assert state.finished
+
+
+def a_stored_answer(*, pk=12, text="Hello", status=Status.STREAMING) -> Answer:
+    """An answer with its question and author, as the replay reads them (not saved)."""
+    author = get_user_model()(pk=1, username="alice")
+    question = Question(pk=7, conversation_id=3, author=author, text="Hi?", client_id=uuid.uuid4())
+    now = timezone.now()
+    return Answer(
+        pk=pk,
+        conversation_id=3,
+        question=question,
+        owner=author,
+        text=text,
+        position=len(text),
+        status=status,
+        started_at=now,
+        alive_at=now,
+    )
+
+
+def test_the_posts_stream_starts_with_its_answers_turn():
+    """Regression: the POST's stream began at the first delta, without the ``turn`` that
+    docs/protocol.md shows first (the client learns the answer's id and question from it)."""
+    state = ViewState(None, only=12)
+    assert state.replay_from() == 12  # not the conversation's first answer
+    assert state.render_row(a_stored_answer(pk=11)) == b""
+
+    sent = state.render_row(a_stored_answer())
+
+    assert sent.startswith(b"event: turn\nid: 12:0\n")
+    assert b'event: delta\nid: 12:5\ndata: {"answer":12,"position":5,"text":"Hello"}' in sent
+    assert state.render_live({"kind": "turn", "answer": 12, "meta": {}, "question": {}}) == b""
+    state.render_row(a_stored_answer(status=Status.COMPLETE))
     assert state.finished
 
 
