@@ -369,6 +369,33 @@ def fake_upstream(fake_upstream_server):
     return fake_upstream_server
 
 
+#: The environment of the live servers the browser tests use: the fake upstream answers.
+BROWSER_SERVER_ENV = {"LLM_TIMEOUT_SECONDS": "5", "ASSISTANT_FLUSH_MILLISECONDS": "20"}
+
+
+@pytest.fixture(scope="session")
+def assistant_servers(django_db_setup, django_db_blocker, fake_upstream_server):
+    """Start each kind of server pointed at the fake upstream once per session, on first use.
+
+    Like ``live_servers`` (above), with ``LLM_BASE_URL`` set: a server per test would
+    cost seconds each. Stopped before the fake upstream and the test database go.
+    """
+    from streamsite.testing.live_server import LiveServer
+
+    env = {"LLM_BASE_URL": fake_upstream_server.base_url, **BROWSER_SERVER_ENV}
+    servers: dict[str, LiveServer] = {}
+
+    def get(kind: str) -> LiveServer:
+        if kind not in servers or servers[kind].process.poll() is not None:
+            with django_db_blocker.unblock():
+                servers[kind] = LiveServer(kind, extra_env=env).start()
+        return servers[kind]
+
+    yield get
+    for server in servers.values():
+        server.stop()
+
+
 @pytest.fixture
 async def close_upstream_clients():
     """Close this test's loop's shared upstream client after the test (its sockets with it)."""

@@ -6,3 +6,9 @@ class AssistantConfig(AppConfig):
 
     name = "assistant"
     verbose_name = "Assistant"
+
+    def ready(self):
+        from assistant.runner import shutdown_runner
+        from streamsite.lifespan import on_shutdown
+
+        on_shutdown(shutdown_runner)

@@ -322,6 +322,28 @@ def _start_task(answer_id: int) -> None:
 _starting: set[asyncio.Task] = set()
 
 
+async def shutdown_runner() -> None:
+    """The server is stopping: mark this process' answers interrupted now, then stop them.
+
+    Their viewers in other processes learn at once instead of after the sweep's bound,
+    and the user can continue them. Text already stored stays.
+    """
+    runner = _runners.pop(asyncio.get_running_loop(), None)
+    if runner is None:
+        return
+    answer_ids = list(runner.generations)
+    if answer_ids:
+        try:
+            await db_call(services.answers_interrupt, answer_ids, SHUTDOWN_REASON)
+        except Exception:
+            logger.warning("could not mark answers interrupted at shutdown", exc_info=True)
+    await runner.close()
+
+
+#: What an answer cut short by a graceful shutdown says.
+SHUTDOWN_REASON = "The server restarted while answering."
+
+
 async def close_runner() -> None:
     runner = _runners.pop(asyncio.get_running_loop(), None)
     if runner is not None:

@@ -379,24 +379,31 @@ def answers_interrupt_stale(*, now: datetime.datetime | None = None) -> int:
             "pk", flat=True
         )
     )
+    marked = answers_interrupt(
+        stale, "The server generating this answer stopped.", alive_before=bound
+    )
+    if marked:
+        logger.info("marked %d answer(s) interrupted: their process stopped", marked)
+    return marked
+
+
+def answers_interrupt(answer_ids, reason: str, *, alive_before=None) -> int:
+    """Mark these answers interrupted (if still streaming), keeping their text."""
     marked = 0
-    for answer_id in stale:
+    for answer_id in answer_ids:
         with transaction.atomic():
-            answer = (
-                Answer.objects.select_for_update()
-                .filter(pk=answer_id, status=Status.STREAMING, alive_at__lt=bound)
-                .first()
-            )
+            found = Answer.objects.select_for_update().filter(pk=answer_id, status=Status.STREAMING)
+            if alive_before is not None:
+                found = found.filter(alive_at__lt=alive_before)
+            answer = found.first()
             if answer is None:
                 continue
             answer.status = Status.INTERRUPTED
-            answer.error = "The server generating this answer stopped."
-            answer.finished_at = now
+            answer.error = reason
+            answer.finished_at = timezone.now()
             answer.save()
             _publish_done(answer)
             marked += 1
-    if marked:
-        logger.info("marked %d answer(s) interrupted: their process stopped", marked)
     return marked
 
 

@@ -1,6 +1,7 @@
 """A conversation's event stream: what a viewer missed, from the database, then live.
 
-Every event's id is ``<answer>:<position>``: how far the client has that answer. A client
+Every event's id is a cursor, ``<answer>:<position>``: how far the client has that answer
+(with several answers streaming at once, one such part each, the newest last). A client
 resuming with ``Last-Event-ID: 12:340`` gets answer 12 from character 340 on, then every
 later answer whole: exact, however the connection was cut, with no row per token.
 
@@ -30,54 +31,66 @@ from streamsite.streaming.sse import KEEPALIVE, encode_json_object, encode_retry
 
 #: The end of an answer's POST stream, as OpenAI-style clients expect it.
 DONE_SENTINEL = b"data: [DONE]\n\n"
-_CURSOR = re.compile(r"(\d{1,18}):(\d{1,10})", re.ASCII)
+#: Most answers a cursor names (answers streaming at once in one conversation, plus one).
+MAX_CURSOR_PARTS = 16
+_PART = r"\d{1,18}:\d{1,10}"
+_CURSOR = re.compile(f"{_PART}(?:,{_PART}){{0,{MAX_CURSOR_PARTS - 1}}}", re.ASCII)
+
+Cursor = list[tuple[int, int]]
 
 
-def parse_cursor(raw: str | None) -> tuple[int, int] | None:
-    """Parse ``<answer>:<position>``; None for nothing; ``ValueError`` for anything else."""
+def parse_cursor(raw: str | None) -> Cursor | None:
+    """Parse ``<answer>:<position>[,<answer>:<position>...]``; None for nothing.
+
+    Raises ``ValueError`` for anything else. Several parts say how far the client has
+    each answer that was still streaming, the newest answer last.
+    """
     if raw is None or raw == "":
         return None
-    match = _CURSOR.fullmatch(raw)
-    if match is None:
+    if _CURSOR.fullmatch(raw) is None:
         raise ValueError("The stream position must look like <answer>:<position>.")
-    return int(match[1]), int(match[2])
+    parts = [part.partition(":") for part in raw.split(",")]
+    return [(int(answer), int(position)) for answer, _, position in parts]
 
 
-def sse(event: str, answer_id: int, position: int, payload: dict) -> bytes:
-    data = encode_json_object(payload)
-    return b"event: %s\nid: %d:%d\ndata: %s\n\n" % (event.encode(), answer_id, position, data)
-
-
-def turn_bytes(answer_id: int, meta: dict, question: dict) -> bytes:
-    return sse("turn", answer_id, 0, {"answer": meta, "question": question})
-
-
-def delta_bytes(answer_id: int, position: int, text: str) -> bytes:
-    return sse(
-        "delta", answer_id, position, {"answer": answer_id, "position": position, "text": text}
-    )
-
-
-def done_bytes(event: dict) -> bytes:
-    payload = {key: value for key, value in event.items() if key != "kind"}
-    return sse("done", event["answer"], event["position"], payload)
+def format_cursor(cursor: Cursor) -> str:
+    return ",".join(f"{answer}:{position}" for answer, position in cursor)
 
 
 class ViewState:
-    """What one stream has sent: how far each unfinished answer, and the newest answer."""
+    """What one stream has sent: how far each unfinished answer, and the newest answer.
 
-    __slots__ = ("finished", "latest", "needs_catch_up", "only", "positions")
+    Every event's id is the cursor after it (``cursor()``): the position of each answer
+    still streaming, then the newest answer's. With two answers streaming at once, the id
+    of the newer one's delta still says how far the older one got, so ``Last-Event-ID``
+    resumes both exactly.
+    """
 
-    def __init__(self, after: tuple[int, int] | None, only: int | None = None) -> None:
+    __slots__ = ("finished", "latest", "latest_position", "needs_catch_up", "only", "positions")
+
+    def __init__(self, after: Cursor | None, only: int | None = None) -> None:
         self.only = only
         # Answers sent but not finished: id -> position sent.
-        self.positions: dict[int, int] = {}
-        self.latest = 0  # the newest answer this stream has sent (or the client had)
-        if after is not None:
-            self.positions[after[0]] = after[1]
-            self.latest = after[0]
+        self.positions: dict[int, int] = dict(after or ())
+        # The newest answer this stream has sent (or the client had), and how far.
+        self.latest, self.latest_position = max(after) if after else (0, 0)
         self.needs_catch_up = False
         self.finished = False
+
+    def cursor(self) -> str:
+        parts = sorted(self.positions.items())
+        if self.latest and self.latest not in self.positions:
+            parts.append((self.latest, self.latest_position))
+        return format_cursor(parts)
+
+    def _event(self, name: str, payload: dict) -> bytes:
+        data = encode_json_object(payload)
+        return b"event: %s\nid: %s\ndata: %s\n\n" % (name.encode(), self.cursor().encode(), data)
+
+    def _sent_up_to(self, answer_id: int, position: int) -> None:
+        self.positions[answer_id] = position
+        if answer_id >= self.latest:
+            self.latest, self.latest_position = answer_id, position
 
     def replay_from(self) -> int:
         """The first answer to read from the database when catching up."""
@@ -94,23 +107,15 @@ class ViewState:
         if sent is None:
             if answer.pk <= self.latest:
                 return b""  # finished and sent before
-            out.append(
-                turn_bytes(
-                    answer.pk,
-                    events.answer_payload(answer),
-                    events.question_payload(answer.question),
-                )
-            )
+            self._sent_up_to(answer.pk, 0)
+            meta, question = events.answer_payload(answer), events.question_payload(answer.question)
+            out.append(self._event("turn", {"answer": meta, "question": question}))
             sent = 0
         if answer.position > sent:
-            out.append(delta_bytes(answer.pk, answer.position, answer.text[sent:]))
-            sent = answer.position
-        self.latest = max(self.latest, answer.pk)
-        if answer.is_streaming:
-            self.positions[answer.pk] = sent
-        else:
-            out.append(done_bytes(events.done_event(answer)))
-            self._finished(answer.pk)
+            self._sent_up_to(answer.pk, answer.position)
+            out.append(self._delta(answer.pk, answer.position, answer.text[sent:]))
+        if not answer.is_streaming:
+            out.append(self._done(events.done_event(answer)))
         return b"".join(out)
 
     def render_live(self, event: dict) -> bytes:
@@ -123,9 +128,9 @@ class ViewState:
         if sent is None:
             if answer_id > self.latest:
                 if kind == "turn":
-                    self.positions[answer_id] = 0
-                    self.latest = answer_id
-                    return turn_bytes(answer_id, event["meta"], event["question"])
+                    self._sent_up_to(answer_id, 0)
+                    payload = {"answer": event["meta"], "question": event["question"]}
+                    return self._event("turn", payload)
                 self.needs_catch_up = True  # its turn event was lost
             return b""
         if kind == "delta":
@@ -135,24 +140,31 @@ class ViewState:
             end = event["position"]
             if end <= sent:
                 return b""
-            self.positions[answer_id] = end
-            return delta_bytes(answer_id, end, event["text"][sent - event["start"] :])
+            self._sent_up_to(answer_id, end)
+            return self._delta(answer_id, end, event["text"][sent - event["start"] :])
         if kind == "done":
             if event["position"] > sent:
                 self.needs_catch_up = True  # text it announces never reached us
                 return b""
-            self._finished(answer_id)
-            return done_bytes(event)
+            return self._done(event)
         return b""
 
-    def _finished(self, answer_id: int) -> None:
+    def _delta(self, answer_id: int, position: int, text: str) -> bytes:
+        return self._event("delta", {"answer": answer_id, "position": position, "text": text})
+
+    def _done(self, event: dict) -> bytes:
+        """Forget a finished answer, then encode its ``done`` (the cursor without it)."""
+        answer_id = event["answer"]
         self.positions.pop(answer_id, None)
+        if answer_id == self.latest:
+            self.latest_position = event["position"]
         if answer_id == self.only:
             self.finished = True
+        return self._event("done", {key: value for key, value in event.items() if key != "kind"})
 
 
 async def conversation_stream(
-    conversation_id: int, *, after: tuple[int, int] | None, only: int | None = None
+    conversation_id: int, *, after: Cursor | None, only: int | None = None
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of a conversation (see the module docstring).
 
@@ -167,7 +179,7 @@ async def conversation_stream(
 
 
 async def _stream(
-    conversation_id: int, after: tuple[int, int] | None, only: int | None
+    conversation_id: int, after: Cursor | None, only: int | None
 ) -> AsyncIterator[bytes]:
     keepalive = settings.SSE_KEEPALIVE_SECONDS
     async with get_hub().subscribe(

@@ -17,6 +17,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from streamsite.lifespan import lifespan_app  # noqa: E402
 from streamsite.routing import websocket_urlpatterns  # noqa: E402
 from streamsite.websocket import ServerSendMiddleware  # noqa: E402
 
@@ -28,5 +29,7 @@ application = ProtocolTypeRouter(
         "websocket": ServerSendMiddleware(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
+        # uvicorn's graceful shutdown: apps' last words (streamsite/lifespan.py).
+        "lifespan": lifespan_app,
     }
 )

@@ -1,5 +1,6 @@
-"""Fixtures of the assistant's tests: conversations (the fake upstream's are in conftest.py
-at the root: the chat's tests use it too)."""
+"""Fixtures of the assistant's tests: servers of each kind, conversations (the fake
+upstream's fixtures and its session servers are in conftest.py at the root: the chat's
+tests use them too)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import uuid
 import pytest
 
 from assistant import services
+
+
+@pytest.fixture(params=["daphne", "uvicorn"])
+def assistant_server(request, assistant_servers, transactional_db, fake_upstream):
+    """A live server (daphne, then uvicorn) whose assistant asks the (reset) fake upstream."""
+    return assistant_servers(request.param)
 
 
 @pytest.fixture

@@ -210,6 +210,28 @@ async def test_a_killed_process_leaves_its_answer_interrupted_and_continue_works
         await tab.aclose()
 
 
+async def test_a_graceful_shutdown_interrupts_its_answers_at_once(
+    start_server, fake_upstream, user, conversation_id
+):
+    """SIGTERM (a deploy): the process marks its answers interrupted before it exits."""
+    # Neither the sweep nor the upstream timeout can end it first.
+    server = start_server(ASSISTANT_INTERRUPTED_AFTER_SECONDS=600, LLM_TIMEOUT_SECONDS=60)
+    await fake_upstream.ascript(tokens=WORDS, stall_after=3, stall_seconds=None)
+    tab = await AssistantClient.open(server, user)
+    try:
+        posted = await tab.ask(conversation_id, "Deploy now")
+        turn = await posted.until(lambda e: e["event"] == "turn")
+        answer_id = int(turn["id"].split(":")[0])
+        await posted.until(lambda e: e.get("id") == f"{answer_id}:{len(''.join(WORDS[:3]))}")
+        await sync_to_async(server.stop)()
+    finally:
+        await tab.aclose()
+    answer = await stored(answer_id)
+    assert answer.status == Status.INTERRUPTED and "restarted" in answer.error
+    assert answer.text == "".join(WORDS[:3])
+    assert (await fake_upstream.arequests())[0]["disconnected"]
+
+
 async def test_closing_the_tab_does_not_stop_the_answer_and_a_notification_arrives(
     start_server, fake_upstream, user, conversation_id
 ):

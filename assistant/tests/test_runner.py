@@ -48,7 +48,7 @@ async def generate(ask, upstream, **script) -> tuple[Answer, dict, Viewer]:
     """Ask, generate with ``script``, follow it to the end; the answer as stored, done's data."""
     await upstream.ascript(**script)
     answer = await asked(ask)
-    viewer = Viewer(answer.conversation_id, after=(answer.pk, 0), only=answer.pk)
+    viewer = Viewer(answer.conversation_id, after=[(answer.pk, 0)], only=answer.pk)
     await start_generation(answer.pk)
     done = await viewer.until_done(15)
     return await stored(answer.pk), done, viewer
@@ -103,7 +103,7 @@ async def test_every_upstream_failure_fails_the_answer_keeping_its_text(
 async def test_a_refused_connection_fails_the_answer(ask, settings):
     settings.LLM_BASE_URL = "http://127.0.0.1:1/v1"  # nothing listens on port 1
     answer = await asked(ask)
-    viewer = Viewer(answer.conversation_id, after=(answer.pk, 0), only=answer.pk)
+    viewer = Viewer(answer.conversation_id, after=[(answer.pk, 0)], only=answer.pk)
     await start_generation(answer.pk)
     done = await viewer.until_done(15)
     assert done["status"] == "failed" and "connect" in done["error"].lower()
@@ -114,7 +114,7 @@ async def test_stop_closes_the_upstream_request_and_keeps_the_text_the_client_sh
 ):
     await upstream.ascript(tokens=TOKENS, stall_after=4, stall_seconds=None)
     answer = await asked(ask)
-    viewer = Viewer(answer.conversation_id, after=(answer.pk, 0), only=answer.pk)
+    viewer = Viewer(answer.conversation_id, after=[(answer.pk, 0)], only=answer.pk)
     await start_generation(answer.pk)
     shown = "".join(TOKENS[:4])
     await viewer.reader.until(
@@ -138,7 +138,7 @@ async def test_a_stop_whose_message_was_lost_still_stops_at_the_next_write(
 
     await upstream.ascript(tokens=TOKENS * 20, token_delay=0.02)
     answer = await asked(ask)
-    viewer = Viewer(answer.conversation_id, after=(answer.pk, 0), only=answer.pk)
+    viewer = Viewer(answer.conversation_id, after=[(answer.pk, 0)], only=answer.pk)
     await start_generation(answer.pk)
     await viewer.reader.until(lambda e: e["event"] == "delta")
     real = publish_module.publish
@@ -158,7 +158,7 @@ async def test_closing_every_viewer_does_not_stop_the_answer_and_its_owner_is_no
 ):
     await upstream.ascript(tokens=TOKENS, token_delay=0.05)
     answer = await asked(ask)
-    viewer = Viewer(answer.conversation_id, after=(answer.pk, 0), only=answer.pk)
+    viewer = Viewer(answer.conversation_id, after=[(answer.pk, 0)], only=answer.pk)
     await start_generation(answer.pk)
     await viewer.reader.until(lambda e: e["event"] == "delta")
     await viewer.close()
@@ -182,7 +182,7 @@ async def test_a_continuation_sends_the_partial_text_upstream(ask, upstream, use
         user=user, answer_id=answer.pk, continues=True
     )
     await upstream.ascript(tokens=["more"])
-    viewer = Viewer(answer.conversation_id, after=(follow.pk, 0), only=follow.pk)
+    viewer = Viewer(answer.conversation_id, after=[(follow.pk, 0)], only=follow.pk)
     await start_generation(follow.pk)
     assert (await viewer.until_done())["status"] == "complete"
     request = (await upstream.arequests())[-1]

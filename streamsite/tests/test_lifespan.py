@@ -1,0 +1,78 @@
+"""The lifespan protocol: shutdown hooks run on a graceful shutdown, one failure stops none."""
+
+import asyncio
+
+import pytest
+
+from streamsite import lifespan
+
+
+@pytest.fixture
+def hooks(monkeypatch):
+    registered = []
+    monkeypatch.setattr(lifespan, "_shutdown_hooks", registered)
+    return registered
+
+
+async def run_server_lifespan(shutdown: bool = True) -> list[dict]:
+    """Drive ``lifespan_app`` as uvicorn does; return what it sent."""
+    incoming: asyncio.Queue = asyncio.Queue()
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await incoming.put({"type": "lifespan.startup"})
+    if shutdown:
+        await incoming.put({"type": "lifespan.shutdown"})
+    async with asyncio.timeout(10):
+        await lifespan.lifespan_app({"type": "lifespan"}, incoming.get, send)
+    return sent
+
+
+async def test_shutdown_runs_every_hook_in_order_then_completes(hooks):
+    ran = []
+
+    async def first():
+        ran.append("first")
+
+    async def second():
+        ran.append("second")
+
+    lifespan.on_shutdown(first)
+    lifespan.on_shutdown(second)
+    lifespan.on_shutdown(first)  # registered once
+    sent = await run_server_lifespan()
+    assert ran == ["first", "second"]
+    assert [m["type"] for m in sent] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+
+
+async def test_a_failing_hook_is_logged_and_the_others_still_run(hooks, caplog):
+    ran = []
+
+    async def broken():
+        raise RuntimeError("boom")
+
+    async def after():
+        ran.append("after")
+
+    lifespan.on_shutdown(broken)
+    lifespan.on_shutdown(after)
+    sent = await run_server_lifespan()
+    assert ran == ["after"] and sent[-1]["type"] == "lifespan.shutdown.complete"
+    assert "shutdown hook" in caplog.text and "boom" in caplog.text
+
+
+async def test_a_hook_that_hangs_is_cut_off(hooks, monkeypatch, caplog):
+    monkeypatch.setattr(lifespan, "SHUTDOWN_HOOK_SECONDS", 0.05)
+
+    async def hangs():
+        await asyncio.Event().wait()
+
+    lifespan.on_shutdown(hangs)
+    sent = await run_server_lifespan()
+    assert sent[-1]["type"] == "lifespan.shutdown.complete"
+    assert "TimeoutError" in caplog.text
