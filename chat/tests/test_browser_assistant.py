@@ -19,13 +19,9 @@ TOKENS = ["Streams ", "arrive ", "in order", ": ", MARKUP, " é😀", " done."]
 
 
 @pytest.fixture
-def server(live_server_factory, fake_upstream):
-    return live_server_factory(
-        "uvicorn",
-        LLM_BASE_URL=fake_upstream.base_url,
-        LLM_TIMEOUT_SECONDS="5",
-        ASSISTANT_FLUSH_MILLISECONDS="20",
-    )
+def server(assistant_servers, transactional_db, fake_upstream):
+    """The session's production server pointed at the (reset) fake upstream."""
+    return assistant_servers("uvicorn")
 
 
 @pytest.fixture

@@ -276,24 +276,9 @@ async def test_a_crowd_joins_one_room_and_presence_stays_small(
         await asyncio.gather(*(socket.disconnect() for socket in sockets))
 
 
-# The assistant in a room ------------------------------------------------------------------
+# The assistant in a room (servers of the session pointed at the fake upstream) -------------
 
 WORDS = [f"word{n}é😀 " for n in range(20)]
-
-
-@pytest.fixture
-def assistant_server(live_server_factory, fake_upstream):
-    """``assistant_server(kind)``: a server of its own whose assistant asks the fake upstream."""
-
-    def start(kind: str = "uvicorn"):
-        return live_server_factory(
-            kind,
-            LLM_BASE_URL=fake_upstream.base_url,
-            LLM_TIMEOUT_SECONDS="5",
-            ASSISTANT_FLUSH_MILLISECONDS="10",
-        )
-
-    return start
 
 
 @pytest.fixture
@@ -311,9 +296,9 @@ def moderator_of_lobby(transactional_db, make_user, user):
 
 @pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
 async def test_an_answer_streams_to_two_users_on_a_real_server(
-    assistant_server, fake_upstream, open_socket, user, other_user, assistant_room, kind
+    assistant_servers, fake_upstream, open_socket, user, other_user, assistant_room, kind
 ):
-    server = assistant_server(kind)
+    server = assistant_servers(kind)
     await fake_upstream.ascript(tokens=WORDS, token_delay=0.01)
     alice = await open_socket(server, user)
     bob = await open_socket(server, other_user)
@@ -329,11 +314,11 @@ async def test_an_answer_streams_to_two_users_on_a_real_server(
 
 
 async def test_an_answer_generated_in_one_process_is_seen_and_stopped_from_another(
-    assistant_server, fake_upstream, open_socket, user, other_user, moderator_of_lobby
+    assistant_servers, fake_upstream, open_socket, user, moderator_of_lobby
 ):
     if not uses_redis():
         skip_or_fail("two processes need REDIS_URL")
-    first, second = assistant_server("uvicorn"), assistant_server("daphne")
+    first, second = assistant_servers("uvicorn"), assistant_servers("daphne")
     await fake_upstream.ascript(tokens=WORDS, stall_after=5, stall_seconds=None)
     alice = await open_socket(first, user)  # the answer is generated in alice's process
     mod = await open_socket(second, moderator_of_lobby)
