@@ -304,10 +304,15 @@ def start_generation_soon(answer_id: int) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-        if loop is None:
+        # asgiref leaves the loop of an ended async_to_sync (a test client's request, a
+        # script) in the thread: a loop that no longer runs would never start it.
+        if loop is None or not loop.is_running():
             logger.warning("answer %s: no server loop to generate it on", answer_id)
             return
-        loop.call_soon_threadsafe(_start_task, answer_id)
+        try:
+            loop.call_soon_threadsafe(_start_task, answer_id)
+        except RuntimeError:  # closed since we looked
+            logger.warning("answer %s: no server loop to generate it on", answer_id)
     else:
         _start_task(answer_id)
 

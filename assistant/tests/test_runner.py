@@ -6,13 +6,14 @@ would in a server process.
 """
 
 import asyncio
+import threading
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 
 from assistant import services
 from assistant.models import Answer
-from assistant.runner import close_runner, get_runner, start_generation
+from assistant.runner import close_runner, get_runner, start_generation, start_generation_soon
 from assistant.tests.streaming import Viewer
 from notifications.models import Notification
 from streamsite.streaming.hub import close_hub
@@ -196,3 +197,25 @@ async def idle(seconds: float = 10) -> None:
     async with asyncio.timeout(seconds):
         await get_runner().wait_idle()
     assert not get_runner().generations
+
+
+def test_a_generation_is_not_scheduled_on_a_loop_that_has_ended(caplog):
+    """Regression: asgiref leaves an ended async_to_sync's loop in its thread (a test
+    client's request to an async view did it in the main thread), and scheduling there
+    raised "Event loop is closed" in the on-commit callback of the service that asked."""
+    ended = asyncio.new_event_loop()
+    ended.close()
+    errors = []
+
+    def in_a_thread():
+        SyncToAsync.threadlocal.main_event_loop = ended
+        try:
+            start_generation_soon(10**9)
+        except Exception as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join(10)
+    assert errors == []
+    assert "no server loop to generate it on" in caplog.text
