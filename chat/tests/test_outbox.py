@@ -326,6 +326,7 @@ async def test_an_answer_s_text_arriving_before_its_message_is_not_lost(
     outbox.events.push(message_event(message_payload(question)))
     shown.answer_state = {"status": "streaming", "text": "", "position": 0, "error": ""}
     outbox.events.push(message_event(message_payload(shown), answer_id=shown.assistant_answer_id))
+    await socket.until(lambda s: shown.pk in s.message_ids())
     outbox.events.push(await in_plain_thread(write, " there"))
     await socket.until(lambda s: len(answer_frames(s)) == 1)
     payloads = [f["message"] for f in socket.frames if f["type"] == "message"]
