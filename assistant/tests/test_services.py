@@ -317,15 +317,8 @@ def test_room_members_the_chat_app_permits_may_stop_a_room_answer(user, other_us
 
 
 def test_erasing_a_room_answer_stops_it_and_keeps_no_text(user, capture_published):
-    answer = services.room_answer_start(
-        room_id=9,
-        room_key="chat.room.9",
-        room_title="x",
-        asker=user,
-        text="q",
-        client_id=uuid.uuid4(),
-        message_id=4,
-    )
+    start = {"room_id": 9, "room_key": "chat.room.9", "room_title": "x", "asker": user}
+    answer = services.room_answer_start(**start, text="q", client_id=uuid.uuid4(), message_id=4)
     services.answer_append(answer_id=answer.pk, route=Route.of(answer), start=0, text="Rude")
     with capture_published() as published:
         services.answer_erase(answer_id=answer.pk)
