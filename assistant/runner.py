@@ -304,10 +304,12 @@ def start_generation_soon(answer_id: int) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-        if loop is None:
+        try:
+            if loop is None or loop.is_closed():
+                raise RuntimeError("no event loop")
+            loop.call_soon_threadsafe(_start_task, answer_id)
+        except RuntimeError:
             logger.warning("answer %s: no server loop to generate it on", answer_id)
-            return
-        loop.call_soon_threadsafe(_start_task, answer_id)
     else:
         _start_task(answer_id)
 
