@@ -30,7 +30,7 @@ from contextlib import aclosing
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 
-from assistant import events, selectors, services
+from assistant import events, limits, selectors, services
 from assistant.models import Answer
 from assistant.upstream import get_provider
 from assistant.upstream.base import Provider, UpstreamError, Usage
@@ -175,8 +175,8 @@ class Generation:
     def _estimated_usage(self) -> Usage:
         prompt = sum(len(str(message.get("content", ""))) for message in self.messages)
         return Usage(
-            services.estimate_tokens("x" * prompt),
-            services.estimate_tokens("x" * self.received),
+            limits.estimate_tokens("x" * prompt),
+            limits.estimate_tokens("x" * self.received),
             estimated=True,
         )
 
@@ -184,7 +184,7 @@ class Generation:
         if stopped or reader.cancelled():
             # The Stop service finished the answer; the tokens generated still count.
             usage = self.usage or self._estimated_usage()
-            await db_call(services.usage_add, user_id=self.owner_id, tokens=usage.total_tokens)
+            await db_call(limits.usage_add, user_id=self.owner_id, tokens=usage.total_tokens)
             return
         # Asked before the answer's end is published: the asking tab's stream ends with it.
         watched = await get_watchers().anyone_watching(self.conversation_id)

@@ -25,15 +25,18 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from assistant import events
-from assistant.models import Answer, Conversation, DailyUsage, Question
+from assistant.limits import (
+    AnswerLimitReached,
+    limits_check,
+    usage_add,
+)
+from assistant.models import Answer, Conversation, Question
 from assistant.upstream.base import Usage
 from streamsite.streaming.publish import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
 Status = Answer.Status
-#: Rough characters per token, to estimate usage when an upstream reports none.
-CHARS_PER_TOKEN = 4
 #: A new conversation's title is the start of its first question.
 TITLE_LENGTH = 80
 
@@ -42,32 +45,12 @@ class PromptInvalid(ValueError):
     """The question is empty or too long; the message says which, for the user."""
 
 
-class AnswerLimitReached(Exception):
-    """The user already has ``ASSISTANT_MAX_CONCURRENT`` answers running."""
-
-    def __init__(self, running: Answer) -> None:
-        super().__init__(f"answer {running.pk} is still running")
-        self.running = running
-
-
-class BudgetExhausted(Exception):
-    """The user spent ``ASSISTANT_DAILY_TOKENS`` today; it resets at ``resets_at``."""
-
-    def __init__(self, resets_at: datetime.datetime) -> None:
-        super().__init__(f"daily token budget spent; resets at {resets_at.isoformat()}")
-        self.resets_at = resets_at
-
-
 @dataclass(frozen=True)
 class Asked:
     """The answer a question started (or, for a repeated ``client_id``, already had)."""
 
     answer: Answer
     created: bool
-
-
-def estimate_tokens(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)
 
 
 def clean_prompt(text) -> str:
@@ -111,7 +94,7 @@ def question_ask(*, user, conversation_id: int, text, client_id, model: str = ""
         )
         if earlier is not None:
             return Asked(earlier, created=False)
-        _check_limits(user)
+        limits_check(user)
         question = Question.objects.create(
             conversation=conversation, author=user, text=text, client_id=client_id
         )
@@ -132,27 +115,10 @@ def answer_retry(*, user, answer_id: int, continues: bool = False, model: str = 
         conversation = Conversation.objects.select_for_update().get(pk=old.conversation_id)
         if old.is_streaming:
             raise AnswerLimitReached(old)
-        _check_limits(user)
+        limits_check(user)
         return _answer_create(
             conversation, old.question, user, continues=old if continues else None
         )
-
-
-def _check_limits(user) -> None:
-    """Take the user's lock (today's usage row) and refuse over the limits."""
-    today = timezone.now().date()
-    DailyUsage.objects.bulk_create([DailyUsage(user=user, day=today)], ignore_conflicts=True)
-    usage = DailyUsage.objects.select_for_update().get(user=user, day=today)
-    running = Answer.objects.filter(owner=user, status=Status.STREAMING).order_by("id")
-    limit = settings.ASSISTANT_MAX_CONCURRENT
-    found = list(running[:limit])
-    if len(found) >= limit:
-        raise AnswerLimitReached(found[0])
-    if usage.tokens >= settings.ASSISTANT_DAILY_TOKENS:
-        midnight = datetime.datetime.combine(
-            today + datetime.timedelta(days=1), datetime.time(), tzinfo=datetime.UTC
-        )
-        raise BudgetExhausted(midnight)
 
 
 def room_answer_start(
@@ -180,7 +146,7 @@ def room_answer_start(
             [Conversation(room_id=room_id, title=f"#{room_title}"[:200])], ignore_conflicts=True
         )
         conversation = Conversation.objects.select_for_update().get(room_id=room_id)
-        _check_limits(asker)
+        limits_check(asker)
         question = Question.objects.create(
             conversation=conversation, author=asker, text=text, client_id=uuid.UUID(str(client_id))
         )
@@ -405,15 +371,6 @@ def answers_interrupt(answer_ids, reason: str, *, alive_before=None) -> int:
             _publish_done(answer)
             marked += 1
     return marked
-
-
-def usage_add(*, user_id: int, tokens: int) -> None:
-    """Count ``tokens`` against the user's budget for today."""
-    today = timezone.now().date()
-    DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=today)], ignore_conflicts=True)
-    DailyUsage.objects.filter(user_id=user_id, day=today).update(
-        tokens=F("tokens") + max(0, int(tokens)), answers=F("answers") + 1
-    )
 
 
 def answer_ready_notify(*, answer_id: int) -> None:

@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from assistant import selectors, services
+from assistant import limits, selectors, services
 from assistant.models import Answer, Conversation
 from assistant.runner import start_generation
 from assistant.streams import conversation_stream, parse_cursor
@@ -46,7 +46,7 @@ def refusal(error: Exception) -> JsonResponse | None:
     """The JSON answer to a question refused before any upstream call, or None."""
     if isinstance(error, services.PromptInvalid):
         return json_error(str(error), 400)
-    if isinstance(error, services.AnswerLimitReached):
+    if isinstance(error, limits.AnswerLimitReached):
         running = error.running
         return json_error(
             "You already have the most answers running at once; wait or stop one.",
@@ -54,7 +54,7 @@ def refusal(error: Exception) -> JsonResponse | None:
             answer=running.pk,
             running=conversation_url(running.conversation_id, running.pk),
         )
-    if isinstance(error, services.BudgetExhausted):
+    if isinstance(error, limits.BudgetExhausted):
         response = json_error(
             "You have used today's assistant budget.",
             429,
@@ -86,7 +86,7 @@ async def _ask(user, conversation_id: int, prompt, client_id):
         )
     except Conversation.DoesNotExist:
         return None, json_error("No such conversation.", 404)
-    except (services.PromptInvalid, services.AnswerLimitReached, services.BudgetExhausted) as e:
+    except (services.PromptInvalid, limits.AnswerLimitReached, limits.BudgetExhausted) as e:
         return None, refusal(e)
     if asked.created:
         await start_generation(asked.answer.pk)
@@ -227,7 +227,7 @@ async def again(request, conversation_id: int, answer_id: int, how: str):
         )
     except Answer.DoesNotExist:
         return json_error("No such answer.", 404)
-    except (services.AnswerLimitReached, services.BudgetExhausted) as error:
+    except (limits.AnswerLimitReached, limits.BudgetExhausted) as error:
         return refusal(error)
     await start_generation(answer.pk)
     if "application/json" in request.headers.get("Accept", ""):

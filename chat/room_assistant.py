@@ -21,6 +21,7 @@ import uuid
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
+from assistant import limits as assistant_limits
 from assistant import services as assistant_services
 from assistant.upstream import get_provider
 from chat import permissions, selectors
@@ -93,12 +94,12 @@ def answer_mention(*, message: Message, room: Room, user) -> tuple[Message | Non
             shown_in.save(update_fields=["assistant_answer_id"])
     except assistant_services.PromptInvalid as error:
         return None, f"The assistant cannot answer this: {error}"
-    except assistant_services.AnswerLimitReached:
+    except assistant_limits.AnswerLimitReached:
         return None, (
             "The assistant is still answering your earlier question; "
             "ask again once it is done (or stop it)."
         )
-    except assistant_services.BudgetExhausted as error:
+    except assistant_limits.BudgetExhausted as error:
         return None, (
             f"You have used today's assistant budget; it resets at {error.resets_at:%H:%M} UTC."
         )

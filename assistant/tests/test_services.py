@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from assistant import events, selectors, services
+from assistant import events, limits, selectors, services
 from assistant.events import Route
 from assistant.models import Answer, DailyUsage, Question
 from assistant.upstream.base import Usage
@@ -87,7 +87,7 @@ def test_the_answer_over_the_concurrent_limit_is_refused_naming_a_running_one(as
     settings.ASSISTANT_MAX_CONCURRENT = 2
     first = ask("one")
     ask("two")
-    with pytest.raises(services.AnswerLimitReached) as refused:
+    with pytest.raises(limits.AnswerLimitReached) as refused:
         ask("three")
     assert refused.value.running.pk == first.pk
     assert Question.objects.count() == 2
@@ -98,7 +98,7 @@ def test_the_answer_over_the_concurrent_limit_is_refused_naming_a_running_one(as
 def test_a_spent_budget_is_refused_until_the_next_utc_midnight(ask, user, settings):
     settings.ASSISTANT_DAILY_TOKENS = 100
     DailyUsage.objects.create(user=user, day=timezone.now().date(), tokens=100)
-    with pytest.raises(services.BudgetExhausted) as refused:
+    with pytest.raises(limits.BudgetExhausted) as refused:
         ask("too much")
     tomorrow = timezone.now().date() + datetime.timedelta(days=1)
     assert refused.value.resets_at == datetime.datetime.combine(
@@ -235,7 +235,7 @@ def test_continue_starts_a_new_answer_to_the_same_question(ask, user):
 
 def test_retrying_a_running_answer_is_refused(ask, user):
     answer = ask()
-    with pytest.raises(services.AnswerLimitReached):
+    with pytest.raises(limits.AnswerLimitReached):
         services.answer_retry(user=user, answer_id=answer.pk)
 
 
@@ -296,7 +296,7 @@ def test_a_room_answer_counts_against_the_askers_limits(user, settings):
     settings.ASSISTANT_MAX_CONCURRENT = 1
     start = {"room_id": 7, "room_key": "chat.room.7", "room_title": "x", "asker": user}
     services.room_answer_start(**start, text="one", client_id=uuid.uuid4(), message_id=1)
-    with pytest.raises(services.AnswerLimitReached):
+    with pytest.raises(limits.AnswerLimitReached):
         services.room_answer_start(**start, text="two", client_id=uuid.uuid4(), message_id=2)
 
 

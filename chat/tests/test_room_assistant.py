@@ -10,6 +10,7 @@ import uuid
 import pytest
 from django.core.exceptions import PermissionDenied
 
+from assistant import limits as assistant_limits
 from assistant import selectors as assistant_selectors
 from assistant import services as assistant_services
 from assistant.events import Route
@@ -141,7 +142,7 @@ def test_over_the_concurrency_limit_the_message_is_kept_and_the_asker_told_why(
 
 def test_over_the_daily_budget_the_message_is_kept_and_the_asker_told_why(room, user, settings):
     settings.ASSISTANT_DAILY_TOKENS = 10
-    assistant_services.usage_add(user_id=user.pk, tokens=10)
+    assistant_limits.usage_add(user_id=user.pk, tokens=10)
     message, created = services.message_post(
         user=user, room=room, client_id=uuid.uuid4(), body="@assistant q"
     )
