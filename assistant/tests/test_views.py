@@ -73,13 +73,15 @@ def test_another_users_conversation_is_404(client, other_user, conversation):
 def test_over_the_concurrent_limit_the_answer_is_409_with_the_running_ones_url(
     user_client, ask, settings
 ):
-    settings.ASSISTANT_MAX_CONCURRENT = 1
+    """With the default limit of two, the third answer running at once is refused."""
+    assert settings.ASSISTANT_MAX_CONCURRENT == 2
     running = ask("first")
-    response = post_json(user_client, ask_url(running.conversation), question("second"))
+    ask("second")
+    response = post_json(user_client, ask_url(running.conversation), question("third"))
     assert response.status_code == 409
     body = response.json()
     assert body["answer"] == running.pk and body["running"].endswith(f"#answer-{running.pk}")
-    assert Question.objects.count() == 1
+    assert Question.objects.count() == 2
 
 
 def test_a_spent_budget_is_429_with_when_it_resets(user_client, user, conversation, settings):
