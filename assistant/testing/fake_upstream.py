@@ -26,7 +26,9 @@ A script (all keys optional):
   ``done``, ``crlf``, ``end_early``), plus ``token_delay`` (seconds before each token),
   ``stall_after`` (tokens sent before a stall of ``stall_seconds``, null: until the client
   leaves), ``error_after`` (tokens sent before an error event, then the end; its
-  ``error_style`` "event" or "data", its ``error_message``).
+  ``error_style`` "event" or "data", its ``error_message``), ``stamp`` (a placeholder,
+  such as ``"{t}"``, replaced in each token's event by ``time.monotonic()`` as it is sent,
+  ``%.6f``: a benchmark reads each token's send time from the text it receives).
 
 Disconnects are observed while streaming or stalling (``receive()`` is watched for
 ``http.disconnect`` all along) and recorded with ``time.monotonic()``, which on Linux is one
@@ -58,8 +60,8 @@ class ScriptError(ValueError):
 
 @dataclass
 class Plan:
-    """A script compiled: the response head, then steps of ("send", bytes, delay) or
-    ("stall", seconds or None)."""
+    """A script compiled: the response head, then steps of ("send", bytes, delay),
+    ("stamp", bytes, delay, placeholder) or ("stall", seconds or None)."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
@@ -112,6 +114,10 @@ def _token_steps(script: dict) -> list[tuple]:
     except (TypeError, ValueError) as error:
         raise ScriptError(str(error)) from None
     delay = float(script.get("token_delay", 0))
+    stamp = script.get("stamp")
+    if stamp is not None and (not isinstance(stamp, str) or not stamp):
+        raise ScriptError("stamp is a non-empty placeholder string")
+    stamp = stamp.encode() if stamp else None
     stall_after, error_after = script.get("stall_after"), script.get("error_after")
     steps = []
     # events[0] is the role chunk, events[1..len(tokens)] the tokens, then the end.
@@ -124,7 +130,10 @@ def _token_steps(script: dict) -> list[tuple]:
         if position == (stall_after if stall_after is not None else -2) + 1:
             steps.append(("stall", script.get("stall_seconds")))
         is_token = 1 <= position <= len(tokens)
-        steps.append(("send", event, delay if is_token else 0.0))
+        if is_token and stamp is not None and stamp in event:
+            steps.append(("stamp", event, delay, stamp))
+        else:
+            steps.append(("send", event, delay if is_token else 0.0))
     return steps
 
 
@@ -237,9 +246,11 @@ async def follow_steps(steps: list[tuple], send) -> None:
                 await asyncio.Future()  # until cancelled: the client leaves, or a reset
             await asyncio.sleep(float(step[1]))
             continue
-        _, data, delay = step
+        data, delay = step[1], step[2]
         if delay:
             await asyncio.sleep(delay)
+        if step[0] == "stamp":
+            data = data.replace(step[3], b"%.6f" % time.monotonic())
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
