@@ -285,6 +285,8 @@ async def respond(send, status: int, payload) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import socket
+
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -292,10 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--fd", type=int, help="serve on this already-bound socket")
     where.add_argument("--port", type=int, help="serve on 127.0.0.1 at this port")
     args = parser.parse_args(argv)
-    placement = {"fd": args.fd} if args.fd is not None else {"port": args.port}
     config = uvicorn.Config(
         FakeUpstream(),
-        **placement,
+        port=args.port or 8000,
         # h11: its http.disconnect behaviour is the one described above.
         http="h11",
         loop="asyncio",
@@ -304,7 +305,12 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         timeout_graceful_shutdown=1,
     )
-    uvicorn.Server(config).run()
+    # Not uvicorn's ``fd``: it wraps the descriptor as an AF_UNIX socket, so asyncio never
+    # sets TCP_NODELAY on the connections, and a token written while the previous one
+    # awaits its (delayed) ACK waited up to 40 ms in the kernel (Nagle). A socket made from
+    # the descriptor knows it is TCP, and every accepted connection gets TCP_NODELAY.
+    sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 if __name__ == "__main__":
