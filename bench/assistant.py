@@ -32,23 +32,26 @@ from pathlib import Path
 from bench import assistant_data, assistant_report, data
 from bench.assistant_scenarios import concurrent, sequential
 from bench.assistant_stalled import stalled
+from bench.assistant_steps import steps
 from bench.assistant_stop import stop
 from bench.processes import BASE_DIR, LineChild
 from bench.run import RESULTS_DIR, BenchRun
 from bench.sse import machine_busy_percent, prepare_run
 
-SCENARIOS = ("sequential", "concurrent", "stalled", "stop")
+SCENARIOS = ("steps", "sequential", "concurrent", "stalled", "stop")
 DOCS = BASE_DIR / "docs" / "benchmarks.md"
 
 FULL = {
-    "seq_answers": 200, "seq_warmup": 10, "seq_tokens": 20, "seq_token_delay": 0.02,
+    "steps_repeats": 200, "seq_answers": 200, "seq_warmup": 10, "seq_tokens": 20,
+    "seq_token_delay": 0.02,
     "concurrent_n": 200, "concurrent_seconds": 75, "concurrent_tokens": 400,
     "concurrent_token_delay": 0.02, "stall_tokens": 10_000, "stall_token_delay": 0.01,
     "stall_flush_ms": 50, "stall_flood_asks": 1200, "stop_tries": 50,
     "history_conversations": 10_000,
 }  # fmt: skip
 QUICK = {
-    "seq_answers": 30, "seq_warmup": 5, "seq_tokens": 10, "seq_token_delay": 0.02,
+    "steps_repeats": 20, "seq_answers": 30, "seq_warmup": 5, "seq_tokens": 10,
+    "seq_token_delay": 0.02,
     "concurrent_n": 40, "concurrent_seconds": 15, "concurrent_tokens": 100,
     "concurrent_token_delay": 0.02, "stall_tokens": 3000, "stall_token_delay": 0.004,
     "stall_flush_ms": 5, "stall_buffer_events": 200, "stall_flood_asks": 700,
@@ -63,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add = parser.add_argument
     add("--quick", action="store_true", help="small N, short runs (~3 min)")
     add("--scenarios", default=",".join(SCENARIOS), help="of: " + ",".join(SCENARIOS))
+    add("--steps-repeats", type=int, help="times each step is timed alone (full: 200)")
     add("--flush-ms", default="50,1", help="ASSISTANT_FLUSH_MILLISECONDS of the sequential "
         "runs, one server each; the others run at the first (default: 50,1)")  # fmt: skip
     add("--seq-answers", type=int, help="answers kept per flush setting (full: 200)")
@@ -138,6 +142,7 @@ class AssistantBench:
 
 def users_needed(args) -> int:
     wanted = {
+        "steps": 1,
         "sequential": len(args.flush_ms) * (args.seq_answers + args.seq_warmup),
         "concurrent": args.concurrent_n,
         "stalled": 2,
@@ -173,6 +178,8 @@ def main(argv=None) -> int:
         if args.profile:
             bench.profile_dir = RESULTS_DIR / f"{run.stamp}-assistant-profiles"
             bench.profile_dir.mkdir(exist_ok=True)
+        if "steps" in args.scenarios:
+            steps(bench)
         if "sequential" in args.scenarios:
             for flush_ms in args.flush_ms:
                 sequential(bench, flush_ms)

@@ -39,6 +39,10 @@ def progress_line(item: dict) -> str:
             f"({item['answer_characters'] / 1e6:.1f} M characters) for {item['users']:,} "
             f"users in {item['seconds']}s"
         )
+    if kind == "assistant-steps":
+        return "  steps (p50 ms): " + ", ".join(
+            f"{name} {figures.get('p50')}" for name, figures in item["steps"].items()
+        )
     if kind == "assistant-sequential":
         site, direct = item["site"], item["direct"]
         return (
@@ -173,6 +177,20 @@ def targets(records: list[dict], quick: bool) -> str:
 
 def _yes(value) -> str:
     return "yes" if value else "no"
+
+
+def steps_table(records: list[dict]) -> str:
+    rows = []
+    for item in of(records, "assistant-steps"):
+        for name, figures in item["steps"].items():
+            rows.append(
+                [
+                    item["descriptions"].get(name, name),
+                    f"{ms(figures.get('p50'), 2)} / {ms(figures.get('p90'), 2)} / "
+                    f"{ms(figures.get('max'), 2)}",
+                ]
+            )
+    return table(["step (each alone, in the harness)", "p50 / p90 / max ms"], rows) if rows else ""
 
 
 def sequential_table(records: list[dict]) -> str:
@@ -340,6 +358,7 @@ def render(records: list[dict], results_path: str, elapsed_minutes: float | None
         ("(1) One answer at a time: the fake upstream direct, and through the site",
          sequential_table(records)),
         ("(2) Answers at once", concurrent_table(records)),
+        ("The path's steps, each timed alone", steps_table(records)),
         ("(3) A tab that never reads", stalled_table(records)),
         ("(4) Stop from the other process", stop_table(records)),
     ):  # fmt: skip
