@@ -55,7 +55,7 @@ bench-chat: $(VENV)/.installed-dev
 
 ## Assistant benchmark (docs/benchmarks.md, "Assistant"): time to first token and per-token
 ## overhead against the fake upstream, 200 answers at once, a stalled tab, Stop from the
-## other process: about 20 minutes. `make bench-assistant ARGS=--quick` for a smoke run
+## other process: about 12 minutes. `make bench-assistant ARGS=--quick` for a smoke run
 ## (~4 min); `ARGS=--help` lists the options.
 bench-assistant: $(VENV)/.installed-dev
 	$(PY) -m bench.assistant $(ARGS)

@@ -10,8 +10,8 @@ and measures every token against the send time the fake stamped into its text:
 
 1. ``sequential``: the same scripted stream read straight from the fake (the floor) and
    through the site, one answer at a time, distinct users, at each ``--flush-ms``;
-2. ``concurrent``: ``--concurrent-n`` answers at once, each watched by its POST and
-   ``--tabs`` tabs, re-asked as they end, for ``--concurrent-seconds``;
+2. ``concurrent``: ``--concurrent-n`` answers at once (long enough to overlap), each
+   watched by its POST and ``--tabs`` tabs;
 3. ``stalled``: a tab that never reads while an answer of ``--stall-tokens`` streams;
 4. ``stop``: Stop POSTed to the other of two servers; time until the upstream is cut.
 
@@ -44,7 +44,7 @@ DOCS = BASE_DIR / "docs" / "benchmarks.md"
 FULL = {
     "steps_repeats": 200, "seq_answers": 200, "seq_warmup": 10, "seq_tokens": 20,
     "seq_token_delay": 0.02,
-    "concurrent_n": 200, "concurrent_seconds": 75, "concurrent_tokens": 400,
+    "concurrent_n": 200, "concurrent_tokens": 5000,
     "concurrent_token_delay": 0.02, "stall_tokens": 10_000, "stall_token_delay": 0.01,
     "stall_flush_ms": 50, "stall_flood_asks": 1200, "stop_tries": 50,
     "history_conversations": 10_000,
@@ -52,7 +52,7 @@ FULL = {
 QUICK = {
     "steps_repeats": 20, "seq_answers": 30, "seq_warmup": 5, "seq_tokens": 10,
     "seq_token_delay": 0.02,
-    "concurrent_n": 40, "concurrent_seconds": 15, "concurrent_tokens": 100,
+    "concurrent_n": 40, "concurrent_tokens": 1000,
     "concurrent_token_delay": 0.02, "stall_tokens": 3000, "stall_token_delay": 0.004,
     "stall_flush_ms": 5, "stall_buffer_events": 200, "stall_flood_asks": 700,
     "stop_tries": 10, "history_conversations": 1000,
@@ -74,8 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--seq-tokens", type=int, help="tokens per sequential answer (full: 20)")
     add("--seq-token-delay", type=float, help="seconds before each token (full: 0.02)")
     add("--concurrent-n", type=int, help="answers streaming at once (full: 200)")
-    add("--concurrent-seconds", type=float, help="asking time, steady after one answer (75)")
-    add("--concurrent-tokens", type=int, help="tokens per concurrent answer (full: 400)")
+    add("--concurrent-ramp", type=float, default=5, help="seconds the asks are spread over")
+    add("--concurrent-tokens", type=int, help="tokens per concurrent answer (full: 5000)")
     add("--concurrent-token-delay", type=float, help="seconds before each token (0.02)")
     add("--tabs", type=int, default=2, help="tabs following each conversation (default 2)")
     add("--drain", type=float, default=30, help="seconds the tabs may lag the last answer")

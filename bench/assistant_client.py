@@ -23,7 +23,13 @@ import time
 
 import httpx
 
-from bench.assistant_sequential import queue_script, sequential, stop_tries, summary
+from bench.assistant_sequential import (
+    queue_script,
+    sequential,
+    stop_tries,
+    summary,
+    upstream_records,
+)
 from bench.assistant_stall_client import StalledTab, ask_once, flood
 from bench.assistant_streams import Tab, Tally, open_stream, post_request
 from bench.client_process import run_client
@@ -80,13 +86,8 @@ class ConcurrentRun:
         for tab, ok in zip(self.tabs, ready, strict=True):
             if ok:
                 tab.task = asyncio.create_task(tab.follow())
-        answer_seconds = command["tokens"] * command["token_delay"]
         self.t0 = time.monotonic() + 0.5
-        self.stop_at = self.t0 + command["seconds"]
-        # Steady once every asker has started (staggered over one answer's length) and
-        # the first answers have run their course.
-        self.window = (self.t0 + answer_seconds + 1.0, self.stop_at)
-        stagger = answer_seconds / max(len(self.users), 1)
+        stagger = command["ramp"] / max(len(self.users), 1)
         for user in self.users:
             first_at = self.t0 + user["index"] * stagger
             self.tasks.append(asyncio.create_task(self.asker(user, first_at)))
@@ -95,35 +96,33 @@ class ConcurrentRun:
             "tabs_ready": sum(ready),
             "connect_seconds": round(connect_seconds, 2),
             "t0": self.t0,
-            "window": list(self.window),
             "clock_offset": clock_offset(),
         }
 
     async def asker(self, user: dict, first_at: float) -> None:
+        """Ask once, at ``first_at``, and read the answer's stream to its end."""
         await asyncio.sleep(max(0.0, first_at - time.monotonic()))
         command = self.command
         path = f"/assistant/{user['conversation']}/messages"
-        while time.monotonic() < self.stop_at:
-            await queue_script(self.http, command["upstream"], command["script"])
-            viewer = -1 - len(self.asks)
-            ask = {"viewer": viewer, "user": user["index"], "sent": time.monotonic()}
-            self.asks.append(ask)
-            self.asking += 1
-            payload = {"prompt": f"bench concurrent {viewer}", "client_id": _uuid()}
-            try:
-                request = post_request(path, self.port, user["cookie"], payload)
-                stream = await open_stream(self.port, request, self.tally, viewer)
-                stream.conversation = user["conversation"]
-                ask["error"] = await stream.done
-                ask["answer"] = getattr(stream, "answer", None)
-            except OSError as exc:
-                ask["error"] = f"connect: {exc}"
-            finally:
-                self.asking -= 1
-            ask["ended"] = time.monotonic()
-            if ask["error"]:
-                self.ask_errors[ask["error"]] = self.ask_errors.get(ask["error"], 0) + 1
-                await asyncio.sleep(0.5)
+        await queue_script(self.http, command["upstream"], command["script"])
+        viewer = -1 - len(self.asks)
+        ask = {"viewer": viewer, "user": user["index"], "sent": time.monotonic()}
+        self.asks.append(ask)
+        self.asking += 1
+        payload = {"prompt": f"bench concurrent {viewer}", "client_id": _uuid()}
+        try:
+            request = post_request(path, self.port, user["cookie"], payload)
+            stream = await open_stream(self.port, request, self.tally, viewer)
+            stream.conversation = user["conversation"]
+            ask["error"] = await stream.done
+            ask["answer"] = getattr(stream, "answer", None)
+        except OSError as exc:
+            ask["error"] = f"connect: {exc}"
+        finally:
+            self.asking -= 1
+        ask["ended"] = time.monotonic()
+        if ask["error"]:
+            self.ask_errors[ask["error"]] = self.ask_errors.get(ask["error"], 0) + 1
 
     def progress(self) -> dict:
         return {
@@ -148,7 +147,17 @@ class ConcurrentRun:
         for tab in self.tabs:
             tab.close()
         await asyncio.gather(*(t.task for t in self.tabs if t.task), return_exceptions=True)
+        self.window = await self.all_streaming()
         return self.results()
+
+    async def all_streaming(self) -> tuple[float, float]:
+        """When every answer was being generated at once, by the fake upstream's records:
+        from the last request it received to the first it finished."""
+        records = (await upstream_records(self.http, self.command["upstream"])).values()
+        ours = [r for r in records if str(r["body"]["messages"][-1]["content"]).startswith(
+            "bench concurrent")]  # fmt: skip
+        ends = [r["completed_at"] or r["disconnected_at"] or time.monotonic() for r in ours]
+        return max(r["started_at"] for r in ours), min(ends)
 
     def tabs_caught_up(self) -> bool:
         views = self.tally.views
@@ -178,8 +187,8 @@ class ConcurrentRun:
             {"start_seconds": index * WINDOW_SECONDS, **summary(values)}
             for index, values in sorted(buckets.items())
         ]
-        first = tally.first_delta
-        ttft = [first[a["answer"]] - a["sent"] for a in self.asks if a.get("answer") in first]
+        ttft_of = {a["answer"]: tally.first_delta[a["answer"]] - a["sent"]
+                   for a in self.asks if a.get("answer") in tally.first_delta}  # fmt: skip
         return {
             "window": [w0, w1],
             "clock_offset": clock_offset(),
@@ -189,6 +198,7 @@ class ConcurrentRun:
             "reconnects": sum(tab.reconnects for tab in self.tabs),
             "tab_failures": _merge(tab.failures for tab in self.tabs),
             "errors": dict(tally.errors),
+            "repeated": tally.repeated,
             "deltas": tally.deltas,
             "token_deliveries": tally.tokens,
             "steady_token_latency": summary(steady),
@@ -196,7 +206,7 @@ class ConcurrentRun:
             "post_token_latency": summary(list(tally.post_latencies)),
             "steady_deliveries": received,
             "steady_upstream_tokens": sum(1 for sent in tally.post_sent if w0 <= sent < w1),
-            "ttft": summary(ttft),
+            "ttft": summary(list(ttft_of.values())),
             "latency_windows": windows,
             "views": self.views(),
         }

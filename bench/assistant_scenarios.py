@@ -207,8 +207,9 @@ def _sequential_summary(values: dict[str, list]) -> dict:
 
 
 def concurrent(bench: AssistantBench) -> None:
-    """``--concurrent-n`` users re-ask as soon as their answer ends, each conversation
-    followed by ``--tabs`` tabs, for ``--concurrent-seconds``."""
+    """``--concurrent-n`` users each ask once (within ``--concurrent-ramp`` seconds) for an
+    answer long enough to overlap all the others, each conversation followed by ``--tabs``
+    tabs. Figures are taken over the window when every answer was being generated."""
     args = bench.args
     users = bench.take_users(args.concurrent_n)
     bench.fake.reset()
@@ -216,46 +217,36 @@ def concurrent(bench: AssistantBench) -> None:
     last_before = assistant_data.last_answer_id()
     before = assistant_data.write_counters(bench.database)
     server = start_server(bench, "concurrent", args.flush_ms[0])
+    counters: list[tuple[float, dict]] = []
     try:
-        with sampled(bench, [server]) as sampler:
+        with sampled(bench, [server]) as sampler, PipelineProbe(bench.redis) as pipeline:
             start = bench.client.request(
                 {
                     "cmd": "concurrent_start", "port": server.port, "upstream": bench.fake.url,
-                    "users": users, "tabs": args.tabs, "seconds": args.concurrent_seconds,
-                    "tokens": args.concurrent_tokens, "token_delay": args.concurrent_token_delay,
+                    "users": users, "tabs": args.tabs, "ramp": args.concurrent_ramp,
                     "script": the_script,
                 },
                 timeout=SLACK + len(users),
             )  # fmt: skip
             print(
                 f"  concurrent: {start['tabs_ready']}/{start['tabs']} tabs ready in "
-                f"{start['connect_seconds']}s; asking for {args.concurrent_seconds}s",
+                f"{start['connect_seconds']}s; {len(users)} asking",
                 flush=True,
             )
-            offset = start["clock_offset"]
-            w0, w1 = (t + offset for t in start["window"])
-            stop_at = start["t0"] + offset + args.concurrent_seconds
-            window_counters = []
-            with (
-                profiling(bench, {"server": server.pid}, "concurrent"),
-                PipelineProbe(bench.redis) as pipeline,
-            ):
-                for moment in (w0, w1):
-                    _progress_until(bench, moment)
-                    window_counters.append(assistant_data.write_counters(bench.database))
-            _progress_until(bench, stop_at)
+            answer_seconds = args.concurrent_tokens * args.concurrent_token_delay
+            with profiling(bench, {"server": server.pid}, "concurrent"):
+                _progress_until_answered(bench, len(users), answer_seconds * 3 + SLACK, counters)
             result = bench.client.request(
-                {"cmd": "concurrent_finish", "drain": args.drain},
-                timeout=SLACK
-                + args.drain
-                + args.concurrent_tokens * args.concurrent_token_delay * 3,
+                {"cmd": "concurrent_finish", "drain": args.drain}, timeout=SLACK + args.drain
             )
             rss_kb = _rss(server.pid)
     finally:
         server.stop()
     total = assistant_data.counters_delta(before, assistant_data.write_counters(bench.database))
-    steady = assistant_data.counters_delta(*window_counters)
-    seconds = w1 - w0
+    offset = result["clock_offset"]
+    w0, w1 = (t + offset for t in result["window"])
+    seconds = max(w1 - w0, 1e-9)
+    steady = _counters_between(counters, w0, w1)
     check = verify_concurrent(result["views"], last_before, args.concurrent_tokens, args.tabs)
     server_cpu = sampler.cpu_percent("server", w0, w1)
     upstream_tokens = result["steady_upstream_tokens"]
@@ -268,8 +259,8 @@ def concurrent(bench: AssistantBench) -> None:
             "flush_ms": args.flush_ms[0],
             "tokens_per_answer": args.concurrent_tokens,
             "token_delay": args.concurrent_token_delay,
-            "asking_seconds": args.concurrent_seconds,
-            "steady_seconds": round(seconds, 1),
+            "ramp_seconds": args.concurrent_ramp,
+            "steady_seconds": round(w1 - w0, 1),
             "asks": result["asks"],
             "ask_errors": result["ask_errors"],
             "upstream_tokens_per_second": round(upstream_tokens / seconds, 1),
@@ -286,28 +277,47 @@ def concurrent(bench: AssistantBench) -> None:
             if server_cpu is None or not upstream_tokens
             else round(1e4 * server_cpu * seconds / upstream_tokens, 1),
             "server_rss_kb_end": rss_kb,
-            "answer_updates_per_second": round(steady["answer_updates"] / seconds, 1),
-            "commits_per_second": round(steady["commits"] / seconds, 1),
+            "answer_updates_per_second": steady.get("answer_updates_per_second"),
+            "commits_per_second": steady.get("commits_per_second"),
             "writes_total": total,
             "reconnects": result["reconnects"],
             "tab_failures": result["tab_failures"],
             "stream_errors": result["errors"],
+            "repeated_deltas": result["repeated"],
             **check,
         }
     )
 
 
-def _progress_until(bench: AssistantBench, moment: float, every: float = 10) -> None:
-    """Print the load generator's progress every ``every`` seconds until ``moment``."""
-    while (left := moment - time.time()) > 0:
-        time.sleep(min(every, left))
+def _progress_until_answered(bench, asks: int, seconds: float, counters: list) -> None:
+    """Until every ask's stream has ended: a progress line every 10 s, the database's write
+    counters every 2 s (their rate over any window is read afterwards)."""
+    deadline = time.time() + seconds
+    last_line = time.time()
+    while time.time() < deadline:
+        time.sleep(2)
+        counters.append((time.time(), assistant_data.write_counters(bench.database)))
         p = bench.client.request({"cmd": "progress"}, timeout=SLACK)
-        print(
-            f"  concurrent: {p['asks']} asked, {p['asking']} streaming, "
-            f"{p['token_deliveries']:,} token deliveries in {p['deltas']:,} deltas, "
-            f"reconnects {p['reconnects']}, errors {p['errors'] or 0} {p['ask_errors'] or ''}",
-            flush=True,
-        )
+        if p["asks"] >= asks and p["asking"] == 0:
+            return
+        if time.time() - last_line >= 10:
+            last_line = time.time()
+            print(
+                f"  concurrent: {p['asks']} asked, {p['asking']} streaming, "
+                f"{p['token_deliveries']:,} token deliveries in {p['deltas']:,} deltas, "
+                f"reconnects {p['reconnects']}, errors {p['errors'] or 0} {p['ask_errors'] or ''}",
+                flush=True,
+            )
+    raise RuntimeError("the concurrent answers did not end in time")
+
+
+def _counters_between(counters: list[tuple[float, dict]], start: float, end: float) -> dict:
+    """Writes per second between the samples nearest inside [start, end]."""
+    inside = [(t, c) for t, c in counters if start <= t <= end]
+    if len(inside) < 2:
+        return {}
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return {f"{key}_per_second": round((c1[key] - c0[key]) / (t1 - t0), 1) for key in c0}
 
 
 def _rss(pid: int) -> int | None:

@@ -146,6 +146,7 @@ class StalledTab:
                 if viewer == 0
             },
             "last_id": part.last_id,
+            "repeated": tally.repeated,
             "errors": dict(tally.errors),
         }
 

@@ -103,10 +103,11 @@ def stalled(bench: AssistantBench) -> None:
     stored = assistant_data.answers([long["answer"], *flood["answers"]])
     long_row = stored.get(long["answer"], {})
     views = drained["views"]
+    # [tokens, text crc, status, position] of each answer, as the tab has it.
     differ = [
         {"answer": a, "stored_position": row["position"], "tab": views.get(str(a))}
         for a, row in sorted(stored.items())
-        if (views.get(str(a)) or [0, None])[1] != row["crc"]
+        if (views.get(str(a)) or [0, None, None])[1:3] != [row["crc"], row["status"]]
     ]
     bench.record(
         {
@@ -138,9 +139,10 @@ def stalled(bench: AssistantBench) -> None:
                 "kernel_send_queue_max": probe.max_between(t2, t3),
             },
             "held": drained["held"],
-            "answers_after_resume": drained["answers_complete"],
             "answers_expected": len(stored),
+            "answers_whole_after_resume": len(stored) - len(differ),
             "answers_differing_from_stored": len(differ),
+            "repeated_deltas_dropped": drained["repeated"],
             "differing": differ[:20],
             "tab_errors": drained["errors"],
             "cpu_percent": cpu(sampler, t1, t2),

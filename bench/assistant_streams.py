@@ -125,6 +125,9 @@ class View:
 class Tally:
     """Every delivery of a run: per-token latency, per-(viewer, answer) text, errors.
 
+    A viewer applies deltas as docs/protocol.md asks of clients: one that ends at or before
+    what it shows adds nothing, one that overlaps adds only its new end.
+
     ``window`` (monotonic start, end) keeps the latency of tokens sent inside it apart, and
     counts what was received inside it.
     """
@@ -137,6 +140,9 @@ class Tally:
         self.post_sent = array("d")  # each token once: its POST stream's copy
         self.errors: Counter[str] = Counter()
         self.deltas = self.tokens = self.events = 0
+        #: Deltas that repeated text the viewer had (after a resume), dropped or trimmed as
+        #: docs/protocol.md tells clients to.
+        self.repeated = 0
         self.first_delta: dict[int, float] = {}  # answer -> first delta on its POST stream
         self.answers_of: dict[int, int] = {}  # answer -> conversation (from turn events)
         self.done_seen = asyncio.Event()  # set at every done event
@@ -171,8 +177,15 @@ class Tally:
         view = self.views.get((stream.viewer, answer))
         if view is None:
             view = self.views[(stream.viewer, answer)] = View()
-        if position - len(text) != view.position:
-            self.errors["gap or overlap between deltas"] += 1
+        start = position - len(text)
+        if position <= view.position:
+            self.repeated += 1  # a resume sent it again: the client already shows it
+            return
+        if start < view.position:  # overlaps what the client shows: keep the rest
+            self.repeated += 1
+            text = text[view.position - start :]
+        elif start > view.position:
+            self.errors["gap between deltas"] += 1
         view.position = position
         view.crc = zlib.crc32(text.encode(), view.crc)
         if not WHOLE.fullmatch(text):
