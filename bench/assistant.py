@@ -186,6 +186,7 @@ def main(argv=None) -> int:
         for name, scenario in (("concurrent", concurrent), ("stalled", stalled), ("stop", stop)):
             if name in args.scenarios:
                 scenario(bench)
+        run.record({"kind": "end", "elapsed_minutes": round(run.elapsed_minutes(), 1)})
     elapsed = run.elapsed_minutes()
     if any(r.get("kind") == "machine" for r in run.records):
         generated = assistant_report.render(run.records, run.relative_path, elapsed)

@@ -33,6 +33,8 @@ def ms(value, digits: int = 1) -> str:
 
 def progress_line(item: dict) -> str:
     kind = item.get("kind")
+    if kind == "end":
+        return f"  end: {item['elapsed_minutes']} min"
     if kind == "history":
         return (
             f"  history  {item['conversations']:,} conversations, {item['answers']:,} answers "
@@ -343,6 +345,8 @@ def render(records: list[dict], results_path: str, elapsed_minutes: float | None
     options = next((r for r in records if r.get("kind") == "options"), {})
     quick = bool(options.get("quick"))
     history = next((r for r in records if r.get("kind") == "history"), None)
+    end = next((r for r in records if r.get("kind") == "end"), {})
+    elapsed_minutes = elapsed_minutes or end.get("elapsed_minutes")
     parts = [
         f"Assistant benchmark, {machine['date']}"
         + (f", {elapsed_minutes:.1f} min" if elapsed_minutes else "")
