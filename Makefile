@@ -10,7 +10,7 @@ PORT ?= 8000
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: run test serve migrate lint format bench bench-chat clean
+.PHONY: run test serve migrate lint format bench bench-chat bench-assistant clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -52,6 +52,13 @@ bench: $(VENV)/.installed-dev
 ## `ARGS=--help` lists the options.
 bench-chat: $(VENV)/.installed-dev
 	$(PY) -m bench.chat $(ARGS)
+
+## Assistant benchmark (docs/benchmarks.md, "Assistant"): time to first token and per-token
+## overhead against the fake upstream, 200 answers at once, a stalled tab, Stop from the
+## other process: about 12 minutes. `make bench-assistant ARGS=--quick` for a smoke run
+## (~4 min); `ARGS=--help` lists the options.
+bench-assistant: $(VENV)/.installed-dev
+	$(PY) -m bench.assistant $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -399,14 +399,14 @@ def render(records: list[dict], machine: dict, options: dict, results_path: str)
     return "\n".join(parts) + "\n"
 
 
-def update_docs(path: Path, generated: str) -> None:
+def update_docs(path: Path, generated: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the generated part of docs/benchmarks.md (between the markers)."""
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    path.write_text(f"{head}{BEGIN}\n{generated}{END}{tail}")
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text = text.rstrip() + f"\n\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{begin}\n{generated}{end}{tail}")
 
 
 def main(argv=None) -> None:

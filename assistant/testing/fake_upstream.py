@@ -26,7 +26,9 @@ A script (all keys optional):
   ``done``, ``crlf``, ``end_early``), plus ``token_delay`` (seconds before each token),
   ``stall_after`` (tokens sent before a stall of ``stall_seconds``, null: until the client
   leaves), ``error_after`` (tokens sent before an error event, then the end; its
-  ``error_style`` "event" or "data", its ``error_message``).
+  ``error_style`` "event" or "data", its ``error_message``), ``stamp`` (a placeholder,
+  such as ``"{t}"``, replaced in each token's event by ``time.monotonic()`` as it is sent,
+  ``%.6f``: a benchmark reads each token's send time from the text it receives).
 
 Disconnects are observed while streaming or stalling (``receive()`` is watched for
 ``http.disconnect`` all along) and recorded with ``time.monotonic()``, which on Linux is one
@@ -58,8 +60,8 @@ class ScriptError(ValueError):
 
 @dataclass
 class Plan:
-    """A script compiled: the response head, then steps of ("send", bytes, delay) or
-    ("stall", seconds or None)."""
+    """A script compiled: the response head, then steps of ("send", bytes, delay),
+    ("stamp", bytes, delay, placeholder) or ("stall", seconds or None)."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
@@ -112,6 +114,10 @@ def _token_steps(script: dict) -> list[tuple]:
     except (TypeError, ValueError) as error:
         raise ScriptError(str(error)) from None
     delay = float(script.get("token_delay", 0))
+    stamp = script.get("stamp")
+    if stamp is not None and (not isinstance(stamp, str) or not stamp):
+        raise ScriptError("stamp is a non-empty placeholder string")
+    stamp = stamp.encode() if stamp else None
     stall_after, error_after = script.get("stall_after"), script.get("error_after")
     steps = []
     # events[0] is the role chunk, events[1..len(tokens)] the tokens, then the end.
@@ -124,7 +130,10 @@ def _token_steps(script: dict) -> list[tuple]:
         if position == (stall_after if stall_after is not None else -2) + 1:
             steps.append(("stall", script.get("stall_seconds")))
         is_token = 1 <= position <= len(tokens)
-        steps.append(("send", event, delay if is_token else 0.0))
+        if is_token and stamp is not None and stamp in event:
+            steps.append(("stamp", event, delay, stamp))
+        else:
+            steps.append(("send", event, delay if is_token else 0.0))
     return steps
 
 
@@ -237,9 +246,11 @@ async def follow_steps(steps: list[tuple], send) -> None:
                 await asyncio.Future()  # until cancelled: the client leaves, or a reset
             await asyncio.sleep(float(step[1]))
             continue
-        _, data, delay = step
+        data, delay = step[1], step[2]
         if delay:
             await asyncio.sleep(delay)
+        if step[0] == "stamp":
+            data = data.replace(step[3], b"%.6f" % time.monotonic())
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
@@ -274,6 +285,8 @@ async def respond(send, status: int, payload) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import socket
+
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -281,10 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--fd", type=int, help="serve on this already-bound socket")
     where.add_argument("--port", type=int, help="serve on 127.0.0.1 at this port")
     args = parser.parse_args(argv)
-    placement = {"fd": args.fd} if args.fd is not None else {"port": args.port}
     config = uvicorn.Config(
         FakeUpstream(),
-        **placement,
+        port=args.port or 8000,
         # h11: its http.disconnect behaviour is the one described above.
         http="h11",
         loop="asyncio",
@@ -293,7 +305,12 @@ def main(argv: list[str] | None = None) -> None:
         log_level="warning",
         timeout_graceful_shutdown=1,
     )
-    uvicorn.Server(config).run()
+    # Not uvicorn's ``fd``: it wraps the descriptor as an AF_UNIX socket, so asyncio never
+    # sets TCP_NODELAY on the connections, and a token written while the previous one
+    # awaits its (delayed) ACK waited up to 40 ms in the kernel (Nagle). A socket made from
+    # the descriptor knows it is TCP, and every accepted connection gets TCP_NODELAY.
+    sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 if __name__ == "__main__":

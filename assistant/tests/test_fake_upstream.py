@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -67,3 +68,23 @@ def test_a_reset_ends_the_streams_in_flight(fake_upstream):
 def test_wait_disconnected_fails_at_its_deadline(fake_upstream):
     with pytest.raises(AssertionError, match="no request"):
         fake_upstream.wait_disconnected(0, timeout=0.1)
+
+
+def test_stamp_puts_each_tokens_send_time_in_its_text(fake_upstream):
+    """A benchmark compares the stamps with its own time.monotonic() (one clock on Linux)."""
+    fake_upstream.script(tokens=["a{t} ", "b{t} ", "c{t} "], token_delay=0.01, stamp="{t}")
+    before = time.monotonic()
+
+    response = completions(fake_upstream)
+
+    after = time.monotonic()
+    stamps = [float(s) for s in re.findall(r'"content": "[abc]([0-9.]+) "', response.text)]
+    assert len(stamps) == 3
+    assert before < stamps[0] < stamps[1] < stamps[2] < after
+    assert stamps[2] - stamps[0] >= 0.02  # sent as paced, not all at once
+    assert "{t}" not in response.text
+
+
+def test_a_stamp_that_is_not_a_string_is_refused(fake_upstream):
+    with pytest.raises(AssertionError, match="400"):
+        fake_upstream.script(tokens=["a"], stamp=5)

@@ -20,6 +20,13 @@ import redis.asyncio
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
+#: Connections one loop's client holds at most. A burst of more commands in flight waits
+#: for a free one (up to POOL_TIMEOUT_SECONDS): redis-py 8's default pool raises
+#: MaxConnectionsError past 100 instead, and the commands sent here come in bursts (the
+#: assistant's watchers leave one conversation per ended stream).
+MAX_CONNECTIONS = 100
+POOL_TIMEOUT_SECONDS = 10
+
 #: One client per (loop, URL): override_settings may point a test at another database.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = (
     weakref.WeakKeyDictionary()
@@ -40,7 +47,13 @@ def get_redis() -> redis.asyncio.Redis | None:
         clients = _clients[loop] = {}
     client = clients.get(url)
     if client is None:
-        client = clients[url] = redis.asyncio.from_url(url, decode_responses=True)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            decode_responses=True,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT_SECONDS,
+        )
+        client = clients[url] = redis.asyncio.Redis.from_pool(pool)  # closing it closes the pool
     return client
 
 

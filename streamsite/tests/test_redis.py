@@ -80,3 +80,16 @@ async def test_a_script_loads_itself_into_a_server_that_lacks_it(dedicated_redis
     assert await script(dedicated_redis, ["k1", "k2"], ["x"]) == ["x", 2]
     assert await dedicated_redis.script_exists(script.sha) == [True]
     assert await script(dedicated_redis, [], ["y"]) == ["y", 0]
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection(dedicated_redis):
+    """Regression: redis-py 8 caps a pool at 100 connections and its pool raised
+    MaxConnectionsError for the 101st command in flight; with 200 assistant answers at once
+    the watchers' updates failed that way (bench.assistant, "Too many connections")."""
+    key = f"tests:burst:{uuid.uuid4().hex}"
+    try:
+        counts = await asyncio.gather(*(dedicated_redis.incr(key) for _ in range(300)))
+    finally:
+        await dedicated_redis.delete(key)
+
+    assert sorted(counts) == list(range(1, 301))
