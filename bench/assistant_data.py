@@ -51,12 +51,12 @@ def seed_history(user_ids: list[int], conversations: int, turns: int) -> dict:
             INSERT INTO assistant_answer
                 (conversation_id, question_id, owner_id, status, text, position, model,
                  finish_reason, error, prompt_tokens, completion_tokens, usage_estimated,
-                 first_token_ms, started_at, finished_at, alive_at)
+                 first_token_ms, started_at, finished_at, alive_at, room_key)
             SELECT q.conversation_id, q.id, q.author_id, 'complete', a.text,
                    char_length(a.text), 'bench-model', 'stop', '', 300,
                    char_length(a.text) / 4, false, 250,
                    q.created_at, q.created_at + interval '20 seconds',
-                   q.created_at + interval '20 seconds'
+                   q.created_at + interval '20 seconds', ''
             FROM assistant_question AS q,
                  LATERAL (SELECT left(repeat(%s, 30), 400 + (q.id::int * 37) %% 1600) AS text) a
             WHERE q.id > %s
