@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -61,9 +63,20 @@ def limits_check(user) -> None:
 
 
 def usage_add(*, user_id: int, tokens: int) -> None:
-    """Count ``tokens`` against the user's budget for today."""
+    """Count ``tokens`` against the user's budget for today.
+
+    A user deleted meanwhile (an answer stopped because its account, and so the answer,
+    went) has no budget left to count against: nothing is written.
+    """
     today = timezone.now().date()
-    DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=today)], ignore_conflicts=True)
-    DailyUsage.objects.filter(user_id=user_id, day=today).update(
-        tokens=F("tokens") + max(0, int(tokens)), answers=F("answers") + 1
-    )
+    try:
+        with transaction.atomic():
+            DailyUsage.objects.bulk_create(
+                [DailyUsage(user_id=user_id, day=today)], ignore_conflicts=True
+            )
+            DailyUsage.objects.filter(user_id=user_id, day=today).update(
+                tokens=F("tokens") + max(0, int(tokens)), answers=F("answers") + 1
+            )
+    except IntegrityError:
+        if get_user_model().objects.filter(pk=user_id).exists():
+            raise

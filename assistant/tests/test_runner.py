@@ -219,3 +219,18 @@ def test_a_generation_is_not_scheduled_on_a_loop_that_has_ended(caplog):
     thread.join(10)
     assert errors == []
     assert "no server loop to generate it on" in caplog.text
+
+
+async def test_a_user_deleted_mid_answer_ends_the_generation_quietly(ask, upstream, user, caplog):
+    """Deleting an account deletes its answers: the generation stops, and nothing errs."""
+    await upstream.ascript(tokens=TOKENS * 20, token_delay=0.02)
+    answer = await asked(ask)
+    viewer = Viewer(answer.conversation_id, after=[(answer.pk, 0)], only=answer.pk)
+    await start_generation(answer.pk)
+    await viewer.reader.until(lambda e: e["event"] == "delta")
+    await viewer.close()
+    await user.adelete()
+    await idle()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not await Answer.objects.filter(pk=answer.pk).aexists()
+    await upstream.await_disconnected(0, timeout=5)
