@@ -17,9 +17,6 @@ from django.utils import timezone
 
 from assistant.models import Answer, DailyUsage
 
-#: Rough characters per token, to estimate usage when an upstream reports none.
-CHARS_PER_TOKEN = 4
-
 
 class AnswerLimitReached(Exception):
     """The user already has ``ASSISTANT_MAX_CONCURRENT`` answers running."""
@@ -35,10 +32,6 @@ class BudgetExhausted(Exception):
     def __init__(self, resets_at: datetime.datetime) -> None:
         super().__init__(f"daily token budget spent; resets at {resets_at.isoformat()}")
         self.resets_at = resets_at
-
-
-def estimate_tokens(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)
 
 
 def limits_check(user) -> None:

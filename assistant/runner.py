@@ -33,7 +33,7 @@ from django.conf import settings
 from assistant import events, limits, selectors, services
 from assistant.models import Answer
 from assistant.upstream import get_provider
-from assistant.upstream.base import Provider, UpstreamError, Usage
+from assistant.upstream.base import Provider, UpstreamError, Usage, estimate_tokens
 from assistant.watchers import get_watchers
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import get_hub
@@ -175,8 +175,8 @@ class Generation:
     def _estimated_usage(self) -> Usage:
         prompt = sum(len(str(message.get("content", ""))) for message in self.messages)
         return Usage(
-            limits.estimate_tokens("x" * prompt),
-            limits.estimate_tokens("x" * self.received),
+            estimate_tokens(prompt),
+            estimate_tokens(self.received),
             estimated=True,
         )
 

@@ -15,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from assistant import limits, selectors, services
@@ -60,8 +61,6 @@ def refusal(error: Exception) -> JsonResponse | None:
             429,
             resets_at=error.resets_at.isoformat(),
         )
-        from django.utils import timezone
-
         response["Retry-After"] = str(
             max(1, int((error.resets_at - timezone.now()).total_seconds()))
         )

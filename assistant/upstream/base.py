@@ -11,6 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+#: Rough characters per token (English text), to estimate usage when an upstream reports none.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(characters: int) -> int:
+    """About how many tokens ``characters`` characters of text make (rounded up)."""
+    return -(-characters // CHARS_PER_TOKEN)
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:

@@ -9,13 +9,12 @@ Deterministic: the same question gets the same answer, token for token.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .base import Chunk, Usage
+from .base import Chunk, Usage, estimate_tokens
 from .docs_search import DocsIndex, Section, cached_docs
 
 NAME = "offline docs assistant"
@@ -27,11 +26,6 @@ PREFACE = (
 SECOND_SECTION_SHARE = 0.6
 QUOTE_CHARS = 1500
 TOKEN = re.compile(r"\s+|\S+\s*")
-
-
-def estimate_tokens(text: str) -> int:
-    """About a token per four characters: the usual rule of thumb for English text."""
-    return math.ceil(len(text) / 4)
 
 
 def word_tokens(text: str) -> list[str]:
@@ -102,6 +96,6 @@ class OfflineProvider:
             if delay > 0:
                 await asyncio.sleep(delay)
             yield Chunk(text=token)
-        prompt = sum(estimate_tokens(str(message.get("content", ""))) for message in messages)
+        prompt = sum(estimate_tokens(len(str(m.get("content", "")))) for m in messages)
         usage = Usage(prompt, len(tokens), estimated=True)
         yield Chunk(finish_reason="stop", usage=usage, model=self.name)
