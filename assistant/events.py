@@ -119,6 +119,36 @@ def room_delta_event(route: Route, answer_id: int, start: int, text: str) -> dic
     }
 
 
+def delta_batches(appends) -> list[tuple[list[str], dict, dict[str, list]]]:
+    """The deltas of many answers as ``publish_batch_on_commit`` arguments: one batch for
+    the conversations' viewers and, if any answer is shown in a chat room, one for the rooms.
+
+    Each key gets exactly what ``delta_event`` (or ``room_delta_event``) would give it;
+    ``appends`` are ``services.Append``.
+    """
+    batches = [
+        (
+            [conversation_key(a.route.conversation_id) for a in appends],
+            {"kind": "delta"},
+            _delta_fields(appends),
+        )
+    ]
+    in_rooms = [a for a in appends if a.route.room_key]
+    if in_rooms:
+        fields = {"message": [a.route.room_message_id for a in in_rooms], **_delta_fields(in_rooms)}
+        batches.append(([a.route.room_key for a in in_rooms], {"kind": "assistant.delta"}, fields))
+    return batches
+
+
+def _delta_fields(appends) -> dict[str, list]:
+    return {
+        "answer": [a.answer_id for a in appends],
+        "start": [a.start for a in appends],
+        "position": [a.start + len(a.text) for a in appends],
+        "text": [a.text for a in appends],
+    }
+
+
 def room_done_event(route: Route, answer) -> dict:
     """``done_event`` for a chat room's sockets."""
     return {

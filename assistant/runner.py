@@ -11,17 +11,16 @@ finishes or fails, or when a Stop arrives from any process:
 - should that message be lost, the generation's next write finds the answer no longer
   streaming (``services.answer_append`` is guarded by status) and stops the same way.
 
-Text is written in coalesced flushes: the first at once (time to first token), then at most
-one per ``ASSISTANT_FLUSH_MILLISECONDS`` with everything received meanwhile, each committed
-before it is published. The process renews the liveness mark of its running answers every
-third of ``ASSISTANT_INTERRUPTED_AFTER_SECONDS`` and marks crashed processes' answers
-interrupted (``services.answers_interrupt_stale``).
+Text is written by the process' flusher (``assistant.flushes``), with every other answer's
+in one transaction per flush, each committed before it is published. The process renews
+the liveness mark of its running answers every third of
+``ASSISTANT_INTERRUPTED_AFTER_SECONDS`` and marks crashed processes' answers interrupted
+(``services.answers_interrupt_stale``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -31,6 +30,7 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 
 from assistant import events, limits, selectors, services
+from assistant.flushes import Flusher
 from assistant.models import Answer
 from assistant.upstream import get_provider
 from assistant.upstream.base import Provider, UpstreamError, Usage, estimate_tokens
@@ -48,7 +48,9 @@ MAX_WRITE_FAILURES = 20
 class Generation:
     """One answer being generated in this process."""
 
-    def __init__(self, answer: Answer, messages: list[dict], provider: Provider) -> None:
+    def __init__(
+        self, answer: Answer, messages: list[dict], provider: Provider, flusher: Flusher
+    ) -> None:
         self.answer_id = answer.pk
         self.conversation_id = answer.conversation_id
         self.route = events.Route.of(answer)
@@ -65,6 +67,10 @@ class Generation:
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self.first_written = False
+        self.flusher = flusher
+        self.in_flight = False
+        self.refused = False  # a write found the answer no longer streaming
+        self.write_failures = 0
         self._reader: asyncio.Task | None = None
         self._reader_cancelled = False
 
@@ -109,68 +115,57 @@ class Generation:
                         self.first_token_at = time.monotonic()
                     self.pending.append(chunk.text)
                     self.received += len(chunk.text)
+                    if not self.in_flight:
+                        self.flusher.submit(self)
                 if chunk.finish_reason:
                     self.finish_reason = chunk.finish_reason
                 if chunk.usage is not None:
                     self.usage = chunk.usage
-                self.wake.set()
 
     async def _write_until_done(self, reader: asyncio.Task) -> bool:
-        """Write what arrives until the reader ends; True if the answer was stopped."""
-        interval = settings.ASSISTANT_FLUSH_MILLISECONDS / 1000
-        last_write = float("-inf")
-        failures = 0
+        """Wait until the reader has ended and its text is written; True if stopped.
+
+        The text goes out through the process' flusher (``assistant.flushes``), which
+        calls ``take`` and ``written``; this only waits and decides when it is over.
+        """
         while True:
-            if self.stop_requested:
+            if self.stop_requested or self.refused:
                 return True
-            timeout = None
-            if self.pending:
-                timeout = last_write + interval - time.monotonic()
-                if timeout <= 0 or reader.done():
-                    written = await self._write()
-                    last_write = time.monotonic()
-                    if written is None:
-                        failures += 1
-                        if failures >= MAX_WRITE_FAILURES:
-                            logger.error("answer %s: giving up, cannot write", self.answer_id)
-                            return True
-                        continue
-                    failures = 0
-                    if not written:
-                        return True  # stopped or interrupted meanwhile
-                    continue
-            elif reader.done():
+            if self.write_failures >= MAX_WRITE_FAILURES:
+                logger.error("answer %s: giving up, cannot write", self.answer_id)
+                return True
+            if reader.done() and not self.pending and not self.in_flight:
                 return False
             self.wake.clear()
-            if reader.done() or self.stop_requested:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+            await self.wake.wait()
 
-    async def _write(self) -> bool | None:
-        """Store and publish the pending text; False if stopped, None if the write failed."""
+    def take(self) -> services.Append | None:
+        """The text received since the last write, for the flusher; None if there is none."""
+        if self.in_flight or not self.pending or self.refused:
+            return None
         text = "".join(self.pending)
         self.pending.clear()
+        self.in_flight = True
         first_token_ms = None
         if not self.first_written and self.first_token_at is not None:
             first_token_ms = round((self.first_token_at - self.started) * 1000)
-        try:
-            written = await db_call(
-                services.answer_append,
-                answer_id=self.answer_id,
-                route=self.route,
-                start=self.position,
-                text=text,
-                first_token_ms=first_token_ms,
-            )
-        except Exception:
-            logger.warning("answer %s: writing text failed; retrying", self.answer_id)
-            self.pending.insert(0, text)
-            return None
-        if written:
-            self.position += len(text)
+        return services.Append(self.answer_id, self.route, self.position, text, first_token_ms)
+
+    def written(self, append: services.Append, outcome: bool | None) -> None:
+        """The flusher's word on ``append``: stored, refused (stopped meanwhile) or failed."""
+        self.in_flight = False
+        if outcome is None:
+            self.write_failures += 1
+            self.pending.insert(0, append.text)
+        elif outcome:
+            self.write_failures = 0
+            self.position += len(append.text)
             self.first_written = True
-        return written
+        else:
+            self.refused = True
+        if self.pending and not self.refused:
+            self.flusher.submit(self)
+        self.wake.set()
 
     def _estimated_usage(self) -> Usage:
         prompt = sum(len(str(message.get("content", ""))) for message in self.messages)
@@ -223,9 +218,10 @@ class Runner:
         self.generations: dict[int, Generation] = {}
         self._tasks: set[asyncio.Task] = set()
         self._upkeep: asyncio.Task | None = None
+        self.flusher = Flusher()
 
     def start(self, answer: Answer, messages: list[dict]) -> None:
-        generation = Generation(answer, messages, get_provider())
+        generation = Generation(answer, messages, get_provider(), self.flusher)
         self.generations[answer.pk] = generation
         task = asyncio.create_task(self._run(generation), name=f"answer-{answer.pk}")
         self._tasks.add(task)
@@ -267,6 +263,7 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.flusher.close()
 
 
 _runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runner] = weakref.WeakKeyDictionary()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import Case, F, PositiveIntegerField, Q, TextField, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -32,7 +32,7 @@ from assistant.limits import (
 )
 from assistant.models import Answer, Conversation, Question
 from assistant.upstream.base import Usage
-from streamsite.streaming.publish import publish_on_commit
+from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -194,38 +194,86 @@ def _answer_create(
     return answer
 
 
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Text to store at ``start`` of a streaming answer (``first_token_ms`` with its first)."""
+
+    answer_id: int
+    route: events.Route
+    start: int
+    text: str
+    first_token_ms: int | None = None
+
+
 def answer_append(
     *, answer_id: int, route: events.Route, start: int, text: str, first_token_ms=None
 ) -> bool:
-    """Append ``text`` at ``start`` to a streaming answer; False if it is no longer streaming.
-
-    One UPDATE guarded by status and position: a Stop (which cuts the text and ends the
-    answer) or another writer cannot be overwritten, and the generator learns here, at its
-    next write, that it must stop, should the Stop's message have been lost.
-    """
+    """Append ``text`` at ``start`` to a streaming answer; False if it is no longer streaming."""
     if not text:
         return True
-    fields = {
-        "text": Concat(F("text"), Value(text)),
-        "position": F("position") + len(text),
-        "alive_at": timezone.now(),
-    }
-    if first_token_ms is not None:
-        fields["first_token_ms"] = first_token_ms
+    written = answers_append([Append(answer_id, route, start, text, first_token_ms)])
+    return answer_id in written
+
+
+def answers_append(appends: list[Append]) -> set[int]:
+    """Append text to many streaming answers in one transaction; return the ids written.
+
+    The flushes of every answer a process generates go through here together
+    (``assistant.flushes``): one lock, one UPDATE, one commit and one channel-layer message
+    per flush, however many answers, instead of one of each per answer. Each append is
+    guarded by status and position: a Stop (which cuts the text and ends the answer) or
+    another writer cannot be overwritten, and the generator learns here, at its next
+    write, that it must stop, should the Stop's message have been lost.
+    """
+    appends = [a for a in appends if a.text]
+    if not appends:
+        return set()
     with transaction.atomic():
-        changed = Answer.objects.filter(
-            pk=answer_id, status=Status.STREAMING, position=start
-        ).update(**fields)
-        if changed:
-            publish_on_commit(
-                events.conversation_key(route.conversation_id),
-                events.delta_event(answer_id, start, text),
+        found = dict(
+            Answer.objects.select_for_update()
+            .filter(pk__in=[a.answer_id for a in appends], status=Status.STREAMING)
+            .values_list("pk", "position")
+        )
+        ok = [a for a in appends if found.get(a.answer_id) == a.start]
+        if not ok:
+            return set()
+        ids = [a.answer_id for a in ok]
+        fields = {
+            "text": Case(
+                *(When(pk=a.answer_id, then=Concat(F("text"), Value(a.text))) for a in ok),
+                output_field=TextField(),
+            ),
+            "position": Case(
+                *(When(pk=a.answer_id, then=Value(a.start + len(a.text))) for a in ok),
+                output_field=PositiveIntegerField(),
+            ),
+            "alive_at": timezone.now(),
+        }
+        firsts = [a for a in ok if a.first_token_ms is not None]
+        if firsts:
+            fields["first_token_ms"] = Case(
+                *(When(pk=a.answer_id, then=Value(a.first_token_ms)) for a in firsts),
+                default=F("first_token_ms"),
+                output_field=PositiveIntegerField(),
             )
-            if route.room_key:
-                publish_on_commit(
-                    route.room_key, events.room_delta_event(route, answer_id, start, text)
-                )
-    return bool(changed)
+        # Guarded again: with SQLite, SELECT ... FOR UPDATE locks nothing.
+        guard = Q()
+        for a in ok:
+            guard |= Q(pk=a.answer_id, position=a.start)
+        changed = Answer.objects.filter(guard, status=Status.STREAMING).update(**fields)
+        if changed != len(ok):
+            # Only where nothing locks (SQLite) can a row change between the two statements.
+            ended = {a.answer_id: a.start + len(a.text) for a in ok}
+            written = Answer.objects.filter(pk__in=ids, status=Status.STREAMING)
+            done = {
+                pk
+                for pk, position in written.values_list("pk", "position")
+                if ended[pk] == position
+            }
+            ok = [a for a in ok if a.answer_id in done]
+        for keys, base, values in events.delta_batches(ok):
+            publish_batch_on_commit(keys, base, values)
+    return {a.answer_id for a in ok}
 
 
 def _publish_done(answer: Answer) -> None:
