@@ -75,21 +75,25 @@ class Generation:
         self._reader_cancelled = False
 
     async def run(self) -> None:
-        hub = get_hub()
-        async with hub.subscribe(events.control_key(self.answer_id), maxsize=4) as control:
-            control.direct = self._on_control
-            self._reader = reader = asyncio.create_task(self._read())
-            reader.add_done_callback(lambda _: self.wake.set())
-            try:
+        # The upstream is asked first and the control key joined while it thinks (time to
+        # first token): a Stop published before the join is in place is not lost, the
+        # next write finds the answer stopped.
+        self._reader = reader = asyncio.create_task(self._read())
+        reader.add_done_callback(lambda _: self.wake.set())
+        try:
+            async with get_hub().subscribe(
+                events.control_key(self.answer_id), maxsize=4
+            ) as control:
+                control.direct = self._on_control
                 stopped = await self._write_until_done(reader)
-            finally:
-                # Cancelling the reader closes the upstream response (stream_reply runs
-                # under aclosing and ``async with`` on the HTTP response).
-                self._cancel_reader()
-                # asyncio.wait, not a bare await: were this task cancelled meanwhile
-                # (shutdown), a bare await would cancel the reader a second time (see
-                # _cancel_reader); and the reader's own error is for _finish to read.
-                await asyncio.wait([reader])
+        finally:
+            # Cancelling the reader closes the upstream response (stream_reply runs
+            # under aclosing and ``async with`` on the HTTP response).
+            self._cancel_reader()
+            # asyncio.wait, not a bare await: were this task cancelled meanwhile
+            # (shutdown), a bare await would cancel the reader a second time (see
+            # _cancel_reader); and the reader's own error is for _finish to read.
+            await asyncio.wait([reader])
         await self._finish(reader, stopped)
 
     def _on_control(self, event: dict) -> bool:
@@ -286,6 +290,12 @@ async def start_generation(answer_id: int) -> None:
         return answer, selectors.prompt_messages(answer)
 
     answer, messages = await db_call(load)
+    get_runner().start(answer, messages)
+
+
+def start_generation_now(answer: Answer, messages: list[dict]) -> None:
+    """Start generating ``answer`` in this process with the ``messages`` already loaded
+    (``selectors.prompt_messages``): the view that stored it saves a database round trip."""
     get_runner().start(answer, messages)
 
 

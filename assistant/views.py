@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from assistant import limits, selectors, services
 from assistant.models import Answer, Conversation
-from assistant.runner import start_generation
+from assistant.runner import start_generation, start_generation_now
 from assistant.streams import conversation_stream, parse_cursor
 from assistant.upstream import get_provider
 from streamsite.streaming.db import db_call
@@ -68,43 +68,64 @@ def refusal(error: Exception) -> JsonResponse | None:
     return None
 
 
-async def _ask(user, conversation_id: int, prompt, client_id):
+def _ask_stored(request, user, conversation_id: int, prompt, client_id):
+    """Who asks, the question stored and what goes upstream: one database thread hop.
+
+    Time to first token: each hop to the database threads and back is a wait in line, so
+    the session, the question's transaction and the context's reads share one.
+    """
+    user = user or get_user(request)
+    if not user.is_authenticated or client_id is None:
+        return user, None, None
+    asked = services.question_ask(
+        user=user,
+        conversation_id=conversation_id,
+        text=prompt,
+        client_id=client_id,
+        model=get_provider().name,
+    )
+    messages = selectors.prompt_messages(asked.answer) if asked.created else None
+    return user, asked, messages
+
+
+async def _ask(request, conversation_id: int, prompt, client_id, *, user=None):
     """Store the question and start its answer; returns the answer or a refusal response."""
     try:
         client_id = uuid.UUID(str(client_id))
     except ValueError:
-        return None, json_error("client_id must be a UUID.", 400)
+        client_id = None
     try:
-        asked = await db_call(
-            services.question_ask,
-            user=user,
-            conversation_id=conversation_id,
-            text=prompt,
-            client_id=client_id,
-            model=get_provider().name,
+        user, asked, messages = await db_call(
+            _ask_stored, request, user, conversation_id, prompt, client_id
         )
     except Conversation.DoesNotExist:
         return None, json_error("No such conversation.", 404)
     except (services.PromptInvalid, limits.AnswerLimitReached, limits.BudgetExhausted) as e:
         return None, refusal(e)
+    if not user.is_authenticated:
+        return None, json_error("Log in to use the assistant.", 403)
+    if asked is None:  # refused only now: who asks is checked first
+        return None, json_error("client_id must be a UUID.", 400)
     if asked.created:
-        await start_generation(asked.answer.pk)
+        start_generation_now(asked.answer, messages)
     return asked.answer, None
 
 
 @require_POST
 async def ask(request, conversation_id: int):
     """Ask a question (JSON ``{"prompt", "client_id"}``) and stream its answer as SSE."""
-    user = await db_call(get_user, request)
-    if not user.is_authenticated:
-        return json_error("Log in to use the assistant.", 403)
     try:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
+        user = await db_call(get_user, request)
+        if not user.is_authenticated:
+            return json_error("Log in to use the assistant.", 403)
         return json_error('Send JSON: {"prompt": "...", "client_id": "<uuid>"}.', 400)
-    answer, refused = await _ask(user, conversation_id, body.get("prompt"), body.get("client_id"))
+    answer, refused = await _ask(
+        request, conversation_id, body.get("prompt"), body.get("client_id")
+    )
     if refused is not None:
         return refused
     return event_stream_response(conversation_stream(conversation_id, after=None, only=answer.pk))
@@ -113,13 +134,12 @@ async def ask(request, conversation_id: int):
 @require_POST
 async def ask_form(request, conversation_id: int):
     """The page's question form without JavaScript: ask, then back to the conversation."""
-    user = await db_call(get_user, request)
-    if not user.is_authenticated:
-        return redirect("login")
     answer, refused = await _ask(
-        user, conversation_id, request.POST.get("prompt", ""), request.POST.get("client_id")
+        request, conversation_id, request.POST.get("prompt", ""), request.POST.get("client_id")
     )
     if refused is not None:
+        if refused.status_code == 403:
+            return redirect("login")
         if refused.status_code == 404:
             raise Http404("No such conversation.")
         return _form_refusal(refused)
@@ -144,7 +164,7 @@ async def conversation_new(request):
         return HttpResponse(f"{error}\n", status=400, content_type="text/plain")
     conversation = await db_call(services.conversation_create, owner=user, title=prompt)
     answer, refused = await _ask(
-        user, conversation.pk, prompt, request.POST.get("client_id") or uuid.uuid4()
+        request, conversation.pk, prompt, request.POST.get("client_id") or uuid.uuid4(), user=user
     )
     if refused is not None:
         return _form_refusal(refused)

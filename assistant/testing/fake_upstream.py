@@ -226,6 +226,8 @@ class FakeUpstream:
         return {
             "method": scope["method"],
             "path": scope["path"],
+            # Which connection it came on: a client that keeps its connections reuses one.
+            "client_port": (scope.get("client") or (None, None))[1],
             "headers": headers,
             "auth": authorization is not None,
             "auth_scheme": authorization.split(" ", 1)[0] if authorization else None,

@@ -324,6 +324,18 @@ async def test_a_stream_that_ends_without_done_or_finish_reason_is_an_error(fake
     assert error.reason == "the model's stream ended early"
 
 
+async def test_a_finished_answer_leaves_its_connection_for_the_next(fake_upstream):
+    """Read to the end after [DONE], the response's connection goes back to the pool: the
+    next answer does not wait for a new one (time to first token)."""
+    await fake_upstream.ascripts([{"tokens": ["a", "b"]}, {"tokens": ["c"]}])
+    provider = provider_for(fake_upstream)
+    assert text_of(await collect(provider)) == "ab"
+    assert text_of(await collect(provider)) == "c"
+    first, second = await fake_upstream.arequests()
+    assert first["client_port"] is not None
+    assert first["client_port"] == second["client_port"]
+
+
 async def test_closing_early_disconnects_from_the_upstream(fake_upstream):
     """Stop must reach the upstream, so it stops generating (genkit issue 6308)."""
     tokens = [f" t{n}" for n in range(200)]

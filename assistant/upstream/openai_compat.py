@@ -19,6 +19,7 @@ connection: the upstream sees the disconnect and stops generating (and billing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -40,6 +41,8 @@ ERROR_BODY_BYTES = 4096
 MESSAGE_CHARS = 200
 MALFORMED = "the model server sent malformed data"
 ENDED_EARLY = "the model's stream ended early"
+#: How long the rest of a response after ``[DONE]`` is read, to keep its connection.
+AFTER_DONE_SECONDS = 0.5
 
 
 class OpenAICompatibleProvider:
@@ -104,6 +107,7 @@ class OpenAICompatibleProvider:
                     while (event := await self._next_event(events, stream)) is not None:
                         chunk = stream.read(event, self._safe)
                         if stream.done:
+                            await self._read_to_end(events)
                             return
                         if chunk is not None:
                             yield chunk
@@ -116,6 +120,18 @@ class OpenAICompatibleProvider:
             raise UpstreamError("LLM_BASE_URL is not a valid URL") from error
         if not stream.finished:
             raise UpstreamError(ENDED_EARLY)
+
+    async def _read_to_end(self, events: AsyncIterator[ServerSentEvent]) -> None:
+        """Read what follows ``[DONE]`` (normally only the body's end) for a short while.
+
+        A response closed before its end closes its connection too, and the next answer
+        would wait for a new one (time to first token); read to the end, the connection
+        goes back to the pool.
+        """
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(AFTER_DONE_SECONDS):
+                async for _ in events:
+                    pass
 
     async def _next_event(
         self, events: AsyncIterator[ServerSentEvent], stream: _StreamReading
