@@ -97,7 +97,7 @@ class AnswerInline(ViewOnly, admin.TabularInline):
 
     @admin.display(description="answer")
     def answer_excerpt(self, obj: Answer) -> str:
-        return excerpt(obj.text)
+        return excerpt(selectors.with_text_so_far([obj])[0].text)
 
     @admin.display(description="tokens")
     def tokens(self, obj: Answer) -> int | None:
@@ -195,6 +195,11 @@ class AnswerAdmin(ViewOnlyAdmin):
     )  # fmt: skip
     readonly_fields = fields
     actions = ["stop_answers"]
+
+    def get_object(self, request, object_id, from_field=None):
+        """The answer with its whole text so far, even while it streams (never saved)."""
+        answer = super().get_object(request, object_id, from_field)
+        return selectors.with_text_so_far([answer])[0] if answer is not None else None
 
     @admin.display(description="question")
     def question_text(self, obj: Answer) -> str:

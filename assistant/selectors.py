@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from django.db.models import Q, QuerySet, Sum
 
-from assistant.models import Answer, Conversation, DailyUsage
+from assistant.models import Answer, AnswerPart, Conversation, DailyUsage
 from streamsite.streaming.db import keyset_pages
 
 #: Earlier answers sent upstream as context with a new question.
@@ -21,6 +21,36 @@ SYSTEM_PROMPT = (
 )
 
 
+def parts_of(answer_ids) -> dict[int, str]:
+    """The text in the parts of these answers (``AnswerPart``), joined in order, by answer."""
+    rows = (
+        AnswerPart.objects.filter(answer_id__in=list(answer_ids))
+        .order_by("answer_id", "start")
+        .values_list("answer_id", "text")
+    )
+    joined: dict[int, list[str]] = {}
+    for answer_id, text in rows:
+        joined.setdefault(answer_id, []).append(text)
+    return {answer_id: "".join(texts) for answer_id, texts in joined.items()}
+
+
+def with_text_so_far(answers: list[Answer]) -> list[Answer]:
+    """Give each streaming answer in ``answers`` its whole text so far, for reading only.
+
+    A streaming answer's text is its stored text followed by its parts, read one query
+    after the answer's row: its position is then set from that text (a flush committed
+    between the two reads must not make the position run ahead of the text, nor an end
+    that folded the parts meanwhile leave it behind). Such an instance is never saved.
+    """
+    streaming = [answer for answer in answers if answer.status == Answer.Status.STREAMING]
+    if streaming:
+        parts = parts_of(answer.pk for answer in streaming)
+        for answer in streaming:
+            answer.text += parts.get(answer.pk, "")
+            answer.position = len(answer.text)
+    return answers
+
+
 def conversations_of(user) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user)
 
@@ -32,26 +62,37 @@ def conversation_of(user, conversation_id: int) -> Conversation | None:
 
 def conversation_answers(conversation_id: int) -> list[Answer]:
     """Every answer of a conversation with its question, oldest first (for the page)."""
-    return list(
-        Answer.objects.filter(conversation_id=conversation_id)
-        .select_related("question__author")
-        .order_by("id")
+    return with_text_so_far(
+        list(
+            Answer.objects.filter(conversation_id=conversation_id)
+            .select_related("question__author")
+            .order_by("id")
+        )
     )
 
 
 def answer_of(user, answer_id: int) -> Answer | None:
-    return (
+    answer = (
         Answer.objects.filter(pk=answer_id, conversation__owner_id=user.pk)
         .select_related("question__author")
         .first()
     )
+    return with_text_so_far([answer])[0] if answer else None
 
 
 def answer_states(answer_ids) -> dict[int, dict]:
     """The state of these answers, for the chat app's history: status, text so far, position."""
-    rows = Answer.objects.filter(pk__in=list(answer_ids)).values(
-        "pk", "status", "text", "position", "error", "model"
+    rows = list(
+        Answer.objects.filter(pk__in=list(answer_ids)).values(
+            "pk", "status", "text", "position", "error", "model"
+        )
     )
+    streaming = [row for row in rows if row["status"] == Answer.Status.STREAMING]
+    if streaming:  # as with_text_so_far does for instances
+        parts = parts_of(row["pk"] for row in streaming)
+        for row in streaming:
+            row["text"] += parts.get(row["pk"], "")
+            row["position"] = len(row["text"])
     return {row.pop("pk"): row for row in rows}
 
 
@@ -61,10 +102,12 @@ def running_answers_of(user_id: int) -> list[Answer]:
 
 def _answers_page(conversation_id: int):
     def fetch(after_id: int, limit: int) -> list[Answer]:
-        return list(
-            Answer.objects.filter(conversation_id=conversation_id, pk__gt=after_id)
-            .select_related("question__author")
-            .order_by("id")[:limit]
+        return with_text_so_far(
+            list(
+                Answer.objects.filter(conversation_id=conversation_id, pk__gt=after_id)
+                .select_related("question__author")
+                .order_by("id")[:limit]
+            )
         )
 
     return fetch
@@ -81,17 +124,19 @@ def prompt_messages(answer: Answer) -> list[dict]:
     Context is the earlier questions with the answer each last got (complete or not). A
     continuation also carries the text so far of the answer it goes on from.
     """
-    earlier = list(
-        Answer.objects.filter(conversation_id=answer.conversation_id, pk__lt=answer.pk)
-        .exclude(question_id=answer.question_id)
-        .select_related("question")
-        .order_by("-id")[: CONTEXT_TURNS * 2]
+    earlier = with_text_so_far(
+        list(
+            Answer.objects.filter(conversation_id=answer.conversation_id, pk__lt=answer.pk)
+            .exclude(question_id=answer.question_id)
+            .select_related("question")
+            .order_by("-id")[: CONTEXT_TURNS * 2]
+        )
     )
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     seen_questions: set[int] = set()
     turns = []
     for old in earlier:  # newest first: keep each question's latest answer
-        if old.question_id in seen_questions or not old.text:
+        if old.question_id in seen_questions or not old.text or not old.question.text:
             continue
         seen_questions.add(old.question_id)
         turns.append(old)

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, PositiveIntegerField, Q, TextField, Value, When
-from django.db.models.functions import Concat
+from django.db.models import Case, F, PositiveIntegerField, Q, Value, When
 from django.utils import timezone
 
 from assistant import events
@@ -30,7 +29,7 @@ from assistant.limits import (
     limits_check,
     usage_add,
 )
-from assistant.models import Answer, Conversation, Question
+from assistant.models import Answer, AnswerPart, Conversation, Question
 from assistant.upstream.base import Usage
 from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
@@ -130,12 +129,14 @@ def room_answer_start(
     text: str,
     client_id,
     message_id: int,
+    asked_in: int | None = None,
     model: str = "",
 ) -> Answer:
     """Store an answer to a chat room message that asked the assistant, and start it.
 
     For the chat app, inside its transaction (it has stored ``message_id``, the message
-    that will show the answer, and checked the room's rules). The asker's limits apply
+    that will show the answer, and checked the room's rules); ``asked_in`` is the message
+    that asked (deleting it erases the question: ``question_erase``). The asker's limits apply
     (``AnswerLimitReached``, ``BudgetExhausted``). The answer's deltas and end are also
     published to ``room_key``; the generation starts in this process once the transaction
     commits.
@@ -148,7 +149,11 @@ def room_answer_start(
         conversation = Conversation.objects.select_for_update().get(room_id=room_id)
         limits_check(asker)
         question = Question.objects.create(
-            conversation=conversation, author=asker, text=text, client_id=uuid.UUID(str(client_id))
+            conversation=conversation,
+            author=asker,
+            text=text,
+            client_id=uuid.UUID(str(client_id)),
+            room_message_id=asked_in,
         )
         answer = _answer_create(
             conversation,
@@ -219,8 +224,9 @@ def answers_append(appends: list[Append]) -> set[int]:
     """Append text to many streaming answers in one transaction; return the ids written.
 
     The flushes of every answer a process generates go through here together
-    (``assistant.flushes``): one lock, one UPDATE, one commit and one channel-layer message
-    per flush, however many answers, instead of one of each per answer. Each append is
+    (``assistant.flushes``): one lock, one UPDATE, one INSERT of the answers' new parts
+    (``AnswerPart``: the cost of a flush does not grow with the answer), one commit and one
+    channel-layer message per flush, however many answers. Each append is
     guarded by status and position: a Stop (which cuts the text and ends the answer) or
     another writer cannot be overwritten, and the generator learns here, at its next
     write, that it must stop, should the Stop's message have been lost.
@@ -237,12 +243,7 @@ def answers_append(appends: list[Append]) -> set[int]:
         ok = [a for a in appends if found.get(a.answer_id) == a.start]
         if not ok:
             return set()
-        ids = [a.answer_id for a in ok]
         fields = {
-            "text": Case(
-                *(When(pk=a.answer_id, then=Concat(F("text"), Value(a.text))) for a in ok),
-                output_field=TextField(),
-            ),
             "position": Case(
                 *(When(pk=a.answer_id, then=Value(a.start + len(a.text))) for a in ok),
                 output_field=PositiveIntegerField(),
@@ -264,16 +265,29 @@ def answers_append(appends: list[Append]) -> set[int]:
         if changed != len(ok):
             # Only where nothing locks (SQLite) can a row change between the two statements.
             ended = {a.answer_id: a.start + len(a.text) for a in ok}
-            written = Answer.objects.filter(pk__in=ids, status=Status.STREAMING)
+            now = Answer.objects.filter(pk__in=list(ended), status=Status.STREAMING)
             done = {
-                pk
-                for pk, position in written.values_list("pk", "position")
-                if ended[pk] == position
+                pk for pk, position in now.values_list("pk", "position") if ended[pk] == position
             }
             ok = [a for a in ok if a.answer_id in done]
+        AnswerPart.objects.bulk_create(
+            [AnswerPart(answer_id=a.answer_id, start=a.start, text=a.text) for a in ok]
+        )
         for keys, base, values in events.delta_batches(ok):
             publish_batch_on_commit(keys, base, values)
     return {a.answer_id for a in ok}
+
+
+def _fold_parts(answer: Answer) -> None:
+    """Put a streaming answer's parts into its text and delete them (under its row lock).
+
+    For every change that ends an answer: from then on its text is whole in one place.
+    """
+    parts = AnswerPart.objects.filter(answer_id=answer.pk)
+    texts = list(parts.order_by("start").values_list("text", flat=True))
+    if texts:
+        answer.text += "".join(texts)
+        parts.delete()
 
 
 def _publish_done(answer: Answer) -> None:
@@ -307,6 +321,7 @@ def answer_finish(
         )
         if answer is None:
             return None
+        _fold_parts(answer)
         answer.status = status
         answer.finish_reason = (finish_reason or "")[:40]
         answer.error = (error or "")[:300]
@@ -339,6 +354,7 @@ def answer_stop(
             raise Answer.DoesNotExist
         if not answer.is_streaming:
             return answer
+        _fold_parts(answer)
         cut = answer.position if position is None else max(0, min(position, answer.position))
         answer.text = answer.text[:cut]
         answer.position = cut
@@ -363,6 +379,7 @@ def answer_erase(*, answer_id: int) -> None:
         if answer is None:
             return
         was_streaming = answer.is_streaming
+        AnswerPart.objects.filter(answer_id=answer.pk).delete()
         answer.text, answer.position = "", 0
         if was_streaming:
             answer.status = Status.STOPPED
@@ -372,6 +389,13 @@ def answer_erase(*, answer_id: int) -> None:
         if was_streaming:
             _publish_done(answer)
             publish_on_commit(events.control_key(answer.pk), events.stop_event(answer.pk))
+
+
+def question_erase(*, room_message_id: int) -> None:
+    """Erase the text of the question a chat message asked, for the chat app when a
+    moderator deletes that message: the text is then neither kept in the records nor sent
+    upstream again as context. Its answer stays (its own message is deleted apart)."""
+    Question.objects.filter(room_message_id=room_message_id).update(text="")
 
 
 def _may_stop(user, answer: Answer) -> bool:
@@ -412,6 +436,7 @@ def answers_interrupt(answer_ids, reason: str, *, alive_before=None) -> int:
             answer = found.first()
             if answer is None:
                 continue
+            _fold_parts(answer)
             answer.status = Status.INTERRUPTED
             answer.error = reason
             answer.finished_at = timezone.now()

@@ -104,20 +104,27 @@ def latest_conversations(user_ids: list[int]) -> dict[int, tuple[int, str]]:
 
 
 def write_counters(database: str) -> dict:
-    """Counters of writes so far: answer rows inserted and updated, and the database's
-    commits. PostgreSQL publishes a busy backend's counts about once a second, an idle
-    one's within 10 s, and an exiting one's at once (read after the server stops)."""
+    """Counters of writes so far: answer rows inserted and updated, answer parts inserted
+    (a row per answer per flush), and the database's commits. PostgreSQL publishes a busy
+    backend's counts about once a second, an idle one's within 10 s, and an exiting one's
+    at once (read after the server stops)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT n_tup_upd, n_tup_ins FROM pg_stat_user_tables "
-            "WHERE relname = 'assistant_answer'"
+            "SELECT relname, n_tup_upd, n_tup_ins FROM pg_stat_user_tables "
+            "WHERE relname IN ('assistant_answer', 'assistant_answerpart')"
         )
-        updated, inserted = cursor.fetchone()
+        counts = {name: (updated, inserted) for name, updated, inserted in cursor}
         cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [database])
         commits = cursor.fetchone()[0]
-    return {"answer_updates": updated, "answer_inserts": inserted, "commits": commits}
+    updated, inserted = counts.get("assistant_answer", (0, 0))
+    return {
+        "answer_updates": updated,
+        "answer_inserts": inserted,
+        "part_inserts": counts.get("assistant_answerpart", (0, 0))[1],
+        "commits": commits,
+    }
 
 
 def counters_delta(before: dict, after: dict) -> dict:
@@ -125,15 +132,17 @@ def counters_delta(before: dict, after: dict) -> dict:
 
 
 def answers(answer_ids) -> dict[int, dict]:
-    """Status, position, text checksum and text of answers, by id."""
-    from assistant.models import Answer
+    """Status, position, text checksum and text (so far) of answers, by id."""
+    from assistant.selectors import answer_states
 
-    rows = Answer.objects.filter(pk__in=list(answer_ids)).values_list(
-        "pk", "status", "position", "text"
-    )
     return {
-        pk: {"status": status, "position": position, "crc": zlib.crc32(text.encode()), "text": text}
-        for pk, status, position, text in rows
+        pk: {
+            "status": state["status"],
+            "position": state["position"],
+            "crc": zlib.crc32(state["text"].encode()),
+            "text": state["text"],
+        }
+        for pk, state in answer_states(answer_ids).items()
     }
 
 

@@ -263,6 +263,7 @@ def concurrent_table(records: list[dict]) -> str:
                 fmt(cpu.get("server")),
                 ms(item["server_cpu_us_per_upstream_token"], 1),
                 fmt(item["answer_updates_per_second"]),
+                fmt(item.get("part_inserts_per_second")),
                 fmt(item["commits_per_second"]),
                 " / ".join(
                     fmt(cpu.get(name))
@@ -279,7 +280,8 @@ def concurrent_table(records: list[dict]) -> str:
         "asked", "upstream tokens/s", "delivered tokens/s", "latency p50 / p99 / max ms",
         "TTFT p50 / p99 ms", "stored lag p50 / p99 ms", "hub queue in Redis p50 / max",
         "server CPU %", "server µs per upstream token", "answer UPDATEs/s",
-        "commits/s", "CPU % PG / Redis / fake / load gen / machine", "lost", "tab reconnects",
+        "answer parts inserted/s", "commits/s", "CPU % PG / Redis / fake / load gen / machine",
+        "lost", "tab reconnects",
     ]  # fmt: skip
     return table(header, rows)
 

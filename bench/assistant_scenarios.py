@@ -278,6 +278,7 @@ def concurrent(bench: AssistantBench) -> None:
             else round(1e4 * server_cpu * seconds / upstream_tokens, 1),
             "server_rss_kb_end": rss_kb,
             "answer_updates_per_second": steady.get("answer_updates_per_second"),
+            "part_inserts_per_second": steady.get("part_inserts_per_second"),
             "commits_per_second": steady.get("commits_per_second"),
             "writes_total": total,
             "reconnects": result["reconnects"],

@@ -23,11 +23,12 @@ STEPS = (
     ("thread_hop", "db_call of nothing: one hop to the database threads and back"),
     ("session_user", "the view's get_user: session and user, 2 SELECTs"),
     ("question_ask", "question_ask: limits, question, answer, commit; then the turn published"),
-    ("prompt_load", "start_generation's load: the answer and its context, 2 SELECTs"),
+    ("prompt_load", "the answer's context: earlier turns, 1 SELECT"),
+    ("ask_one_hop", "what the view does in one hop: session, question_ask, context"),
     ("hub_subscribe", "hub.subscribe of a new key: the group joined in Redis"),
     ("group_send", "publish one event (channels-redis group_send, one member)"),
     ("layer_round_trip", "publish → this process' hub → the subscription (Redis both ways)"),
-    ("answer_append", "answer_append: UPDATE + COMMIT, then the delta published"),
+    ("answer_append", "answers_append of one answer: lock, UPDATE, COMMIT, delta published"),
 )
 
 
@@ -54,8 +55,9 @@ async def _measure(user: dict, repeats: int) -> dict[str, list[float]]:
     from django.contrib.sessions.backends.db import SessionStore
     from django.http import HttpRequest
 
-    from assistant import events, services
+    from assistant import events, selectors, services
     from assistant.models import Answer, Conversation
+    from assistant.views import _ask_stored
     from streamsite.streaming.db import db_call
     from streamsite.streaming.hub import close_hub, get_hub
     from streamsite.streaming.publish import apublish
@@ -68,10 +70,13 @@ async def _measure(user: dict, repeats: int) -> dict[str, list[float]]:
         times[name].append(time.perf_counter() - begun)
         return result
 
-    def session_user():
+    def session_request():
         request = HttpRequest()
         request.session = SessionStore(user["cookie"])
-        return get_user(request)
+        return request
+
+    def session_user():
+        return get_user(session_request())
 
     owner = await db_call(session_user)
     conversation = await db_call(Conversation.objects.get, pk=user["conversation"])
@@ -92,7 +97,19 @@ async def _measure(user: dict, repeats: int) -> dict[str, list[float]]:
                 )  # fmt: skip
                 answer = asked.answer
                 answers.append(answer.pk)
-                await timed("prompt_load", db_call(_prompt_load, answer.pk))
+                await timed("prompt_load", db_call(selectors.prompt_messages, answer))
+                await db_call(
+                    services.answer_finish, answer_id=answer.pk, status=Answer.Status.COMPLETE
+                )
+                _, asked, _ = await timed(
+                    "ask_one_hop",
+                    db_call(
+                        _ask_stored, session_request(), None, conversation.pk, f"bench {i}",
+                        uuid.uuid4(),
+                    ),
+                )  # fmt: skip
+                answer = asked.answer
+                answers.append(answer.pk)
                 key = f"bench.steps.{uuid.uuid4().hex}"
                 subscription = hub.subscribe(key, maxsize=4)
                 await timed("hub_subscribe", subscription.__aenter__())
@@ -109,7 +126,7 @@ async def _measure(user: dict, repeats: int) -> dict[str, list[float]]:
                     "answer_append",
                     db_call(
                         services.answer_append, answer_id=answer.pk,
-                        conversation_id=conversation.pk, start=0, text="w0@0.000000 ",
+                        route=events.Route(conversation.pk), start=0, text="w0@0.000000 ",
                     ),
                 )  # fmt: skip
                 await db_call(
@@ -119,15 +136,6 @@ async def _measure(user: dict, repeats: int) -> dict[str, list[float]]:
     finally:
         await close_hub()
     return times
-
-
-def _prompt_load(answer_id: int) -> None:
-    """What ``assistant.runner.start_generation`` loads before it starts the generation."""
-    from assistant import selectors
-    from assistant.models import Answer
-
-    answer = Answer.objects.select_related("question").get(pk=answer_id)
-    selectors.prompt_messages(answer)
 
 
 def _hub_message(key: str, event: dict) -> dict:

@@ -88,6 +88,7 @@ def answer_mention(*, message: Message, room: Room, user) -> tuple[Message | Non
                 text=message.body,
                 client_id=shown_in.client_id,
                 message_id=shown_in.pk,
+                asked_in=message.pk,
                 model=get_provider().name,
             )
             shown_in.assistant_answer_id = answer.pk
@@ -133,10 +134,13 @@ def message_answer_stop_by_id(*, user, room: Room, message_id: int, position: in
 
 
 def answer_erase_for_deleted(message: Message) -> None:
-    """A moderator deleted the message showing an answer: the answer goes too.
+    """A moderator deleted a message: what the assistant keeps of it goes too.
 
-    Inside the deletion's transaction. The assistant stops it if it is still being written
-    and erases its text, so the deleted text is not kept nor sent upstream as context.
+    Inside the deletion's transaction. For the message showing an answer, the assistant
+    stops the answer if it is still being written and erases its text; for a message that
+    asked, the question's text is erased. Neither is then kept nor sent upstream as context.
     """
     if message.assistant_answer_id:
         assistant_services.answer_erase(answer_id=message.assistant_answer_id)
+    else:  # one indexed UPDATE, of nothing unless the message asked
+        assistant_services.question_erase(room_message_id=message.pk)

@@ -121,6 +121,8 @@ def test_appending_stores_text_at_its_position_and_publishes_the_delta(ask, capt
             first_token_ms=12,
         )
     answer.refresh_from_db()
+    assert answer.text == "" and answer.parts.count() == 2  # until it ends
+    [answer] = selectors.with_text_so_far([answer])
     assert answer.text == "Hé😀 there" and answer.position == 9 and answer.first_token_ms == 12
     assert [event for _, event in published] == [
         {"kind": "delta", "answer": answer.pk, "start": 0, "position": 3, "text": "Hé😀"},
@@ -329,3 +331,54 @@ def test_erasing_a_room_answer_stops_it_and_keeps_no_text(user, capture_publishe
     assert (f"assistant.answer.{answer.pk}", "stop") in kinds
     services.answer_erase(answer_id=answer.pk)  # again: nothing more to do
     services.answer_erase(answer_id=10**9)  # gone: nothing to do
+
+
+def test_an_answers_parts_are_folded_into_its_text_when_it_ends(ask):
+    answer = ask()
+    route = Route(answer.conversation_id)
+    for start, text in ((0, "one "), (4, "two "), (8, "three")):
+        assert services.answer_append(answer_id=answer.pk, route=route, start=start, text=text)
+    services.answer_finish(answer_id=answer.pk, status=Status.COMPLETE)
+    answer.refresh_from_db()
+    assert (answer.text, answer.position, answer.parts.count()) == ("one two three", 13, 0)
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        lambda answer, user: services.answer_stop(user=user, answer_id=answer.pk, position=6),
+        lambda answer, user: services.answers_interrupt([answer.pk], "gone"),
+    ],
+    ids=["stop", "interrupt"],
+)
+def test_stopping_or_interrupting_keeps_the_text_of_its_parts(ask, user, end):
+    answer = ask()
+    route = Route(answer.conversation_id)
+    services.answer_append(answer_id=answer.pk, route=route, start=0, text="abc")
+    services.answer_append(answer_id=answer.pk, route=route, start=3, text="déf")
+    end(answer, user)
+    answer.refresh_from_db()
+    assert (answer.text, answer.position, answer.parts.count()) == ("abcdéf", 6, 0)
+
+
+def test_erasing_an_answer_erases_its_parts(ask):
+    answer = ask()
+    services.answer_append(
+        answer_id=answer.pk, route=Route(answer.conversation_id), start=0, text="rude"
+    )
+    services.answer_erase(answer_id=answer.pk)
+    answer.refresh_from_db()
+    assert (answer.text, answer.position, answer.parts.count()) == ("", 0, 0)
+
+
+def test_the_text_so_far_sets_the_position_it_ends_at_whatever_committed_between(ask):
+    """Read after the answer's row, its parts may hold a flush the row did not: the
+    position then follows the text, never the other way round."""
+    answer = ask()
+    route = Route(answer.conversation_id)
+    services.answer_append(answer_id=answer.pk, route=route, start=0, text="one ")
+    [read] = list(Answer.objects.filter(pk=answer.pk))
+    assert read.position == 4
+    services.answer_append(answer_id=answer.pk, route=route, start=4, text="two")
+    [read] = selectors.with_text_so_far([read])
+    assert (read.text, read.position) == ("one two", 7)

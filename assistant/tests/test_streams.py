@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from assistant import events, services
 from assistant.events import Route
-from assistant.models import Answer, Question
+from assistant.models import Answer, AnswerPart, Question
 from assistant.streams import DONE_SENTINEL, ViewState, parse_cursor
 from assistant.tests.streaming import Viewer
 from streamsite.streaming.hub import close_hub
@@ -195,7 +195,10 @@ async def test_a_lost_delta_is_recovered_from_the_database(ask):
     await viewer.reader.until(lambda e: e["event"] == "delta")
     # Stored but its event lost on the way (the layer is lossy): no publish.
     await sync_to_async(
-        lambda: Answer.objects.filter(pk=answer.pk).update(text="one two ", position=8)
+        lambda: (
+            AnswerPart.objects.create(answer_id=answer.pk, start=4, text="two "),
+            Answer.objects.filter(pk=answer.pk).update(position=8),
+        )
     )()
     await append(answer_id=answer.pk, route=Route(conv), start=8, text="three")
     await viewer.reader.until(lambda e: e["event"] == "delta" and e["id"].endswith(":13"))

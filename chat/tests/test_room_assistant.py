@@ -231,6 +231,24 @@ def test_only_an_answer_can_be_stopped(room, user):
         room_assistant.message_answer_stop_by_id(user=user, room=room, message_id=10**9)
 
 
+def test_deleting_the_asking_message_erases_the_question_from_the_context(
+    room, user, moderator, settings
+):
+    settings.ASSISTANT_MAX_CONCURRENT = 5
+    asking = post(user, room, "@assistant something regrettable")
+    first = Answer.objects.select_related("question").get(question__room_message_id=asking.pk)
+    assistant_services.answer_finish(answer_id=first.pk, status=Answer.Status.COMPLETE)
+    Answer.objects.filter(pk=first.pk).update(text="an answer to it")
+    post(user, room, "@assistant and now?")
+    services.message_delete(user=moderator, message=asking)
+    first.question.refresh_from_db()
+    assert first.question.text == ""
+    latest = Answer.objects.select_related("question").latest("id")
+    sent = assistant_selectors.prompt_messages(latest)
+    assert "regrettable" not in str(sent) and "an answer to it" not in str(sent)
+    assert sent[-1] == {"role": "user", "content": "@assistant and now?"}
+
+
 def test_deleting_an_answer_stops_and_erases_it(asked, moderator):
     answer = Answer.objects.get(pk=asked.assistant_answer_id)
     assistant_services.answer_append(
