@@ -3,8 +3,11 @@
 ``LiveServer`` starts daphne (the development server behind ``runserver``) or the
 production command (``manage.py serve``: uvicorn) on a socket the test process has already
 bound to a free port, so there is no race for the port; it waits until the server answers
-HTTP, and stops it by its process group. The server uses the test database and the same
-channel layer as the tests, so data a test commits is what the server sees.
+HTTP, and stops it by its process group. ``runserver`` itself (what wraps daphne in
+development) binds its own port, so it gets a free one just before it starts.
+``log_mark``/``log_since`` give what a server logged during a test. The server uses the
+test database and the same channel layer as the tests, so data a test commits is what the
+server sees.
 """
 
 from __future__ import annotations
