@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.core.exceptions import TooManyFieldsSent
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponseBadRequest, HttpResponseNotFound
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
@@ -110,21 +110,33 @@ class StaticFilesMiddleware(ServeStaticMiddleware):
             return HttpResponseNotFound(body, content_type="text/plain; charset=utf-8")
 
 
-class QueryStringInlineMiddleware(InlineHooks, MiddlewareMixin):
-    """Answer 400 to a query string Django refuses to parse, before anything reads it.
+class RequestLimitsInlineMiddleware(InlineHooks, MiddlewareMixin):
+    """Answer 400 to parameters Django refuses to parse, before anything reads them.
 
-    Past ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` parameters, reading ``request.GET`` raises
-    ``TooManyFieldsSent``, which Django answers with a 400, except with DEBUG on: its
-    technical error page reads ``request.GET`` again to show it, fails the same way, and the
-    client got a 500 with a traceback in the log (``runserver``). Parsing here first (the
-    result is cached on the request) turns it into a plain 400 everywhere.
+    Past ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` parameters (or a form body past
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``), reading ``request.GET`` or ``request.POST`` raises a
+    ``SuspiciousOperation``, which Django answers with a 400 but logs as an ERROR with a
+    traceback, and with DEBUG on its technical error page reads the parameters again,
+    fails the same way, and the client got a 500 (``runserver``). Parsing here first (the
+    result is cached on the request) makes it a plain 400 with nothing but Django's
+    one-line "Bad Request" warning. Only form bodies are parsed; JSON is the views'.
     """
 
     def process_request(self, request):
         try:
             request.GET  # noqa: B018 (parsed, and cached, for the check)
-        except TooManyFieldsSent:
-            return HttpResponseBadRequest(
-                "Too many query parameters.\n", content_type="text/plain; charset=utf-8"
-            )
+            if request.method == "POST" and request.content_type in FORM_CONTENT_TYPES:
+                request.POST  # noqa: B018
+        except (TooManyFieldsSent, TooManyFilesSent):
+            return _bad_request("Too many parameters.")
+        except RequestDataTooBig:
+            return _bad_request("The request body is too large.")
         return None
+
+
+#: Bodies Django parses into ``request.POST``.
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _bad_request(reason: str) -> HttpResponseBadRequest:
+    return HttpResponseBadRequest(f"{reason}\n", content_type="text/plain; charset=utf-8")

@@ -117,9 +117,9 @@ INSTALLED_APPS = [
 # Django's stock middleware, adapted to run on the event loop (streamsite/middleware.py):
 # no thread hop per hook, and no executor thread kept alive by every open stream.
 MIDDLEWARE = [
-    # A plain 400 for a query string past DATA_UPLOAD_MAX_NUMBER_FIELDS (DEBUG's error page
-    # made it a 500).
-    "streamsite.middleware.QueryStringInlineMiddleware",
+    # A plain 400 for parameters past DATA_UPLOAD_MAX_NUMBER_FIELDS (DEBUG's error page made
+    # it a 500, and Django logs a traceback).
+    "streamsite.middleware.RequestLimitsInlineMiddleware",
     "streamsite.middleware.SecurityInlineMiddleware",
     # ServeStatic, answering 404 (not 500) for a static URL that names no file.
     "streamsite.middleware.StaticFilesMiddleware",

@@ -111,3 +111,22 @@ def test_too_many_query_parameters_are_a_400(any_server, logged_in):
             response = client.get(f"{path}?{query}")
             assert response.status_code == 400, (path, response.status_code)
     assert_no_failure_logged(any_server, mark)
+
+
+def test_too_many_form_fields_in_a_post_are_a_400(any_server, logged_in):
+    """The same for a form body: the CSRF check reads it, and DEBUG's error page again."""
+    cookies, _conversation = logged_in
+    mark = any_server.log_mark()
+    body = "&".join(["a=1"] * 2000)
+    with httpx.Client(base_url=any_server.url, cookies=cookies, timeout=10) as client:
+        client.get("/notifications/")  # sets the CSRF cookie: the check then reads the body
+        response = client.post(
+            "/notifications/read-all/",
+            content=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Origin": any_server.url,
+            },
+        )
+    assert response.status_code == 400, response.status_code
+    assert_no_failure_logged(any_server, mark)
