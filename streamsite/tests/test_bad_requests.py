@@ -90,13 +90,23 @@ def test_huge_integers_in_query_parameters_and_headers_are_refused_or_ignored(
         f"/assistant/{conversation}/stream?after=1:{HUGER}": {},
         f"/assistant/{conversation}/stream": {"Last-Event-ID": f"{HUGE}:1"},
     }
+    # Ids in paths: Django's int converter takes any digits; past a bigint, no such thing.
+    not_found = [f"/assistant/{'9' * 25}/", f"/assistant/{'9' * 25}/stream", f"/assistant/{HUGER}/"]
     first_page = [f"/notifications/?page={HUGE}", f"/notifications/?page={HUGER}"]
     with httpx.Client(base_url=any_server.url, cookies=cookies, timeout=10) as client:
         for path, headers in refused.items():
             response = client.get(path, headers=headers)
             assert response.status_code == 400, (path[:80], response.status_code)
+        for path in not_found:
+            assert client.get(path).status_code == 404, path[:80]
         for path in first_page:
             assert client.get(path).status_code == 200, path[:80]
+        client.get("/notifications/")  # the CSRF cookie, for a post with an id in its path
+        response = client.post(
+            f"/notifications/{'9' * 25}/read/",
+            headers={"X-CSRFToken": client.cookies["csrftoken"], "Accept": "application/json"},
+        )
+        assert response.status_code == 200 and response.json()["changed"] == 0
     assert_no_failure_logged(any_server, mark)
 
 
