@@ -123,8 +123,9 @@ def test_too_many_query_parameters_are_a_400(any_server, logged_in):
     assert_no_failure_logged(any_server, mark)
 
 
-def test_too_many_form_fields_in_a_post_are_a_400(any_server, logged_in):
-    """The same for a form body: the CSRF check reads it, and DEBUG's error page again."""
+def test_too_many_form_fields_or_a_too_large_form_body_are_a_400(any_server, logged_in):
+    """The same for a form body (too many fields, or too large): the CSRF check reads it,
+    and DEBUG's error page again."""
     cookies, _conversation = logged_in
     mark = any_server.log_mark()
     body = "&".join(["a=1"] * 2000)
@@ -138,5 +139,14 @@ def test_too_many_form_fields_in_a_post_are_a_400(any_server, logged_in):
                 "Origin": any_server.url,
             },
         )
-    assert response.status_code == 400, response.status_code
+        assert response.status_code == 400, response.status_code
+        too_large = client.post(
+            "/notifications/read-all/",
+            content="a=" + "x" * (3 * 1024 * 1024),  # past DATA_UPLOAD_MAX_MEMORY_SIZE
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Origin": any_server.url,
+            },
+        )
+        assert too_large.status_code == 400, too_large.status_code
     assert_no_failure_logged(any_server, mark)
