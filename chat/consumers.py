@@ -106,7 +106,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except HubUnavailable:
             logger.warning("chat socket refused: the channel layer is unavailable")
             await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
-        except Exception:
+        except Exception as error:
+            if isinstance(error, OSError) and not isinstance(error, TimeoutError):
+                # The client left while the socket joined (uvicorn's ClientDisconnected when
+                # the join's first frame is sent): normal, and nothing is left to close.
+                logger.info("chat socket in room %s: the client left during the join", room.pk)
+                return
             logger.exception("chat socket could not join room %s", room.pk)
             await self.close(protocol.CLOSE_INTERNAL_ERROR)
 

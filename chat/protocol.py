@@ -8,6 +8,9 @@ matter for robustness:
   else is a ``ProtocolError`` with code ``invalid`` that the consumer answers with an
   ``error`` frame, keeping the socket open. Unknown extra keys are ignored (forward
   compatibility). Booleans are not integers, ids are bounded to PostgreSQL's bigint.
+- A string the server would have to store, send on or echo must be encodable as UTF-8:
+  JSON can spell a lone surrogate (``"\\ud800"``), which no database, channel layer or
+  socket can write. The body is checked by ``chat.validators``, the rest here.
 - Only a frame larger than ``MAX_FRAME_BYTES`` closes the socket (``FrameTooLarge``): it is
   refused before it is parsed.
 - Server frames are encoded once per event (``event_frame``) and the same text goes to every
@@ -21,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 
 from chat.conf import HISTORY_MAX_LIMIT
+from chat.validators import is_encodable
 from streamsite.websocket import text_frame
 
 #: The largest client frame accepted, in bytes of UTF-8 (docs/protocol.md).
@@ -156,8 +160,16 @@ def parse_frame(text: str) -> Request:
 
 def _parse_send(data: dict) -> Send:
     raw_client_id = data.get("client_id")
-    # Echoed in the error only when it is a string of sane length: it came from the client.
-    echo = raw_client_id if isinstance(raw_client_id, str) and len(raw_client_id) <= 64 else None
+    # Echoed in the error only when it is a string of sane length that UTF-8 can carry: it
+    # came from the client, and a lone surrogate ("\ud800" in JSON) would make the error
+    # frame itself unsendable.
+    echo = (
+        raw_client_id
+        if isinstance(raw_client_id, str)
+        and len(raw_client_id) <= 64
+        and is_encodable(raw_client_id)
+        else None
+    )
     if not isinstance(raw_client_id, str):
         raise ProtocolError(INVALID, '"client_id" must be a UUID string.', client_id=echo)
     try:
@@ -188,7 +200,11 @@ def _parse_read(data: dict) -> Read:
 
 def _parse_presence_more(data: dict) -> PresenceMore:
     after = data.get("after")
-    if not isinstance(after, str) or not 0 < len(after) <= MAX_NAME_LENGTH:
+    if (
+        not isinstance(after, str)
+        or not 0 < len(after) <= MAX_NAME_LENGTH
+        or not is_encodable(after)
+    ):
         raise ProtocolError(INVALID, f'"after" must be a name of 1 to {MAX_NAME_LENGTH} characters')
     return PresenceMore(after=after)
 
@@ -235,12 +251,17 @@ PONG = encode({"type": "pong"})
 
 
 def error_frame(error: ProtocolError) -> str:
+    """The ``error`` frame for a refusal, in ASCII JSON.
+
+    ASCII (non-ASCII as ``\\u`` escapes, which clients decode alike): a detail quoting
+    what the client sent can always be written, even a lone surrogate.
+    """
     frame = {"type": "error", "code": error.code, "detail": error.detail}
     if error.client_id is not None:
         frame["client_id"] = error.client_id
     if error.retry_after is not None:
         frame["retry_after"] = round(error.retry_after, 3)
-    return encode(frame)
+    return json.dumps(frame, separators=(",", ":"))
 
 
 def ack_frame(client_id: str, message_id: int) -> str:

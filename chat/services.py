@@ -189,8 +189,9 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
     body) and stores and publishes nothing, even when two sends race.
 
     The body is trimmed; ``ValidationError`` (a single error whose ``code`` is ``blank``,
-    ``too_long``, ``null_characters_not_allowed`` or, for a bad ``client_id``, ``invalid``)
-    when it cannot be stored. ``PermissionDenied`` when the user may not post here.
+    ``too_long``, ``null_characters_not_allowed`` or ``invalid``: a bad ``client_id``, a
+    lone surrogate in the body) when it cannot be stored. ``PermissionDenied`` when the
+    user may not post here.
 
     Posting in a public room makes the author a member; posting moves the author's read
     position to their message. ``@username`` of another active member notifies them

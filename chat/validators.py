@@ -23,11 +23,27 @@ def validate_message_length(value: str) -> None:
         )
 
 
+def is_encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: it holds no lone surrogate.
+
+    JSON may spell one (``"\\ud800"``), and Python decodes it into a string that no
+    database, channel layer or socket can encode.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def clean_message_body(body: str) -> str:
     """Return ``body`` trimmed, or raise ``ValidationError`` with a ``code`` saying why not.
 
-    Codes: ``blank`` (nothing but whitespace), ``too_long``, and
-    ``null_characters_not_allowed`` (PostgreSQL text cannot hold NUL).
+    Codes: ``blank`` (nothing but whitespace), ``too_long``,
+    ``null_characters_not_allowed`` (PostgreSQL text cannot hold NUL) and ``invalid`` (not
+    text, or a lone surrogate, which is not a character UTF-8 can carry).
     """
     if not isinstance(body, str):
         raise ValidationError("A message must be text.", code="invalid")
@@ -36,4 +52,6 @@ def clean_message_body(body: str) -> str:
         raise ValidationError("A message cannot be empty.", code="blank")
     validate_message_length(body)
     _no_nul(body)
+    if not is_encodable(body):
+        raise ValidationError("A message cannot hold lone surrogates.", code="invalid")
     return body

@@ -20,11 +20,10 @@ from chat.conf import max_message_length
 from chat.events import MISSING_ANSWER
 from chat.forms import MemberAddForm, MessageForm, RoomCreateForm
 from chat.models import Membership, Message, Room
+from streamsite.params import parse_id
 from streamsite.streaming.db import db_call
 from streamsite.streaming.ndjson import ndjson_chunks
 
-#: Larger ids are not ids we issued (bigint) and are refused before they reach SQL.
-MAX_MESSAGE_ID = 2**63 - 1
 #: Members listed on a room's page (a big public room says how many more there are).
 MEMBERS_SHOWN = 100
 
@@ -61,9 +60,10 @@ def room_detail(request, slug: str):
         raise PermissionDenied("This room is private.")
     before = request.GET.get("before")
     if before is not None:
-        if not (before.isascii() and before.isdigit()) or int(before) > MAX_MESSAGE_ID:
+        try:
+            before = parse_id(before)
+        except ValueError:
             return HttpResponseBadRequest("before must be a message id.")
-        before = int(before)
     form = MessageForm(initial={"client_id": uuid.uuid4()})
     return render_room(request, room, membership, form, before=before)
 

@@ -4,7 +4,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from notifications.validators import validate_notification_url
+from notifications.validators import safe_link, validate_notification_url
 
 
 class Notification(models.Model):
@@ -79,13 +79,19 @@ class Notification(models.Model):
             return bool(user_read)
         return self.read_at is not None
 
+    @property
+    def link(self) -> str:
+        """``url`` if it is safe to link to, else ``""`` (``validators.safe_link``): what
+        pages and events use, so a row written around validation never links a script."""
+        return safe_link(self.url)
+
     def as_event(self) -> dict:
-        """The JSON-safe payload clients receive (SSE ``data``, export lines)."""
+        """The JSON-safe payload clients receive (SSE ``data``)."""
         return {
             "id": self.pk,
             "title": self.title,
             "body": self.body,
-            "url": self.url,
+            "url": self.link,
             "level": self.level,
             "created_at": self.created_at.isoformat(),
             "read": self.is_read,

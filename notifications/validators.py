@@ -23,3 +23,18 @@ def validate_notification_url(value: str) -> None:
     if parts.scheme in ("http", "https") and parts.netloc:
         return
     raise ValidationError("Use a path on this site (starting with /) or an http(s) URL.")
+
+
+def safe_link(value: str) -> str:
+    """``value`` if it is a link ``validate_notification_url`` accepts, else ``""``.
+
+    For rendering: validation guards the services, the forms and the admin, but a row can
+    be written around them (an import, a data migration, the ORM), and a ``javascript:``
+    link rendered as ``<a href>`` runs when clicked. Pages and events link only what
+    passes (the browser client checks again, ``safeLink`` in notification-bell.js).
+    """
+    try:
+        validate_notification_url(value)
+    except ValidationError:
+        return ""
+    return value

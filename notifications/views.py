@@ -12,13 +12,12 @@ from django.views.decorators.http import require_GET, require_POST
 from notifications import selectors, services
 from notifications.events import session_digest
 from notifications.streams import notification_stream
+from streamsite.params import parse_id
 from streamsite.streaming.db import db_call
 from streamsite.streaming.ndjson import ndjson_chunks
 
 #: Notifications per page of the list.
 LIST_PAGE_SIZE = 25
-#: Larger ids are not ids we issued (bigint) and are refused before they reach SQL.
-MAX_EVENT_ID = 2**63 - 1
 
 
 def parse_last_event_id(request) -> int | None:
@@ -35,9 +34,10 @@ def parse_last_event_id(request) -> int | None:
         source = "last_event_id"
     if raw is None or raw == "":
         return None
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
-        raise ValueError(f"{source} must be a non-negative integer event id.")
-    return int(raw)
+    try:
+        return parse_id(raw)
+    except ValueError:
+        raise ValueError(f"{source} must be a non-negative integer event id.") from None
 
 
 def plain_text(message: str, status: int) -> HttpResponse:

@@ -19,7 +19,11 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from streamsite.lifespan import lifespan_app  # noqa: E402
 from streamsite.routing import websocket_urlpatterns  # noqa: E402
+from streamsite.server_logs import install_client_fault_filter  # noqa: E402
 from streamsite.websocket import ServerSendMiddleware  # noqa: E402
+
+# uvicorn logs a traceback per invalid UTF-8 frame a client sends: one line instead.
+install_client_fault_filter()
 
 application = ProtocolTypeRouter(
     {

@@ -17,10 +17,15 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import HttpResponseBadRequest, HttpResponseNotFound
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 from django.middleware.security import SecurityMiddleware
+from django.utils.deprecation import MiddlewareMixin
+from servestatic.middleware import ServeStaticMiddleware
+from servestatic.responders import MissingFileError
 
 
 class InlineHooks:
@@ -86,3 +91,52 @@ class MessageInlineMiddleware(InlineHooks, MessageMiddleware):
         if storage is not None and (storage.used or storage.added_new):
             return await sync_to_async(self.process_response)(request, response)
         return self.process_response(request, response)
+
+
+class StaticFilesMiddleware(ServeStaticMiddleware):
+    """ServeStatic, with a static URL that names no file answered 404, never 500.
+
+    With DEBUG on, ServeStatic raises ``MissingFileError`` for any ``/static/`` path it
+    cannot find, as a hint to developers; Django turns it into a 500 with a traceback in
+    the log, so ``/static/../streamsite/settings.py`` (or any typo) looked like a server
+    failure under ``runserver``. The hint stays, as the 404's plain-text body.
+    """
+
+    async def __call__(self, request):
+        try:
+            return await super().__call__(request)
+        except MissingFileError as missing:
+            body = f"{missing}\n" if settings.DEBUG else "Not found.\n"
+            return HttpResponseNotFound(body, content_type="text/plain; charset=utf-8")
+
+
+class RequestLimitsInlineMiddleware(InlineHooks, MiddlewareMixin):
+    """Answer 400 to parameters Django refuses to parse, before anything reads them.
+
+    Past ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` parameters (or a form body past
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``), reading ``request.GET`` or ``request.POST`` raises a
+    ``SuspiciousOperation``, which Django answers with a 400 but logs as an ERROR with a
+    traceback, and with DEBUG on its technical error page reads the parameters again,
+    fails the same way, and the client got a 500 (``runserver``). Parsing here first (the
+    result is cached on the request) makes it a plain 400 with nothing but Django's
+    one-line "Bad Request" warning. Only form bodies are parsed; JSON is the views'.
+    """
+
+    def process_request(self, request):
+        try:
+            request.GET  # noqa: B018 (parsed, and cached, for the check)
+            if request.method == "POST" and request.content_type in FORM_CONTENT_TYPES:
+                request.POST  # noqa: B018
+        except (TooManyFieldsSent, TooManyFilesSent):
+            return _bad_request("Too many parameters.")
+        except RequestDataTooBig:
+            return _bad_request("The request body is too large.")
+        return None
+
+
+#: Bodies Django parses into ``request.POST``.
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _bad_request(reason: str) -> HttpResponseBadRequest:
+    return HttpResponseBadRequest(f"{reason}\n", content_type="text/plain; charset=utf-8")

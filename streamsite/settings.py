@@ -95,14 +95,17 @@ except ConfigError as error:
     raise SystemExit(2) from None
 
 INSTALLED_APPS = [
-    # daphne first: its runserver serves HTTP, SSE and WebSockets from one process.
+    # servestatic first: its runserver is the next app's (daphne's, which serves HTTP, SSE
+    # and WebSockets from one process) without Django's static-files handler, so static
+    # files are served by ServeStaticMiddleware as under `serve` (that handler answered
+    # `/static/../x` with a 500 SuspiciousFileOperation instead of a 404).
+    "servestatic",
     "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
     "streamsite",
@@ -114,8 +117,12 @@ INSTALLED_APPS = [
 # Django's stock middleware, adapted to run on the event loop (streamsite/middleware.py):
 # no thread hop per hook, and no executor thread kept alive by every open stream.
 MIDDLEWARE = [
+    # A plain 400 for parameters past DATA_UPLOAD_MAX_NUMBER_FIELDS (DEBUG's error page made
+    # it a 500, and Django logs a traceback).
+    "streamsite.middleware.RequestLimitsInlineMiddleware",
     "streamsite.middleware.SecurityInlineMiddleware",
-    "servestatic.middleware.ServeStaticMiddleware",
+    # ServeStatic, answering 404 (not 500) for a static URL that names no file.
+    "streamsite.middleware.StaticFilesMiddleware",
     "streamsite.middleware.SessionInlineMiddleware",
     "streamsite.middleware.CommonInlineMiddleware",
     "streamsite.middleware.CsrfViewInlineMiddleware",

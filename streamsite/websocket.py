@@ -9,6 +9,9 @@ close) still goes through the wrapped one.
 
 Under uvicorn's sans-I/O protocol (``manage.py serve``) a frame built once per event can
 be written to each plain connection as it is (``FrameWriter``, below).
+
+Under daphne (``runserver``) the middleware also translates close codes daphne cannot
+send (``daphne_close_code``).
 """
 
 from __future__ import annotations
@@ -23,12 +26,55 @@ class ServerSendMiddleware:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
+        if is_daphne_send(send):
+            send = DaphneCloseCodes(send)
         return await self.inner({**scope, SCOPE_KEY: send}, receive, send)
 
 
 def server_send(scope: dict, fallback):
     """The server's ``send`` for frames, or ``fallback`` when the middleware is absent."""
     return scope.get(SCOPE_KEY, fallback)
+
+
+# Close codes under daphne -----------------------------------------------------------------
+
+
+def is_daphne_send(send) -> bool:
+    """Whether ``send`` is daphne's (``functools.partial(Server.handle_reply, protocol)``)."""
+    owner = getattr(getattr(send, "func", None), "__self__", None)
+    return type(owner).__module__.startswith("daphne.")
+
+
+def daphne_close_code(code: int) -> int:
+    """The close code daphne sends for ``code``: RFC 6455's 1001-1999 become 4001-4999.
+
+    daphne closes through autobahn, whose ``sendClose`` accepts only 1000 and 3000-4999
+    (it raises "invalid close code 1009" for the rest, leaving the socket open and a
+    traceback in the log). The 4000 range is the application's own, so 1009 (too large),
+    1011 (server error), 1012 (restart) and 1013 (try again later) go out as 4009, 4011,
+    4012 and 4013: the same meaning, offset by 3000 (docs/protocol.md). uvicorn sends the
+    RFC codes as they are.
+    """
+    if 1000 < code < 2000:
+        return code + 3000
+    return code
+
+
+class DaphneCloseCodes:
+    """daphne's ``send``, with close codes it cannot send translated (``daphne_close_code``).
+
+    Development only (``runserver``): production's uvicorn gets the plain ``send``.
+    """
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send) -> None:
+        self._send = send
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "websocket.close" and message.get("code") is not None:
+            message = {**message, "code": daphne_close_code(message["code"])}
+        await self._send(message)
 
 
 # Pre-built frames -------------------------------------------------------------------------

@@ -212,6 +212,31 @@ async def test_a_title_that_is_html_shows_as_text_and_runs_nothing(
     assert dialogs == []
 
 
+async def test_a_javascript_url_written_past_validation_is_no_link_on_the_pages(
+    browser, live_server_asgi, user
+):
+    """Issue #13: a notification whose url is ``javascript:`` (written with the ORM, around
+    validation) was a working link in the server-rendered list and bell: clicking ran it.
+    Now its title is plain text in both, and clicking it runs nothing."""
+    await sync_to_async(Notification.objects.create)(
+        recipient=user, title="Click me", url="javascript:alert(document.domain)"
+    )
+    context = await logged_in_context(browser, live_server_asgi, user)
+    dialogs = []
+    context.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    page = await open_live(context, f"{live_server_asgi.url}/notifications/")
+
+    for where in ("notification-list", "bell-list"):
+        item = page.get_by_test_id(where).locator("li").filter(has_text="Click me")
+        await expect(item).to_have_count(1)
+        assert await item.locator("a", has_text="Click me").count() == 0
+    assert await page.locator('a[href^="javascript:" i]').count() == 0
+    await page.get_by_test_id("notification-list").get_by_text("Click me").click()
+    await page.get_by_test_id("bell-list").get_by_text("Click me").click(force=True)
+    await expect_live(page)  # still the same page, live
+    assert dialogs == []
+
+
 # Sharing one stream ----------------------------------------------------------------------
 
 

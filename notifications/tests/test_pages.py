@@ -308,3 +308,38 @@ def test_the_admin_header_has_the_bell_and_keeps_its_links(client, staff_user):
     assert "/static/css/notifications.css" in html
     assert 'type="module" src="/static/js/notifications.js"' in html
     assert "/static/css/site.css" not in html  # the site's global rules stay out of the admin
+
+
+SCRIPT_LINKS = [
+    "javascript:alert(document.cookie)",
+    "JavaScript:alert(1)",
+    " javascript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "//evil.example/",
+    "/\\evil.example/",
+]
+
+
+@pytest.mark.parametrize("url", SCRIPT_LINKS)
+def test_a_script_url_written_past_validation_is_not_rendered_as_a_link(user_client, user, url):
+    """Issue #13: a notification whose url is ``javascript:...``, written around the
+    services' validation (an import, a data migration, the ORM), was a working link in the
+    list and the bell. The title shows, as text; the safe links around it stay."""
+    Notification.objects.create(recipient=user, title="Click me", url=url)  # no validation
+    notify(user, "Fine", url="/chat/")
+
+    for page in (LIST_URL, reverse("home")):  # the list; the home page draws the bell
+        html = user_client.get(page).content.decode()
+        assert "Click me" in html
+        assert not re.search(r"href=\"\s*(javascript|data):", html, re.IGNORECASE), page
+        assert 'href="//evil' not in html and "evil.example" not in html
+        assert '<a href="/chat/">Fine</a>' in html
+
+
+@pytest.mark.parametrize("url", SCRIPT_LINKS)
+def test_a_script_url_written_past_validation_is_sent_to_streams_as_no_link(user, url):
+    notification = Notification.objects.create(recipient=user, title="Click me", url=url)
+    assert notification.as_event()["url"] == ""
+    assert Notification(url="https://example.com/x?a=1").as_event()["url"] == (
+        "https://example.com/x?a=1"
+    )

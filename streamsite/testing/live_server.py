@@ -3,13 +3,17 @@
 ``LiveServer`` starts daphne (the development server behind ``runserver``) or the
 production command (``manage.py serve``: uvicorn) on a socket the test process has already
 bound to a free port, so there is no race for the port; it waits until the server answers
-HTTP, and stops it by its process group. The server uses the test database and the same
-channel layer as the tests, so data a test commits is what the server sees.
+HTTP, and stops it by its process group. ``runserver`` itself (what wraps daphne in
+development) binds its own port, so it gets a free one just before it starts.
+``log_mark``/``log_since`` give what a server logged during a test. The server uses the
+test database and the same channel layer as the tests, so data a test commits is what the
+server sees.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +27,9 @@ from django.db import connection
 from streamsite.testing.child_process import start_on_socket, stop_group
 
 BASE_DIR = Path(settings.BASE_DIR)
-KINDS = ("daphne", "uvicorn")
+#: ``runserver`` is the development command itself (daphne, wrapped as ``runserver`` wraps
+#: it); ``daphne`` serves the bare ASGI application, as runserver's daphne does.
+KINDS = ("daphne", "uvicorn", "runserver")
 STARTUP_SECONDS = 60
 
 
@@ -98,6 +104,11 @@ class LiveServer:
         return env | self.extra_env
 
     def command(self, fd: int) -> list[str]:
+        if self.kind == "runserver":
+            # runserver cannot serve an inherited socket: it binds the port itself.
+            return [
+                sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}",
+            ]  # fmt: skip
         if self.kind == "daphne":
             return [sys.executable, "-m", "daphne", "--fd", str(fd), "streamsite.asgi:application"]
         return [
@@ -106,6 +117,9 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         """Start the server and return once it answers HTTP requests."""
+        if self.kind == "runserver":
+            self._start_runserver()
+            return self
         # The same port again on restart, so browsers reconnect to where they were.
         self.process, self.port = start_on_socket(
             self.command,
@@ -116,6 +130,23 @@ class LiveServer:
         )
         self._wait_until_ready()
         return self
+
+    def _start_runserver(self) -> None:
+        """Start ``manage.py runserver`` on a free port (it binds the port itself)."""
+        if self.port is None:
+            with socket.socket() as probe:  # a free port; the server binds it a moment later
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(-1),
+                cwd=BASE_DIR,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_ready()
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_SECONDS
@@ -149,3 +180,12 @@ class LiveServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def log_mark(self) -> int:
+        """Where the log ends now: ``log_since(mark)`` is what the server wrote after."""
+        return self.log_path.stat().st_size
+
+    def log_since(self, mark: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(mark)
+            return log.read().decode(errors="replace")

@@ -7,7 +7,7 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 
-from streamsite.websocket import FrameWriter, text_frame
+from streamsite.websocket import FrameWriter, daphne_close_code, text_frame
 
 TEXT = 'héllo {"a": 1} ' + "x" * 300  # past 125 bytes: the extended length form
 
@@ -76,3 +76,22 @@ def test_other_servers_get_no_writer():
         pass
 
     assert FrameWriter.for_send(send) is None
+
+
+# Close codes under daphne -----------------------------------------------------------------
+
+
+def test_daphne_sends_rfc_close_codes_it_refuses_as_their_4000_stand_ins():
+    """autobahn's sendClose takes only 1000 and 3000-4999 (docs/protocol.md's mapping)."""
+    assert [daphne_close_code(code) for code in (1009, 1011, 1012, 1013)] == [
+        4009,
+        4011,
+        4012,
+        4013,
+    ]
+    assert [daphne_close_code(code) for code in (1000, 3000, 4401, 4404)] == [
+        1000,
+        3000,
+        4401,
+        4404,
+    ]
