@@ -6,12 +6,10 @@ server shuts down gracefully (SIGTERM, a deploy), each runs on the server's loop
 must also happen some other way, later (the assistant's sweep of crashed generations).
 daphne (``runserver``) sends no lifespan events.
 
-uvicorn sends ``lifespan.shutdown`` only once every connection has closed, and SSE streams
-and sockets never close by themselves: it waited out its graceful timeout and then
-cancelled thousands of tasks. So at startup the app also hooks the shutdown signal itself
-(``_chain_shutdown_signals``): as soon as SIGTERM or SIGINT arrives, before uvicorn starts
-waiting, every stream and socket of the process is ended (``Hub.end_streams``: streams
-end, sockets close with 1012), and their clients reconnect to another process and resume.
+uvicorn sends ``lifespan.shutdown`` only once every connection has closed, and streams and
+sockets never close by themselves: so at startup the app hooks the shutdown signal too
+(``streamsite.shutdown``), which ends them all at once; and a worker asks to end with its
+supervisor (``streamsite.worker_process``).
 """
 
 from __future__ import annotations
@@ -19,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 from collections.abc import Awaitable, Callable
 
-from streamsite.streaming.hub import end_streams
+from streamsite.shutdown import chain_shutdown_signals
 from streamsite.worker_process import end_with_parent
 
 logger = logging.getLogger(__name__)
@@ -48,45 +45,6 @@ async def run_shutdown_hooks() -> None:
             logger.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
 
 
-#: The signals after which a server stops gracefully (uvicorn's ``HANDLED_SIGNALS``).
-SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def begin_shutdown() -> None:
-    """End the running loop's streams and sockets now: the server is about to stop."""
-    ended = end_streams()
-    if ended:
-        logger.info("shutting down: ended %d streams and sockets; their clients reconnect", ended)
-
-
-def _chain_shutdown_signals() -> dict[int, object]:
-    """Run ``begin_shutdown`` on the loop when a shutdown signal arrives, then the
-    server's own handler. Returns the handlers replaced (to restore them).
-
-    Only a handler the server installed is chained (uvicorn installs its own with
-    ``signal.signal`` before it starts the lifespan): the default ones (a test run, a
-    server that has none) stay as they are.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    loop = asyncio.get_running_loop()
-    replaced = {}
-    for number in SHUTDOWN_SIGNALS:
-        previous = signal.getsignal(number)
-        if not callable(previous) or previous is signal.default_int_handler:
-            continue
-
-        def on_signal(signum, frame, previous=previous):
-            # A signal handler interrupts whatever the loop was doing: only schedule.
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(begin_shutdown)
-            previous(signum, frame)
-
-        signal.signal(number, on_signal)
-        replaced[number] = previous
-    return replaced
-
-
 async def lifespan_app(scope, receive, send) -> None:
     """Answer the server's lifespan messages; run the shutdown hooks on shutdown."""
     replaced = {}
@@ -94,7 +52,7 @@ async def lifespan_app(scope, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                replaced = _chain_shutdown_signals()
+                replaced = chain_shutdown_signals()
                 end_with_parent()  # a worker must not outlive its supervisor
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -102,6 +102,7 @@ class Hub:
         self._start_lock = asyncio.Lock()
         self._closed = False
         self._ending = False
+        self._drained = asyncio.Event()
         self._settled = asyncio.Event()
         self._settled.set()
         # A group only this hub is in: heartbeats through it prove our memberships live.
@@ -163,6 +164,8 @@ class Hub:
         entry.subscriptions.discard(subscription)
         if not entry.subscriptions:
             self._reconcile(key)
+            if self._ending and not self.local_subscriber_count():
+                self._drained.set()
 
     def local_subscriber_count(self, key: str | None = None) -> int:
         """How many subscriptions this process holds (for ``key``, or in all)."""
@@ -200,7 +203,13 @@ class Hub:
         ended = {sub for entry in self._keys.values() for sub in entry.subscriptions}
         for subscription in ended:
             subscription.end()
+        if not ended:
+            self._drained.set()
         return len(ended)
+
+    async def wait_until_drained(self) -> None:
+        """After ``end_streams()``, wait until every stream has left its subscriptions."""
+        await self._drained.wait()
 
     async def close(self) -> None:
         """Stop the hub's tasks and leave its groups (for shutdown and tests)."""
@@ -438,6 +447,11 @@ def get_hub() -> Hub:
     if hub is None or hub._closed:
         hub = _hubs[loop] = Hub()
     return hub
+
+
+def all_hubs() -> list[tuple[asyncio.AbstractEventLoop, Hub]]:
+    """Every loop's hub (for ``streamsite.shutdown``, which runs outside those loops)."""
+    return list(_hubs.items())
 
 
 def end_streams() -> int:
