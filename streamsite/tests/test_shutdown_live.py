@@ -10,6 +10,9 @@ import contextlib
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +23,8 @@ from asgiref.sync import sync_to_async
 from chat.protocol import CLOSE_SERVICE_RESTART
 from chat.tests.factories import room_with
 from streamsite.testing.chat import RemoteChatSocket
-from streamsite.testing.live_server import session_cookies
+from streamsite.testing.child_process import stop_group
+from streamsite.testing.live_server import BASE_DIR, LiveServer, session_cookies
 from streamsite.testing.sse import StreamReader
 
 pytestmark = pytest.mark.live_server
@@ -148,3 +152,54 @@ async def test_sigkill_of_serve_ends_its_workers_and_a_restart_comes_up(serve_tw
     response = await asyncio.to_thread(httpx.get, f"{server.url}/accounts/login/", timeout=10)
     assert response.status_code == 200
     assert_clean_log(server)
+
+
+async def answers(url: str, seconds: float) -> bool:
+    """Whether ``url`` answers 200 within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)  # not listening yet: poll until it is (bounded)
+    return False
+
+
+@pytest.mark.timeout(180)
+async def test_serve_started_again_right_after_a_sigkill_comes_up(private_redis, transactional_db):
+    """The issue's own steps: ``serve --port P --workers 2``, SIGKILL, the same command at
+    once. It waits for the old workers to free the port instead of failing."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = LiveServer("uvicorn", extra_env={"REDIS_URL": private_redis.url}).environment()
+    command = [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", "2"]
+    url = f"http://127.0.0.1:{port}/accounts/login/"
+    log_path = LiveServer("uvicorn").log_path
+    started = []
+
+    def start() -> subprocess.Popen:
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        started.append(process)
+        return process
+
+    try:
+        first = start()
+        assert await answers(url, 60), log_path.read_text()[-3000:]
+        os.kill(first.pid, signal.SIGKILL)
+        await asyncio.to_thread(first.wait, 10)
+        second = start()
+        assert await answers(url, 60), log_path.read_text()[-3000:]
+        assert second.poll() is None
+        assert "address already in use" not in log_path.read_text().lower()
+    finally:
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):  # its group may be gone already
+                await asyncio.to_thread(stop_group, process)
