@@ -80,8 +80,9 @@ class PrivateRedis:
         """Kill and start again on the same port, empty, as a crashed Redis comes back.
 
         With ``keep_data`` it shuts down cleanly instead, saving its data, and loads it
-        again, as a restarted production Redis does: the groups survive, so the hubs'
-        heartbeats see nothing wrong, and only what was sent across the restart is lost.
+        again, as a restarted production Redis does: the groups survive, so a hub only
+        sees its blocking receive fail (it resyncs once), and what is lost is what was
+        published across the restart.
         """
         dump = Path(self._dir) / "dump.rdb"
         if keep_data and self.process is not None and self.process.poll() is None:
