@@ -170,6 +170,20 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(autouse=True)
+def fresh_outages():
+    """Every test starts with the channel layer and Redis reachable, nothing to recover
+    (streamsite.streaming.outage and .recovery keep that per process)."""
+    from streamsite.streaming.outage import CHANNEL_LAYER, SHARED_REDIS
+    from streamsite.streaming.recovery import LOST
+
+    for state in (CHANNEL_LAYER, SHARED_REDIS, LOST):
+        state.reset()
+    yield
+    for state in (CHANNEL_LAYER, SHARED_REDIS, LOST):
+        state.reset()
+
+
 @pytest.fixture
 def channel_layer():
     """The project's channel layer, flushed after the test so no message leaks into the next."""
@@ -264,8 +278,8 @@ def live_server_factory(transactional_db):
 
     started: list[LiveServer] = []
 
-    def start(kind: str = "daphne", **extra_env: str) -> LiveServer:
-        server = LiveServer(kind, extra_env=extra_env).start()
+    def start(kind: str = "daphne", *, workers: int = 1, **extra_env: str) -> LiveServer:
+        server = LiveServer(kind, extra_env=extra_env, workers=workers).start()
         started.append(server)
         return server
 

@@ -195,7 +195,7 @@ class RoomOutbox:
                 finally:
                     self._idle = False
                 if events.overflowed:
-                    await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
+                    await self.close(_close_code(events))
                     return
                 pending.extend(events.take())
                 continue
@@ -365,7 +365,7 @@ class RoomOutbox:
                     # keeps room; what is set aside is bounded like the buffer.
                     pending.extend(events.take())
                     if events.overflowed or len(pending) > events.maxsize:
-                        await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
+                        await self.close(_close_code(events))
                         return
 
     def _payload(self, message) -> dict:
@@ -383,3 +383,10 @@ class RoomOutbox:
         self.sent.add(message_id)
         if message_id > self.last_id:
             self.last_id = message_id
+
+
+def _close_code(events: Subscription) -> int:
+    """1012 when the server is shutting down (``Subscription.end``), else 1013."""
+    if events.restarting:
+        return protocol.CLOSE_SERVICE_RESTART
+    return protocol.CLOSE_TRY_AGAIN_LATER

@@ -42,6 +42,8 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_INTERNAL_ERROR = 1011
 #: The client read too slowly (its buffer overflowed) or lost events: reconnect and resume.
 CLOSE_TRY_AGAIN_LATER = 1013
+#: The server is shutting down (a deploy, a restart): reconnect (to another process) and resume.
+CLOSE_SERVICE_RESTART = 1012
 
 #: The codes an ``error`` frame carries.
 INVALID = "invalid"

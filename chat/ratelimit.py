@@ -25,6 +25,7 @@ from collections import deque
 
 from django.conf import settings
 
+from streamsite.streaming.outage import SHARED_REDIS, report_failure
 from streamsite.streaming.redis import LuaScript, get_redis
 
 logger = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ async def acheck_send_rate(user_id: int) -> float | None:
         retry_ms = await _CHECK_SEND_RATE(
             client, [rate_key(user_id)], [window_ms, limit, uuid.uuid4().hex]
         )
-    except Exception:
-        logger.warning("rate limit check failed for user %s; allowing", user_id, exc_info=True)
+    except Exception as error:
+        report_failure(SHARED_REDIS, "rate limit checks (allowed)", error, logger)
         return None
+    SHARED_REDIS.succeeded()
     if retry_ms < 0:
         return None
     return max(int(retry_ms), 1) / 1000

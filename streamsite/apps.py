@@ -8,6 +8,11 @@ class StreamsiteConfig(AppConfig):
     verbose_name = "streamsite"
 
     def ready(self):
+        from django.utils.autoreload import file_changed
+
+        from streamsite.shutdown import end_streams_before_reload
         from streamsite.streaming.db import skip_request_started_db_cleanup
 
         skip_request_started_db_cleanup()
+        # runserver's reload ends every stream and socket first (clients reconnect).
+        file_changed.connect(end_streams_before_reload)

@@ -178,7 +178,7 @@ def channel_layer_from_url(url: str | None, *, name: str = "REDIS_URL") -> dict:
     if parts.scheme != "unix" and db and not db.isdigit():
         raise ConfigError(f"{name}: the database in {_redact(url)!r} must be a number, like /0")
     return {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "streamsite.streaming.layer.RedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": url, "socket_timeout": None, "max_connections": 4096}],
             "capacity": 1000,

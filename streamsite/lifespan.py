@@ -5,13 +5,22 @@ server shuts down gracefully (SIGTERM, a deploy), each runs on the server's loop
 ``SHUTDOWN_HOOK_SECONDS``, before the process exits. A crash runs none of them: what they do
 must also happen some other way, later (the assistant's sweep of crashed generations).
 daphne (``runserver``) sends no lifespan events.
+
+uvicorn sends ``lifespan.shutdown`` only once every connection has closed, and streams and
+sockets never close by themselves: so at startup the app hooks the shutdown signal too
+(``streamsite.shutdown``), which ends them all at once; and a worker asks to end with its
+supervisor (``streamsite.worker_process``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
+
+from streamsite.shutdown import chain_shutdown_signals
+from streamsite.worker_process import end_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +47,18 @@ async def run_shutdown_hooks() -> None:
 
 async def lifespan_app(scope, receive, send) -> None:
     """Answer the server's lifespan messages; run the shutdown hooks on shutdown."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await run_shutdown_hooks()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    replaced = {}
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                replaced = chain_shutdown_signals()
+                end_with_parent()  # a worker must not outlive its supervisor
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await run_shutdown_hooks()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    finally:
+        for number, previous in replaced.items():
+            signal.signal(number, previous)

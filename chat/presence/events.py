@@ -23,6 +23,7 @@ from typing import NamedTuple
 from chat import protocol
 from chat.events import room_key
 from streamsite.streaming.hub import event_message
+from streamsite.streaming.outage import CHANNEL_LAYER, report_failure
 from streamsite.streaming.publish import apublish
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,8 @@ async def _publish(room_id: int, event: dict) -> None:
     key = room_key(room_id)
     try:
         await apublish(key, event_message(key, event))
-    except Exception:
-        logger.warning("could not publish presence of room %s", room_id, exc_info=True)
+    except Exception as error:
+        report_failure(CHANNEL_LAYER, "presence publishes", error, logger)
 
 
 # Receiving ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from django.conf import settings
 
 from chat.presence.events import Coalescer, RoomViews
 from chat.presence.store import PAGE_SIZE, Change, MemoryStore, RedisStore, RoomResult
+from streamsite.streaming.outage import SHARED_REDIS, report_failure
 from streamsite.streaming.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -101,8 +102,8 @@ class PresenceTracker:
         request.pages.add("")
         try:
             return _page(await asyncio.shield(request.done), "")
-        except Exception:
-            logger.warning("presence join failed in room %s", room_id, exc_info=True)
+        except Exception as error:
+            report_failure(SHARED_REDIS, "presence joins", error, logger)
             return self._local_page(room_id, "")
 
     async def leave(self, room_id: int, user_id: int) -> None:
@@ -119,8 +120,8 @@ class PresenceTracker:
         request = self._queue(room_id, user_id)
         try:
             await asyncio.shield(request.done)
-        except Exception:
-            logger.warning("presence leave failed in room %s", room_id, exc_info=True)
+        except Exception as error:
+            report_failure(SHARED_REDIS, "presence leaves", error, logger)
 
     async def page(self, room_id: int, after: str = "") -> PresencePage:
         """Up to ``PAGE_SIZE`` online names after ``after`` ("": from the start), sorted;
@@ -129,8 +130,8 @@ class PresenceTracker:
         request.pages.add(after)
         try:
             return _page(await asyncio.shield(request.done), after)
-        except Exception:
-            logger.warning("presence read failed in room %s", room_id, exc_info=True)
+        except Exception as error:
+            report_failure(SHARED_REDIS, "presence reads", error, logger)
             return self._local_page(room_id, after)
 
     async def online(self, room_id: int) -> list[str]:
@@ -295,8 +296,10 @@ class PresenceTracker:
             await asyncio.sleep(settings.CHAT_PRESENCE_TTL_SECONDS / 3)
             try:
                 await self.refresh()
-            except Exception:
-                logger.warning("presence refresh failed; retrying", exc_info=True)
+            except Exception as error:
+                report_failure(SHARED_REDIS, "presence refreshes (retried)", error, logger)
+            else:
+                SHARED_REDIS.succeeded()
 
 
 def _page(result: RoomResult, after: str) -> PresencePage:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.live_server
 
 
 def uses_redis() -> bool:
-    return settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+    return not settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("InMemoryChannelLayer")
 
 
 @pytest.fixture

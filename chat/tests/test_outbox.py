@@ -127,6 +127,13 @@ async def test_a_slow_reader_is_closed_with_1013_and_memory_stays_bounded(room, 
     assert len(outbox.events.take()) == 0
 
 
+async def test_a_server_shutting_down_closes_the_socket_with_1012(room, user, start_outbox):
+    """Issue #13: on SIGTERM every socket is told to reconnect elsewhere (Hub.end_streams)."""
+    outbox, socket = await start_outbox(room, user)
+    outbox.events.end()
+    await socket.until(lambda s: s.close_code == protocol.CLOSE_SERVICE_RESTART)
+
+
 async def test_resync_replays_from_the_last_id_sent(room, user, start_outbox):
     messages = await sync_to_async(add_messages)(room, user, 5)
     for message in messages:

@@ -23,7 +23,7 @@ create = sync_to_async(services.notification_create)
 
 
 def uses_redis() -> bool:
-    return settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+    return not settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("InMemoryChannelLayer")
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from streamsite.streaming.publish import apublish, deferred_publishing
+from streamsite.streaming.publish import apublish, deferred_publishing, publish_failed
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ async def db_call(function, /, *args, **kwargs):
     for group, message in sends:
         try:
             await apublish(group, message)
-        except Exception:
-            logger.exception("publishing to %s failed; clients will catch up by id", group)
+        except Exception as send_error:  # not ``error``: ``except`` would unbind it
+            publish_failed(group, message, send_error)
     if error is not None:
         raise error
     return result

@@ -23,6 +23,12 @@ Rules this module keeps (each learned the hard way, see docs/architecture.md):
   heartbeats stop arriving (or a receive fails) it re-joins its groups and tells every
   subscriber to ``RESYNC`` from the database.
 - channels-redis forgets members after ``group_expiry``: the hub renews its memberships.
+- A publisher whose send failed tells every hub, once the layer works again, which keys
+  lost events (``hub.resync``): those keys' subscribers re-read the database.
+- An unreachable layer is one warning when it goes and one when it is back
+  (``streamsite.streaming.outage``), not a traceback per failed call.
+- When the server shuts down, ``end_streams()`` ends every stream and socket at once: their
+  clients reconnect to another process and resume by id.
 """
 
 from __future__ import annotations
@@ -42,10 +48,12 @@ from django.conf import settings
 from streamsite.streaming.groups import apply_memberships, has_member
 from streamsite.streaming.messages import (
     BATCH_CACHE,
+    HUB_GROUP,
     batch_message,
     event_message,
     expand_message,
 )
+from streamsite.streaming.outage import CHANNEL_LAYER, report_failure
 from streamsite.streaming.subscription import RESYNC, Subscription
 
 __all__ = ["HUB_GROUP", "RESYNC", "Hub", "HubUnavailable", "Subscription", "get_hub"]
@@ -54,8 +62,6 @@ __all__ += ["BATCH_CACHE", "batch_message", "event_message", "expand_message"]
 
 logger = logging.getLogger(__name__)
 
-#: Every hub is a member of this group; batches for many keys are sent to it once.
-HUB_GROUP = "streamsite.hubs"
 #: How long ``subscribe()`` waits for the channel layer to accept the membership.
 JOIN_TIMEOUT_SECONDS = 10
 #: Most keys the membership worker changes in one batch (one round trip per Redis shard).
@@ -95,6 +101,8 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
         self._closed = False
+        self._ending = False
+        self._drained = asyncio.Event()
         self._settled = asyncio.Event()
         self._settled.set()
         # A group only this hub is in: heartbeats through it prove our memberships live.
@@ -131,6 +139,9 @@ class Hub:
         the events of ``key`` go to ``subscription`` once this returns. Always pair with
         ``remove()``, even when this raised or was cancelled."""
         self.layer.require_valid_group_name(key)  # a bad key must not poison a batch
+        if self._ending:
+            subscription.end()  # the server is shutting down: the client goes elsewhere
+            return
         await self._ensure_started()
         entry = self._keys.get(key)
         if entry is None:
@@ -153,6 +164,8 @@ class Hub:
         entry.subscriptions.discard(subscription)
         if not entry.subscriptions:
             self._reconcile(key)
+            if self._ending and not self.local_subscriber_count():
+                self._drained.set()
 
     def local_subscriber_count(self, key: str | None = None) -> int:
         """How many subscriptions this process holds (for ``key``, or in all)."""
@@ -180,6 +193,24 @@ class Hub:
         """Wait until every pending membership change has been applied (for tests)."""
         await self._settled.wait()
 
+    def end_streams(self) -> int:
+        """End every stream and socket now, and any that subscribes later (shutdown).
+
+        Each subscription is ``end()``ed: streams return, sockets close with 1012, and
+        their clients reconnect to a process that is not stopping. Returns how many.
+        """
+        self._ending = True
+        ended = {sub for entry in self._keys.values() for sub in entry.subscriptions}
+        for subscription in ended:
+            subscription.end()
+        if not ended:
+            self._drained.set()
+        return len(ended)
+
+    async def wait_until_drained(self) -> None:
+        """After ``end_streams()``, wait until every stream has left its subscriptions."""
+        await self._drained.wait()
+
     async def close(self) -> None:
         """Stop the hub's tasks and leave its groups (for shutdown and tests)."""
         if self._closed:
@@ -192,8 +223,8 @@ class Hub:
             groups = [HUB_GROUP, self._own_group, *self._member_of, *self._reapply]
             try:
                 await apply_memberships(self.layer, self.channel, discard=set(groups))
-            except Exception:
-                logger.warning("hub could not leave its groups on close", exc_info=True)
+            except Exception as error:
+                _report("leaving groups on close", error)
         self._member_of.clear()
 
     # Lifecycle -------------------------------------------------------------------------
@@ -238,10 +269,8 @@ class Hub:
                 del self._pending[key]
             try:
                 await self._reconcile_now(batch)
-            except Exception:
-                logger.warning(
-                    "hub membership changes for %d keys failed; retrying", len(batch), exc_info=True
-                )
+            except Exception as error:
+                _report("hub membership changes (retried)", error)
                 await asyncio.sleep(1)
                 for key in batch:
                     self._reconcile(key)
@@ -297,8 +326,8 @@ class Hub:
             await asyncio.sleep(interval)
             try:
                 await self.renew_memberships()
-            except Exception:
-                logger.warning("hub could not renew its group memberships", exc_info=True)
+            except Exception as error:
+                _report("hub membership renewals", error)
 
     async def _heartbeat_forever(self) -> None:
         """Notice lost memberships and dropped events with numbered heartbeats.
@@ -322,15 +351,15 @@ class Hub:
                 await self.layer.group_send(
                     self._own_group, {"type": "hub.heartbeat", "n": self._heartbeats_sent}
                 )
-            except Exception:
-                logger.warning("hub could not send its heartbeat", exc_info=True)
+            except Exception as error:
+                _report("hub heartbeats", error)
 
     async def _still_member(self) -> bool:
         """Whether the layer still has our channel in our own group (False if unsure)."""
         try:
             return await has_member(self.layer, self._own_group, self.channel)
-        except Exception:
-            logger.warning("hub could not check its membership", exc_info=True)
+        except Exception as error:
+            _report("hub membership checks", error)
             return False
 
     async def _receive_forever(self) -> None:
@@ -341,13 +370,14 @@ class Hub:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.warning("hub receive failed; will re-join and resync", exc_info=True)
+            except Exception as error:
+                _report("hub receives (re-joined and resynced)", error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 await self._rejoin_after_failure()
                 continue
             backoff = 0.1
+            CHANNEL_LAYER.succeeded()
             try:
                 self._dispatch(message)
             except Exception:
@@ -359,8 +389,8 @@ class Hub:
         self._heartbeats_received = self._heartbeats_sent  # those in flight may be lost too
         try:
             await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self._own_group])
-        except Exception:
-            logger.warning("hub could not re-join its own groups", exc_info=True)
+        except Exception as error:
+            _report("hub re-joins", error)
         self._generation += 1
         self._member_of.clear()
         for key, entry in self._keys.items():
@@ -370,16 +400,18 @@ class Hub:
     # Dispatch --------------------------------------------------------------------------
 
     def _dispatch(self, message: dict) -> None:
-        if message.get("type") == "hub.heartbeat":
+        kind = message.get("type")
+        if kind == "hub.resync":
+            self._resync(message.get("keys"))
+            return
+        if kind == "hub.heartbeat":
             self._heartbeat_seen = time.monotonic()
             number = message.get("n", 0)
             if number > self._heartbeats_received + 1:
                 # The layer dropped the ones between (over capacity, expired), and whatever
                 # events were queued with them: every stream re-reads the database.
                 logger.warning("hub heartbeats %s were dropped; resyncing", number - 1)
-                for entry in self._keys.values():
-                    for subscription in entry.subscriptions:
-                        subscription.push(RESYNC)
+                self._resync(None)
             self._heartbeats_received = max(self._heartbeats_received, number)
             return
         keys = self._keys
@@ -388,6 +420,21 @@ class Hub:
                 direct = subscription.direct
                 if direct is None or not direct(event):
                     subscription.push(event)
+
+    def _resync(self, keys: list[str] | None) -> None:
+        """Tell the subscribers of ``keys`` (None: of every key) to re-read the database."""
+        if keys is None:
+            entries = list(self._keys.values())
+        else:
+            entries = [self._keys[key] for key in keys if key in self._keys]
+        # A subscription may hold several keys (``into``): one RESYNC is enough.
+        for subscription in {sub for entry in entries for sub in entry.subscriptions}:
+            subscription.push(RESYNC)
+
+
+def _report(what: str, error: Exception) -> None:
+    """Log a failed layer call: counted if the layer is unreachable, else a traceback."""
+    report_failure(CHANNEL_LAYER, what, error, logger)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
@@ -400,6 +447,17 @@ def get_hub() -> Hub:
     if hub is None or hub._closed:
         hub = _hubs[loop] = Hub()
     return hub
+
+
+def all_hubs() -> list[tuple[asyncio.AbstractEventLoop, Hub]]:
+    """Every loop's hub (for ``streamsite.shutdown``, which runs outside those loops)."""
+    return list(_hubs.items())
+
+
+def end_streams() -> int:
+    """End the running loop's streams and sockets (``Hub.end_streams``); how many."""
+    hub = _hubs.get(asyncio.get_running_loop())
+    return hub.end_streams() if hub is not None else 0
 
 
 async def close_hub() -> None:

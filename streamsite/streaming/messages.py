@@ -8,9 +8,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-__all__ = ["BATCH_CACHE", "batch_message", "event_message", "expand_message"]
+__all__ = [
+    "BATCH_CACHE",
+    "HUB_GROUP",
+    "RESYNC_ALL_KEYS",
+    "batch_message",
+    "event_message",
+    "expand_message",
+    "resync_message",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Every hub is a member of this group; batches for many keys are sent to it once.
+HUB_GROUP = "streamsite.hubs"
 
 
 def event_message(key: str, event: dict) -> dict:
@@ -28,6 +39,18 @@ def batch_message(keys: list[str], base: dict, fields: dict[str, list]) -> dict:
         if len(values) != len(keys):
             raise ValueError(f"field {name!r} has {len(values)} values for {len(keys)} keys")
     return {"type": "hub.batch", "keys": keys, "base": base, "fields": fields}
+
+
+#: More keys than this in one ``resync_message`` and it asks for every key instead.
+RESYNC_ALL_KEYS = 10_000
+
+
+def resync_message(keys: list[str] | None) -> dict:
+    """The message telling every hub that events for ``keys`` may be lost (sent to
+    ``HUB_GROUP``): their subscribers re-read the database. ``None`` means every key."""
+    if keys is not None and len(keys) > RESYNC_ALL_KEYS:
+        keys = None
+    return {"type": "hub.resync", "keys": keys}
 
 
 #: With ``expand_message(..., shared=True)``, the events of one batch carry, under this
@@ -53,5 +76,5 @@ def expand_message(message: dict, wanted=None, *, shared=False) -> Iterator[tupl
                 for name, values in fields.items():
                     event[name] = values[index]
                 yield key, event
-    else:
+    elif kind != "hub.resync":  # carries no event (the hub acts on it itself)
         logger.warning("hub ignored a message of unknown type %r", kind)

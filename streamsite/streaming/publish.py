@@ -5,6 +5,11 @@ published before its row commits can reach a client that then cannot read the ro
 event lost on the way (capacity, expiry, a Redis restart) is recovered from the database by
 id. So services publish only through the ``*_on_commit`` functions here, and every message
 goes to the per-process hubs (``streamsite.streaming.hub``), which fan it out locally.
+
+A failed publish is not the end of its event, though: a client that stays connected
+through a Redis restart would hear nothing of it if the hubs' own heartbeats came through.
+So ``publish_failed`` hands it to ``streamsite.streaming.recovery``, which sends it again
+(and has its keys resynced) as soon as the layer takes messages again.
 """
 
 import asyncio
@@ -18,6 +23,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from streamsite.streaming.hub import HUB_GROUP, batch_message, event_message
+from streamsite.streaming.outage import CHANNEL_LAYER, is_connection_error
+from streamsite.streaming.recovery import LOST
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +53,12 @@ def publish_batch_on_commit(
 
 def _on_commit(group: str, message: dict, using: str | None) -> None:
     def publish_after_commit() -> None:
-        # A failed send is logged, not raised: what it announced is committed, and clients
-        # catch up from the database. ``publish`` is looked up now so tests can wrap it.
+        # A failed send is not raised: what it announced is committed, and its readers
+        # resync from the database. ``publish`` is looked up now so tests can wrap it.
         try:
             publish(group, message)
-        except Exception:
-            logger.exception("publishing to %s failed; clients will catch up by id", group)
+        except Exception as error:
+            publish_failed(group, message, error)
 
     transaction.on_commit(publish_after_commit, using=using)
 
@@ -94,11 +101,42 @@ def publish(group: str, message: dict) -> None:
         async_to_sync(layer.group_send)(group, message)
     else:
         _publisher_loop().send(layer.group_send(group, message))
+    LOST.layer_works()
 
 
 async def apublish(group: str, message: dict) -> None:
     """Send a hub ``message`` to ``group`` now, from asynchronous code."""
     await get_channel_layer().group_send(group, message)
+    LOST.layer_works()
+
+
+def publish_failed(group: str, message: dict, error: Exception) -> None:
+    """Note that ``message`` could not be sent: it is sent again once the layer works.
+
+    An unreachable layer is one warning per outage (``CHANNEL_LAYER``), not one per event;
+    any other error is a bug and is logged with its traceback. Either way the message is
+    sent again, and every hub told to resync its keys, as soon as the layer takes a
+    message again (``streamsite.streaming.recovery``).
+    """
+    unreachable = is_connection_error(error)
+    if unreachable:
+        CHANNEL_LAYER.failed("publishes", error)
+    else:
+        logger.error("publishing to %s failed; its subscribers will resync", group, exc_info=error)
+    # Sending again what the layer refused for a reason of its own would fail again.
+    LOST.add(group, message, _loop_for_recovery(), send_again=unreachable)
+
+
+def _loop_for_recovery() -> asyncio.AbstractEventLoop:
+    """The loop to recover on: the running one, the server's, or the publisher loop."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and not loop.is_closed():
+        return loop
+    return _publisher_loop().loop
 
 
 class _PublisherLoop:

@@ -14,15 +14,17 @@ class Subscription:
 
     When the buffer is full the subscription is marked ``overflowed`` and takes nothing
     more: its stream should end, and its client resumes from the database. That bounds the
-    memory a slow client can cost.
+    memory a slow client can cost. ``end()`` does the same when the server shuts down
+    (``restarting`` tells the two apart, for a socket's close code).
     """
 
-    __slots__ = ("_buffer", "_waiter", "direct", "key", "maxsize", "overflowed")
+    __slots__ = ("_buffer", "_waiter", "direct", "key", "maxsize", "overflowed", "restarting")
 
     def __init__(self, key: str, maxsize: int) -> None:
         self.key = key
         self.maxsize = maxsize
         self.overflowed = False
+        self.restarting = False
         #: Optional fast path: ``direct(event)`` returns True when it handled the event
         #: itself (the hub then does not buffer it), False to have it buffered as usual.
         self.direct = None
@@ -38,6 +40,15 @@ class Subscription:
             self._buffer.clear()
         else:
             self._buffer.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def end(self) -> None:
+        """Make the stream end now (the server is shutting down); its client resumes."""
+        self.restarting = True
+        self.overflowed = True
+        self._buffer.clear()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)

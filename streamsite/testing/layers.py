@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 from channels.layers import InMemoryChannelLayer
 
@@ -75,9 +76,22 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait(10)
 
-    def restart(self) -> None:
-        """Kill and start again on the same port, empty, as a crashed Redis comes back."""
-        self.stop()
+    def restart(self, *, keep_data: bool = False) -> None:
+        """Kill and start again on the same port, empty, as a crashed Redis comes back.
+
+        With ``keep_data`` it shuts down cleanly instead, saving its data, and loads it
+        again, as a restarted production Redis does: the groups survive, so a hub only
+        sees its blocking receive fail (it resyncs once), and what is lost is what was
+        published across the restart.
+        """
+        dump = Path(self._dir) / "dump.rdb"
+        if keep_data and self.process is not None and self.process.poll() is None:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                sock.sendall(b"SHUTDOWN SAVE\r\n")
+            self.process.wait(10)
+        else:
+            self.stop()
+            dump.unlink(missing_ok=True)
         self.start()
 
 

@@ -59,12 +59,16 @@ def session_cookies(user) -> dict[str, str]:
 
 
 class LiveServer:
-    """One server process: ``kind`` is ``daphne`` or ``uvicorn`` (the production command)."""
+    """One server process: ``kind`` is ``daphne`` or ``uvicorn`` (the production command,
+    with ``workers`` worker processes; more than one needs a Redis channel layer)."""
 
-    def __init__(self, kind: str, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: str, *, extra_env: dict[str, str] | None = None, workers: int = 1
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown server kind {kind!r}")
         self.kind = kind
+        self.workers = workers
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
@@ -112,7 +116,7 @@ class LiveServer:
         if self.kind == "daphne":
             return [sys.executable, "-m", "daphne", "--fd", str(fd), "streamsite.asgi:application"]
         return [
-            sys.executable, "manage.py", "serve", "--fd", str(fd), "--workers", "1",
+            sys.executable, "manage.py", "serve", "--fd", str(fd), "--workers", str(self.workers),
         ]  # fmt: skip
 
     def start(self) -> LiveServer:

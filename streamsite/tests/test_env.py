@@ -107,7 +107,7 @@ def test_no_redis_url_means_in_memory_layer():
 
 def test_redis_url_configures_channels_redis_for_redis_py_8():
     config = channel_layer_from_url("redis://127.0.0.1:6379/3")
-    assert config["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert config["BACKEND"] == "streamsite.streaming.layer.RedisChannelLayer"
     (host,) = config["CONFIG"]["hosts"]
     assert host == {
         "address": "redis://127.0.0.1:6379/3",

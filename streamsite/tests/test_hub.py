@@ -442,11 +442,15 @@ async def test_changes_that_failed_are_retried_without_losing_keys(private_redis
 
     class NoticeRetries(logging.Handler):
         def emit(self, record):
-            if "failed; retrying" in record.getMessage():
+            if "hub membership changes (retried) failed" in record.getMessage():
                 failed.set()
 
     notice = NoticeRetries()
-    logging.getLogger("streamsite.streaming.hub").addHandler(notice)
+    # Failures of an unreachable layer are counted, and each logged at DEBUG only.
+    outage_logger = logging.getLogger("streamsite.streaming.outage")
+    level = outage_logger.level
+    outage_logger.setLevel(logging.DEBUG)
+    outage_logger.addHandler(notice)
     try:
         await subscribe_all(hub, ["k.retry.first"])  # the hub is started
         private_redis.stop()
@@ -459,6 +463,36 @@ async def test_changes_that_failed_are_retried_without_losing_keys(private_redis
         members = await members_of_each(layer, keys)
         assert all(found == {hub.channel} for found in members.values())
     finally:
-        logging.getLogger("streamsite.streaming.hub").removeHandler(notice)
+        outage_logger.removeHandler(notice)
+        outage_logger.setLevel(level)
         await hub.close()
         await layer.flush()
+
+
+async def test_a_resync_message_resyncs_only_the_keys_it_names(hub, channel_layer):
+    """A publisher whose sends failed names their keys once the layer is back."""
+    from streamsite.streaming.messages import resync_message
+
+    async with (
+        hub.subscribe("k.lost", maxsize=10) as lost,
+        hub.subscribe("k.fine", maxsize=10) as fine,
+    ):
+        await channel_layer.group_send(HUB_GROUP, resync_message(["k.lost", "k.unknown"]))
+        # After the resync, through the same channel: what k.fine gets first is this.
+        await channel_layer.group_send("k.fine", event_message("k.fine", {"n": 1}))
+        assert await next_items(lost) == [RESYNC]
+        assert await next_items(fine) == [{"n": 1}]
+
+
+async def test_end_streams_ends_every_subscription_now_and_later_ones_at_once(hub):
+    """Shutdown (streamsite.lifespan): streams end, their clients reconnect elsewhere."""
+    async with (
+        hub.subscribe("k.one", maxsize=10) as one,
+        hub.subscribe("k.two", maxsize=10) as two,
+    ):
+        assert hub.end_streams() == 2
+        for subscription in (one, two):
+            assert await subscription.wait(None)
+            assert subscription.overflowed and subscription.restarting
+        async with hub.subscribe("k.late", maxsize=10) as late:
+            assert late.restarting

@@ -1,6 +1,7 @@
 """Events are published only after the data they announce is committed."""
 
 import datetime
+import logging
 
 import pytest
 from django.db import transaction
@@ -71,7 +72,8 @@ def test_empty_batch_publishes_nothing(capture_published, db):
 def test_failed_send_is_logged_not_raised(
     db, monkeypatch, caplog, django_capture_on_commit_callbacks
 ):
-    """The data is committed; clients catch up by id. The request must not fail."""
+    """The data is committed; its readers recover (streamsite.streaming.recovery). The
+    request must not fail, and an unreachable layer is one warning, not a traceback."""
     from streamsite.streaming import publish as publish_module
 
     def broken(group, message):
@@ -79,8 +81,30 @@ def test_failed_send_is_logged_not_raised(
 
     monkeypatch.setattr(publish_module, "publish", broken)
     with django_capture_on_commit_callbacks(execute=True):
+        for n in range(5):
+            publish_on_commit("user.1", {"kind": "created", "id": n})
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "the channel layer is unreachable (ConnectionError: redis is down, in publishes); "
+        "failures are counted until it is back"
+    ]
+    assert warnings[0].exc_info is None
+
+
+def test_a_send_failing_for_a_bug_is_logged_with_its_traceback(
+    db, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    from streamsite.streaming import publish as publish_module
+
+    def broken(group, message):
+        raise TypeError("cannot serialize")
+
+    monkeypatch.setattr(publish_module, "publish", broken)
+    with django_capture_on_commit_callbacks(execute=True):
         publish_on_commit("user.1", {"kind": "created", "id": 1})
-    assert "publishing to user.1 failed" in caplog.text
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage() == "publishing to user.1 failed; its subscribers will resync"
+    assert record.exc_info is not None
 
 
 async def test_db_call_sends_what_its_function_published_from_the_loop(

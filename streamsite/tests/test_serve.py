@@ -1,9 +1,12 @@
 """The production command refuses setups that would silently misbehave."""
 
+import socket
+import threading
+
 import pytest
 from django.core.management import CommandError, call_command
 
-from streamsite.management.commands.serve import uvicorn_argv
+from streamsite.management.commands.serve import uvicorn_argv, wait_for_port
 
 
 def test_several_workers_need_redis(settings):
@@ -21,3 +24,20 @@ def test_uvicorn_runs_with_uvloop_httptools_and_workers():
     assert "--host 0.0.0.0 --port 9000" in joined
     assert "--ws-max-size 65536" in joined
     assert "--ws-per-message-deflate false" in joined
+
+
+def test_a_port_held_by_a_dying_predecessor_is_waited_for():
+    """A restart right after a crash: the old workers still hold the port for a moment."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    assert not wait_for_port("127.0.0.1", port, 0.2)
+    releasing = threading.Timer(0.3, holder.close)
+    releasing.start()
+    try:
+        assert wait_for_port("127.0.0.1", port, 10)
+    finally:
+        releasing.cancel()
+        holder.close()

@@ -2,13 +2,34 @@
 
 import os
 import shutil
+import socket
 import sys
+import time
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from chat.protocol import MAX_FRAME_BYTES
+
+#: How long ``serve`` waits for its port to be free: the workers of a predecessor that was
+#: killed outright end by themselves (``streamsite.worker_process``), within a second or two.
+PORT_WAIT_SECONDS = 15
+
+
+def wait_for_port(host: str, port: int, seconds: float) -> bool:
+    """Wait until ``host:port`` can be bound (as uvicorn binds it); False if it never was."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+        time.sleep(0.1)  # the holder is another process: nothing here to wait on
 
 
 def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -> list[str]:
@@ -73,5 +94,7 @@ class Command(BaseCommand):
         self.stdout.flush()
         if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
             raise CommandError(f"cannot find the Python interpreter {argv[0]}")
+        if fd is None and not wait_for_port(host, port, PORT_WAIT_SECONDS):
+            raise CommandError(f"{host}:{port} is in use (waited {PORT_WAIT_SECONDS} s)")
         # exec, so the server has this process' pid and signals reach it directly.
         os.execv(argv[0], argv)

@@ -1,0 +1,58 @@
+"""An outage of Redis is logged as two warnings, with counts, not a traceback per call."""
+
+import logging
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from streamsite.streaming import outage
+from streamsite.streaming.outage import Outage, is_connection_error, report_failure
+
+
+def warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_outage_is_one_warning_when_it_starts_and_one_when_it_ends(caplog, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(outage.time, "monotonic", lambda: clock[0])
+    redis = Outage("Redis")
+    for _ in range(300):  # every socket and stream of a busy process, at once
+        redis.failed("presence reads", RedisConnectionError("Connection refused"))
+    redis.failed("rate limit checks", RedisConnectionError("Connection refused"))
+    clock[0] += 0.5
+    redis.succeeded()  # too soon after the last failure: stale connections still fail
+    assert redis.down
+    clock[0] += 1.5
+    redis.succeeded()
+    redis.succeeded()
+    assert not redis.down
+    assert warnings(caplog) == [
+        "Redis is unreachable (ConnectionError: Connection refused, in presence reads); "
+        "failures are counted until it is back",
+        "Redis is back after 2.0 s; 301 failures meanwhile "
+        "(presence reads: 300, rate limit checks: 1)",
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_a_failure_that_is_not_a_connection_error_keeps_its_traceback(caplog):
+    redis = Outage("Redis")
+    report_failure(redis, "presence reads", KeyError("bug"), logging.getLogger("t"))
+    assert not redis.down
+    [record] = caplog.records
+    assert record.getMessage() == "presence reads failed"
+    assert record.exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (RedisConnectionError("closed"), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (ValueError(), False),
+    ],
+)
+def test_what_counts_as_unreachable(error, expected):
+    assert is_connection_error(error) is expected

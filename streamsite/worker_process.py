@@ -1,0 +1,43 @@
+"""Make a server's worker processes end with the supervisor that started them.
+
+``manage.py serve --workers N`` is uvicorn's supervisor with N worker processes. When the
+supervisor is SIGKILLed (the OOM killer, ``kill -9``, a crashed container runtime), it can
+stop nothing, and its workers used to live on, holding the port: the restart then failed
+with "address in use". On Linux each worker asks the kernel to send it SIGTERM when its
+parent dies (``PR_SET_PDEATHSIG``), so it shuts down gracefully (ending its streams, see
+``streamsite.lifespan``) and frees the port. Elsewhere this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent() -> bool:
+    """In a worker spawned by a supervisor, get SIGTERM when the supervisor dies.
+
+    Returns whether it was arranged. A process that is not a ``multiprocessing`` child
+    (``serve --workers 1``, daphne, a test) is left alone: its parent is a shell or a
+    service manager, whose exit must not stop it.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("could not ask to end with the supervisor: errno %d", ctypes.get_errno())
+        return False
+    # The supervisor may have died before the request: then no signal will ever come.
+    if os.getppid() != parent.pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
