@@ -175,6 +175,13 @@ def latest_notifications(
     return with_read_state(user_id, rows, watermark=watermark)
 
 
+def feed_size(user_id: int) -> int:
+    """How many notifications the user's feed holds (own and announcements): an export's
+    total. Two indexed counts."""
+    own = Notification.objects.filter(recipient_id=user_id).count()
+    return own + Notification.objects.filter(recipient__isnull=True).count()
+
+
 def latest_notification_id(user_id: int) -> int:
     """The highest id of the user's feed, 0 if none: where a freshly rendered page resumes."""
     own = Notification.objects.filter(recipient_id=user_id).order_by("-id")

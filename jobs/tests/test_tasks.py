@@ -1,0 +1,174 @@
+"""The export job end to end: a real worker process runs it, and its progress reaches the
+owner's notification stream on a live server (embedded: the stream polls the database;
+with Redis: the worker's events arrive through the channel layer)."""
+
+import gzip
+import json
+import signal
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from jobs.models import Job
+from streamsite.testing.live_server import session_cookies
+from streamsite.testing.sse import StreamReader
+
+pytestmark = pytest.mark.live_server
+
+#: Rows exported: with a progress count every 10 rows (``task_worker``), 2,000 counts over
+#: a second or more, so that coalescing them to 4 a second shows.
+ROWS = 20_000
+
+
+@asynccontextmanager
+async def logged_in(server, user):
+    """An HTTP client logged in as ``user``, with a CSRF token for its POSTs."""
+    cookies = await sync_to_async(session_cookies)(user)
+    async with httpx.AsyncClient(base_url=server.url, cookies=cookies, timeout=20) as client:
+        page = await client.get("/jobs/")
+        assert page.status_code == 200
+        client.csrf = client.cookies["csrftoken"]
+        yield client
+
+
+async def post(client, path: str) -> httpx.Response:
+    return await client.post(path, data={"csrfmiddlewaretoken": client.csrf})
+
+
+@asynccontextmanager
+async def job_stream(client):
+    """The client's notification stream, once it has caught up (its first ``unread``)."""
+    async with client.stream("GET", "/notifications/stream/") as response:
+        reader = StreamReader(response.aiter_raw())
+        await reader.until(lambda e: e["event"] == "unread")
+        yield reader
+
+
+async def received(reader, predicate, seconds: float = 10) -> dict:
+    """The first event received so far, or from now on, that satisfies ``predicate``."""
+    for event in reader.events:
+        if predicate(event):
+            return event
+    return await reader.until(predicate, seconds)
+
+
+def job_events(reader, job_id: int) -> list[dict]:
+    return [
+        data
+        for e in reader.events
+        if e["event"] == "job" and (data := json.loads(e["data"]))["id"] == job_id
+    ]
+
+
+@sync_to_async
+def latest_job(user) -> Job:
+    close_old_connections()
+    return Job.objects.filter(owner=user).latest("id")
+
+
+async def test_export_runs_in_a_worker_and_streams_coalesced_progress(
+    live_server_asgi, task_worker, user, make_notifications, media_root
+):
+    """The worker exports every row into a gzip file; the stream shows the job's states
+    in order (seq rising, done never going back), at most 4 progress events a second,
+    then "Your export is ready" with the download link."""
+    await sync_to_async(make_notifications)(user, ROWS)
+    async with logged_in(live_server_asgi, user) as client, job_stream(client) as reader:
+        assert (await post(client, "/jobs/notifications-export/")).status_code == 302
+        job = await latest_job(user)
+        final = await reader.until(
+            lambda e: e["event"] == "job" and json.loads(e["data"])["state"] == "succeeded",
+            seconds=30,
+        )
+        # In the same transaction as the job's last write: it may come just before or after.
+        ready = await received(reader, lambda e: e["event"] == "notification")
+    data = json.loads(final["data"])
+    assert data["id"] == job.pk
+    assert data["done"] == data["total"] == ROWS
+    assert data["result_url"] == f"/jobs/{job.pk}/download/"
+    assert json.loads(ready["data"])["title"] == "Your export is ready"
+    assert json.loads(ready["data"])["url"] == data["result_url"]
+
+    events = job_events(reader, job.pk)
+    seqs = [event["seq"] for event in events]
+    assert seqs == sorted(set(seqs)), "each version once, in order"
+    dones = [event["done"] for event in events]
+    assert dones == sorted(dones)
+    job = await latest_job(user)
+    running = [event for event in events if event["state"] == "running"]
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    # 2,000 counts of 10 rows: one write (and event) a quarter second at most.
+    assert len(running) <= seconds / settings.JOB_PROGRESS_SECONDS + 2
+    assert job.seq <= seconds / settings.JOB_PROGRESS_SECONDS + 5, "coalesced before written"
+
+    [path] = (media_root / "jobs").rglob("*.ndjson.gz")
+    with gzip.open(path, "rt") as lines:
+        rows = [json.loads(line) for line in lines]
+    assert len(rows) == ROWS
+    assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
+
+
+async def test_cancel_stops_the_worker_between_units_and_leaves_no_file(
+    live_server_asgi, task_worker_factory, user, make_notifications, media_root
+):
+    """Cancel while the worker runs: it stops at its next progress write, records how far
+    it got, and no file (partial or whole) is left in storage."""
+    # Progress written every 20 ms: the job is seen mid-way long before it could finish.
+    task_worker = task_worker_factory(JOB_PROGRESS_MILLISECONDS="20")
+    await sync_to_async(make_notifications)(user, ROWS)
+    async with logged_in(live_server_asgi, user) as client, job_stream(client) as reader:
+        await post(client, "/jobs/notifications-export/")
+        job = await latest_job(user)
+        await wait_job(job.pk, lambda job: job.done > 0)
+        # Hold the worker still while the cancel lands, so it cannot finish first.
+        task_worker.process.send_signal(signal.SIGSTOP)
+        try:
+            assert (await post(client, f"/jobs/{job.pk}/cancel/")).status_code == 302
+        finally:
+            task_worker.process.send_signal(signal.SIGCONT)
+        cancelled = await reader.until(
+            lambda e: e["event"] == "job" and json.loads(e["data"])["state"] == "cancelled"
+        )
+    assert json.loads(cancelled["data"])["result_url"] is None
+    await wait_task_finished(job.pk)
+    job = await latest_job(user)
+    assert job.state == Job.State.CANCELLED
+    assert 0 < job.done < job.total == ROWS
+    assert not job.result
+    assert not list(media_root.rglob("*.gz"))
+
+
+@sync_to_async
+def wait_job(job_id: int, predicate, seconds: float = 20) -> Job:
+    """Wait until the job's row satisfies ``predicate`` (read every 10 ms)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        close_old_connections()
+        job = Job.objects.get(pk=job_id)
+        if predicate(job):
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not get there within {seconds}s: {job.__dict__}")
+
+
+@sync_to_async
+def wait_task_finished(job_id: int, seconds: float = 20) -> None:
+    """Wait until the worker has finished the job's task (its result row says so)."""
+    import time
+
+    from django_tasks_db.models import DBTaskResult
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        close_old_connections()
+        result = DBTaskResult.objects.filter(args_kwargs__args=[job_id]).first()
+        if result is not None and result.finished_at is not None:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the task of job {job_id} did not finish within {seconds}s")
