@@ -89,15 +89,16 @@ class JobProgress:
     def set_total(self, total: int) -> None:
         """Say how many units there are, once known (written with the next progress)."""
         self.job.total = total
-        self._write(force=True)
+        self.flush()
 
     def advance(self, units: int = 1) -> None:
         """Count ``units`` more done; write if the last write is old enough."""
         self.done += units
         if time.monotonic() - self._written_at >= settings.JOB_PROGRESS_SECONDS:
-            self._write()
+            self.flush()
 
-    def _write(self, *, force: bool = False) -> None:
+    def flush(self) -> None:
+        """Write (and publish) the count now; raises ``JobCancelled`` if the job stopped."""
         with transaction.atomic():
             changed = Job.objects.filter(pk=self.job.pk, state=Job.State.RUNNING).update(
                 done=self.done, total=self.job.total, seq=F("seq") + 1
