@@ -11,9 +11,9 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 
 from jobs.models import Job
+from jobs.tests.waits import latest_job, wait_job, wait_task_finished
 from streamsite.testing.live_server import session_cookies
 from streamsite.testing.sse import StreamReader
 
@@ -62,12 +62,6 @@ def job_events(reader, job_id: int) -> list[dict]:
         for e in reader.events
         if e["event"] == "job" and (data := json.loads(e["data"]))["id"] == job_id
     ]
-
-
-@sync_to_async
-def latest_job(user) -> Job:
-    close_old_connections()
-    return Job.objects.filter(owner=user).latest("id")
 
 
 async def test_export_runs_in_a_worker_and_streams_coalesced_progress(
@@ -140,35 +134,3 @@ async def test_cancel_stops_the_worker_between_units_and_leaves_no_file(
     assert 0 < job.done < job.total == ROWS
     assert not job.result
     assert not list(media_root.rglob("*.gz"))
-
-
-@sync_to_async
-def wait_job(job_id: int, predicate, seconds: float = 20) -> Job:
-    """Wait until the job's row satisfies ``predicate`` (read every 10 ms)."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        close_old_connections()
-        job = Job.objects.get(pk=job_id)
-        if predicate(job):
-            return job
-        time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not get there within {seconds}s: {job.__dict__}")
-
-
-@sync_to_async
-def wait_task_finished(job_id: int, seconds: float = 20) -> None:
-    """Wait until the worker has finished the job's task (its result row says so)."""
-    import time
-
-    from django_tasks_db.models import DBTaskResult
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        close_old_connections()
-        result = DBTaskResult.objects.filter(args_kwargs__args=[job_id]).first()
-        if result is not None and result.finished_at is not None:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the task of job {job_id} did not finish within {seconds}s")
