@@ -7,7 +7,7 @@ class JobsConfig(AppConfig):
     name = "jobs"
 
     def ready(self):
-        from jobs.selectors import stream_snapshot
+        from jobs.services import stream_snapshot
         from notifications.extras import snapshot_register
 
         # On (re)connect, a user's notification stream sends where their jobs stand.

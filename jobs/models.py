@@ -38,6 +38,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Renewed by the worker running the job (``JobProgress.kept_alive``): a running job
+    # whose mark is older than ``JOB_STALE_SECONDS`` lost its worker (``jobs_fail_stale``).
+    alive_at = models.DateTimeField(null=True, blank=True)
     result = models.FileField(upload_to=result_path, blank=True, max_length=300)
     error = models.TextField(blank=True)
 

@@ -8,14 +8,19 @@ owner's notification stream (``event: job``) once committed.
 """
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.files import File
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from jobs import selectors
 from jobs.events import job_event, job_result_url
 from jobs.models import Job
 from notifications import services as notifications
@@ -63,7 +68,7 @@ def job_begin(job_id: int, *, total: int | None = None) -> "JobProgress | None":
     now = timezone.now()
     with transaction.atomic():
         started = Job.objects.filter(pk=job_id, state=Job.State.QUEUED).update(
-            state=Job.State.RUNNING, started_at=now, total=total, seq=F("seq") + 1
+            state=Job.State.RUNNING, started_at=now, alive_at=now, total=total, seq=F("seq") + 1
         )
         if not started:
             return None
@@ -101,13 +106,43 @@ class JobProgress:
         """Write (and publish) the count now; raises ``JobCancelled`` if the job stopped."""
         with transaction.atomic():
             changed = Job.objects.filter(pk=self.job.pk, state=Job.State.RUNNING).update(
-                done=self.done, total=self.job.total, seq=F("seq") + 1
+                done=self.done, total=self.job.total, alive_at=timezone.now(), seq=F("seq") + 1
             )
             if not changed:
                 raise JobCancelled
             self.job.refresh_from_db(fields=["done", "total", "seq", "state"])
             _published(self.job)
         self._written_at = time.monotonic()
+
+    @contextmanager
+    def kept_alive(self) -> Iterator[None]:
+        """Renew the job's liveness mark from a thread while the block runs.
+
+        Progress writes renew it too, but a unit of work may take longer than
+        ``JOB_STALE_SECONDS`` (one slow query): without this the job would be taken for
+        one whose worker died.
+        """
+        stop = threading.Event()
+        interval = settings.JOB_STALE_SECONDS / 3
+
+        def renew() -> None:
+            try:
+                while not stop.wait(interval):
+                    Job.objects.filter(pk=self.job.pk, state=Job.State.RUNNING).update(
+                        alive_at=timezone.now()
+                    )
+            except Exception:
+                logger.exception("job %s: renewing its liveness mark failed", self.job.pk)
+            finally:
+                connection.close()  # this thread's own connection
+
+        thread = threading.Thread(target=renew, name=f"job-{self.job.pk}-alive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def cancelled(self) -> Job:
         """Record how far a cancelled job got (its owner's cancel set its state)."""
@@ -155,8 +190,9 @@ class JobProgress:
         return job_fail(job_id=self.job.pk, error=error, done=self.done)
 
 
-def job_fail(*, job_id: int, error: str, done: int | None = None) -> Job | None:
-    """Mark an unfinished job failed and tell its owner why; None if it had finished."""
+def job_fail(*, job_id: int, error: str, done: int | None = None, alive_before=None) -> Job | None:
+    """Mark an unfinished job failed and tell its owner why; None if it had finished
+    (or, with ``alive_before``, if its worker renewed it since)."""
     fields = {
         "state": Job.State.FAILED,
         "error": error[:1000],
@@ -166,7 +202,10 @@ def job_fail(*, job_id: int, error: str, done: int | None = None) -> Job | None:
     if done is not None:
         fields["done"] = done
     with transaction.atomic():
-        failed = Job.objects.filter(pk=job_id, state__in=Job.ACTIVE_STATES).update(**fields)
+        found = Job.objects.filter(pk=job_id, state__in=Job.ACTIVE_STATES)
+        if alive_before is not None:
+            found = found.filter(alive_at__lt=alive_before)
+        failed = found.update(**fields)
         if not failed:
             return None
         job = Job.objects.select_related("owner").get(pk=job_id)
@@ -194,3 +233,35 @@ def job_cancel(*, user, job_id: int) -> Job | None:
         if not cancelled:
             return None
         return _published(Job.objects.get(pk=job_id))
+
+
+#: What the owner of a job whose worker died is told.
+WORKER_LOST = "The worker running this job stopped before it finished. Start it again."
+
+
+def jobs_fail_stale(*, owner_id: int | None = None) -> int:
+    """Fail running jobs whose worker stopped renewing them (``JOB_STALE_SECONDS``).
+
+    A worker killed mid-job (``kill -9``, a lost machine) leaves its job ``running``; this
+    marks it failed and tells its owner, so no bar runs forever. Run where jobs are
+    looked at (the list page, a stream's snapshot); safe from many processes at once (each
+    job changes only while still running and still stale). Returns how many failed.
+    """
+    bound = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    stale = Job.objects.filter(state=Job.State.RUNNING, alive_at__lt=bound)
+    if owner_id is not None:
+        stale = stale.filter(owner_id=owner_id)
+    failed = 0
+    for job_id in stale.values_list("pk", flat=True):
+        if job_fail(job_id=job_id, error=WORKER_LOST, alive_before=bound) is not None:
+            failed += 1
+    if failed:
+        logger.warning("marked %d job(s) failed: their worker stopped", failed)
+    return failed
+
+
+def stream_snapshot(user_id: int) -> list[dict]:
+    """Where the user's jobs stand, for their notification stream (on connect, and polled
+    on the embedded backend): jobs whose worker died are failed first."""
+    jobs_fail_stale(owner_id=user_id)
+    return selectors.stream_snapshot(user_id)

@@ -38,23 +38,29 @@ async def notifications_export(job_id: int) -> None:
         return  # cancelled before it started
     owner_id = progress.job.owner_id
     try:
-        await sync_to_async(progress.set_total)(
-            await sync_to_async(notification_exports.export_size)(owner_id)
-        )
-        with tempfile.TemporaryFile(prefix="streamsite-export-") as spool:
-            with gzip.GzipFile(fileobj=spool, mode="wb") as compressed:
-                lines = notification_exports.export_lines(
-                    owner_id, rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS
-                )
-                async with aclosing(lines):
-                    async for chunk in lines:
-                        compressed.write(chunk)
-                        await sync_to_async(progress.advance)(chunk.count(b"\n"))
-            spool.seek(0)
-            await sync_to_async(progress.succeed)("notifications.ndjson.gz", File(spool))
+        with progress.kept_alive():
+            await _write_export(progress, owner_id)
     except JobCancelled:
         await sync_to_async(progress.cancelled)()
     except Exception:
         logger.exception("job %s failed", job_id)
         await sync_to_async(progress.fail)("The export failed on our side. Try again later.")
         raise
+
+
+async def _write_export(progress, owner_id: int) -> None:
+    """Stream the rows into a temporary gzip file, counting progress; store it whole."""
+    await sync_to_async(progress.set_total)(
+        await sync_to_async(notification_exports.export_size)(owner_id)
+    )
+    with tempfile.TemporaryFile(prefix="streamsite-export-") as spool:
+        with gzip.GzipFile(fileobj=spool, mode="wb") as compressed:
+            lines = notification_exports.export_lines(
+                owner_id, rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS
+            )
+            async with aclosing(lines):
+                async for chunk in lines:
+                    compressed.write(chunk)
+                    await sync_to_async(progress.advance)(chunk.count(b"\n"))
+        spool.seek(0)
+        await sync_to_async(progress.succeed)("notifications.ndjson.gz", File(spool))

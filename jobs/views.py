@@ -15,6 +15,7 @@ from jobs.models import Job
 @require_GET
 def job_list(request):
     """The user's jobs, as they stand now; the page's script keeps the bars live."""
+    services.jobs_fail_stale(owner_id=request.user.pk)
     jobs = list(selectors.jobs_of(request.user.pk)[: selectors.JOBS_LISTED])
     rows = [(job, job_payload(job)) for job in jobs]
     return render(request, "jobs/list.html", {"rows": rows})

@@ -95,6 +95,9 @@ try:
     JOB_PROGRESS_SECONDS = env_int("JOB_PROGRESS_MILLISECONDS", 250, minimum=10) / 1000
     # Rows an export writes between two progress counts.
     JOB_EXPORT_CHUNK_ROWS = env_int("JOB_EXPORT_CHUNK_ROWS", 500, minimum=1)
+    # A running job whose worker stopped renewing it this long ago (kill -9, a lost
+    # machine) is marked failed and its owner told. Workers renew every third of it.
+    JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 60, minimum=3)
     # A finished job's file is kept this long, then deleted with it.
     JOB_RESULT_TTL_HOURS = env_int("JOB_RESULT_TTL_HOURS", 24, minimum=1)
 except ConfigError as error:

@@ -14,8 +14,9 @@ class NoTask:
         return None
 
 
-def queued_job(owner) -> Job:
-    return services.job_start(owner=owner, kind=Job.Kind.NOTIFICATIONS_EXPORT, task=NoTask)
+def queued_job(owner, *, task=NoTask) -> Job:
+    """A queued export; with a real ``task`` it is enqueued for the workers on commit."""
+    return services.job_start(owner=owner, kind=Job.Kind.NOTIFICATIONS_EXPORT, task=task)
 
 
 def running_job(owner, *, total: int = 100) -> services.JobProgress:

@@ -3,14 +3,13 @@ get the bell notification, download the file; cancel another."""
 
 import gzip
 import json
-import signal
 
 import pytest
 from asgiref.sync import sync_to_async
 from playwright.async_api import expect
 
 from jobs.models import Job
-from jobs.tests.waits import latest_job, wait_job, wait_task_finished
+from jobs.tests.waits import latest_job, wait_job, wait_task_finished, while_stopped
 from streamsite.testing.browser import session_cookie_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_server]
@@ -26,8 +25,8 @@ async def test_export_bar_moves_in_two_tabs_survives_a_reload_and_downloads(
     browser, live_server_factory, task_worker_factory, user, make_notifications, media_root
 ):
     server = live_server_factory("daphne", MEDIA_ROOT=str(media_root))
-    # Progress every 20 ms, so the test can catch (and freeze) the job half-way.
-    worker = task_worker_factory(JOB_PROGRESS_MILLISECONDS="20")
+    # Progress every 20 ms, counted every 5 rows: seconds of work, seen half-way at once.
+    worker = task_worker_factory(JOB_PROGRESS_MILLISECONDS="20", JOB_EXPORT_CHUNK_ROWS="5")
     await sync_to_async(make_notifications)(user, ROWS)
     context = await browser.new_context(accept_downloads=True)
     context.set_default_timeout(10_000)
@@ -40,25 +39,30 @@ async def test_export_bar_moves_in_two_tabs_survives_a_reload_and_downloads(
     await first.get_by_test_id("export-notifications").click()
     job = await latest_job(user)
     job = await wait_job(job.pk, lambda job: job.done > 0)
-    worker.process.send_signal(signal.SIGSTOP)  # hold the job half-way
-    try:
-        job = await latest_job(user)
-        assert 0 < job.done < ROWS
+    for page in (first, second):  # the bar moves in both tabs
+        bar = job_row(page, job.pk).locator("[data-job-bar]")
+        await expect(bar).not_to_have_attribute("value", "0")
+
+    async def half_way():
+        """Both tabs show the bar moved; a reload shows it where the database has it."""
         for page in (first, second):
             row = job_row(page, job.pk)
             await expect(row.locator("[data-job-state]")).to_have_text("Running")
-            await expect(row.locator("[data-job-bar]")).to_have_attribute("value", str(job.done))
             await expect(row.locator("[data-job-meta]")).to_contain_text(f"of {ROWS} rows")
-        await second.reload()  # rendered where it stands, then live again
+            shown = int(await row.locator("[data-job-bar]").get_attribute("value"))
+            assert 0 < shown < ROWS
+        await second.reload()
+        stands = await latest_job(user)
+        assert 0 < stands.done < ROWS
         await expect(job_row(second, job.pk).locator("[data-job-bar]")).to_have_attribute(
-            "value", str(job.done)
+            "value", str(stands.done)
         )
-    finally:
-        worker.process.send_signal(signal.SIGCONT)
+
+    await while_stopped(worker, half_way, blocked_seconds=30)
 
     for page in (first, second):
         row = job_row(page, job.pk)
-        await expect(row.locator("[data-job-state]")).to_have_text("Succeeded")
+        await expect(row.locator("[data-job-state]")).to_have_text("Succeeded", timeout=30_000)
         await expect(row.locator("[data-job-bar]")).to_have_attribute("value", str(ROWS))
     # The seeded rows are unread; "Your export is ready" makes one more.
     await expect(first.get_by_test_id("bell-count")).to_have_text(str(ROWS + 1))
@@ -85,12 +89,13 @@ async def test_cancel_from_the_page(
     await expect(page.locator("body")).to_have_attribute("data-notifications-state", "live")
     await page.get_by_test_id("export-notifications").click()
     job = await wait_job((await latest_job(user)).pk, lambda job: job.done > 0)
-    worker.process.send_signal(signal.SIGSTOP)
-    try:
+
+    async def cancel():
         await job_row(page, job.pk).get_by_role("button", name="Cancel").click()
-        await expect(job_row(page, job.pk).locator("[data-job-state]")).to_have_text("Cancelled")
-    finally:
-        worker.process.send_signal(signal.SIGCONT)
+        return await wait_job(job.pk, lambda job: job.state == Job.State.CANCELLED)
+
+    await while_stopped(worker, cancel)
+    await expect(job_row(page, job.pk).locator("[data-job-state]")).to_have_text("Cancelled")
     await wait_task_finished(job.pk)
     job = await latest_job(user)
     assert job.state == Job.State.CANCELLED and 0 < job.done < ROWS

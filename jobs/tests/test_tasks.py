@@ -2,9 +2,12 @@
 owner's notification stream on a live server (embedded: the stream polls the database;
 with Redis: the worker's events arrive through the channel layer)."""
 
+import asyncio
 import gzip
 import json
+import os
 import signal
+import time
 from contextlib import asynccontextmanager
 
 import httpx
@@ -12,8 +15,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from jobs import services, tasks
 from jobs.models import Job
-from jobs.tests.waits import latest_job, wait_job, wait_task_finished
+from jobs.tests.factories import queued_job
+from jobs.tests.waits import latest_job, wait_job, wait_task_finished, while_stopped
+from notifications.models import Notification
 from streamsite.testing.live_server import session_cookies
 from streamsite.testing.sse import StreamReader
 
@@ -118,12 +124,9 @@ async def test_cancel_stops_the_worker_between_units_and_leaves_no_file(
         await post(client, "/jobs/notifications-export/")
         job = await latest_job(user)
         await wait_job(job.pk, lambda job: job.done > 0)
-        # Hold the worker still while the cancel lands, so it cannot finish first.
-        task_worker.process.send_signal(signal.SIGSTOP)
-        try:
-            assert (await post(client, f"/jobs/{job.pk}/cancel/")).status_code == 302
-        finally:
-            task_worker.process.send_signal(signal.SIGCONT)
+        # The worker held still while the cancel lands, so it cannot finish first.
+        response = await while_stopped(task_worker, lambda: post(client, f"/jobs/{job.pk}/cancel/"))
+        assert response.status_code == 302
         cancelled = await reader.until(
             lambda e: e["event"] == "job" and json.loads(e["data"])["state"] == "cancelled"
         )
@@ -134,3 +137,29 @@ async def test_cancel_stops_the_worker_between_units_and_leaves_no_file(
     assert 0 < job.done < job.total == ROWS
     assert not job.result
     assert not list(media_root.rglob("*.gz"))
+
+
+async def test_a_job_whose_worker_is_killed_fails_within_the_bound_and_its_owner_is_told(
+    task_worker_factory, user, make_notifications, settings
+):
+    """kill -9 mid-job: the job does not stay running. Once its worker's mark is older
+    than JOB_STALE_SECONDS, the sweep (run by the list page and by streams) fails it and
+    its owner is notified with the reason; not before."""
+    settings.JOB_STALE_SECONDS = 3
+    worker = task_worker_factory(JOB_PROGRESS_MILLISECONDS="20", JOB_STALE_SECONDS="3")
+    await sync_to_async(make_notifications)(user, ROWS)
+    job = await sync_to_async(queued_job)(user, task=tasks.notifications_export)
+    job = await wait_job(job.pk, lambda job: job.done > 0)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.process.wait(10)
+    killed_at = time.monotonic()
+    sweep = sync_to_async(services.jobs_fail_stale)
+    assert await sweep(owner_id=user.pk) == 0, "its mark is fresh: the worker may be alive"
+    while not await sweep(owner_id=user.pk):
+        assert time.monotonic() - killed_at < 3 + 5, "not failed within the bound"
+        await asyncio.sleep(0.1)
+    assert time.monotonic() - killed_at >= 3 - 1  # the mark was renewed until the kill
+    job = await latest_job(user)
+    assert job.state == Job.State.FAILED and job.error == services.WORKER_LOST
+    note = await sync_to_async(Notification.objects.get)(recipient=user, level="error")
+    assert note.body == services.WORKER_LOST

@@ -1,5 +1,7 @@
 """Waits on the database for what a worker process does: a condition polled to a deadline."""
 
+import asyncio
+import signal
 import time
 
 from asgiref.sync import sync_to_async
@@ -40,3 +42,17 @@ def wait_task_finished(job_id: int, seconds: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"the task of job {job_id} did not finish within {seconds}s")
+
+
+async def while_stopped(worker, action, *, blocked_seconds: float = 1):
+    """Run ``action()`` with the worker process stopped (SIGSTOP): the job cannot finish
+    meanwhile. A worker stopped inside a progress write holds that write's lock, which the
+    action (a cancel) may need: after ``blocked_seconds`` the worker is resumed, commits,
+    and the action goes through before the job's next write."""
+    worker.process.send_signal(signal.SIGSTOP)
+    task = asyncio.ensure_future(action())
+    try:
+        await asyncio.wait({task}, timeout=blocked_seconds)
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
+    return await task
