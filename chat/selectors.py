@@ -42,6 +42,10 @@ def room_by_slug(slug: str) -> Room | None:
     return Room.objects.filter(slug=slug).first()
 
 
+def room_by_id(room_id: int) -> Room | None:
+    return Room.objects.filter(pk=room_id).first()
+
+
 def assistant_enabled(room_id: int) -> bool:
     """Whether the room has the assistant now (a socket's ``Room`` may be older)."""
     return Room.objects.filter(pk=room_id, assistant_enabled=True).exists()

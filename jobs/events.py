@@ -1,6 +1,6 @@
 """What the jobs app sends on a user's notification stream: ``event: job``.
 
-``{id, kind, state, done, total, rate, eta_seconds, result_url, error, seq}``: ``rate`` in
+``{id, kind, title, state, done, total, rate, eta_seconds, result_url, error, seq}``: ``rate`` in
 units a second since the job started, ``eta_seconds`` from that rate (None until there is
 one), ``result_url`` the owner's download link once it succeeded.
 """
@@ -27,6 +27,7 @@ def job_payload(job, *, now=None) -> dict:
     return {
         "id": job.pk,
         "kind": job.kind,
+        "title": job.title,
         "state": job.state,
         "done": job.done,
         "total": job.total,

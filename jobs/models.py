@@ -28,9 +28,12 @@ class Job(models.Model):
 
     class Kind(models.TextChoices):
         NOTIFICATIONS_EXPORT = "notifications_export", "Export of my notifications"
+        ROOM_EXPORT = "room_export", "Export of a room's history"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=40, choices=Kind.choices)
+    # What the job is about, for people ("#lobby"): plain text, never markup.
+    label = models.CharField(max_length=200, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     done = models.BigIntegerField(default=0)
     total = models.BigIntegerField(null=True, blank=True)
@@ -52,7 +55,13 @@ class Job(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} ({self.state})"
+        return f"{self.title} #{self.pk} ({self.state})"
+
+    @property
+    def title(self) -> str:
+        """What people see it as: its kind, and what it is about if it says."""
+        kind = self.get_kind_display()
+        return f"{kind}: {self.label}" if self.label else kind
 
     @property
     def is_active(self) -> bool:

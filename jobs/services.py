@@ -37,7 +37,7 @@ def _published(job: Job) -> Job:
     return job
 
 
-def job_start(*, owner, kind: str, task, **arguments) -> Job:
+def job_start(*, owner, kind: str, task, label: str = "", **arguments) -> Job:
     """Store a queued job and enqueue ``task(job_id, **arguments)`` once it is committed.
 
     ``task`` is a task of the framework (``@task``); it calls ``job_begin`` with the id.
@@ -45,7 +45,7 @@ def job_start(*, owner, kind: str, task, **arguments) -> Job:
     is not there yet. If the enqueue fails, the job fails with it and its owner is told.
     """
     with transaction.atomic():
-        job = Job.objects.create(owner=owner, kind=kind, seq=1)
+        job = Job.objects.create(owner=owner, kind=kind, label=label[:200], seq=1)
         _published(job)
 
         def enqueue() -> None:
@@ -176,7 +176,7 @@ class JobProgress:
                 notifications.notification_create(
                     recipient=job.owner,
                     title="Your export is ready",
-                    body=f"{job.get_kind_display()}: {job.done} rows.",
+                    body=f"{job.title}: {job.done} rows.",
                     url=job_result_url(job),
                     level="success",
                 )
@@ -212,7 +212,7 @@ def job_fail(*, job_id: int, error: str, done: int | None = None, alive_before=N
         _published(job)
         notifications.notification_create(
             recipient=job.owner,
-            title=f"{job.get_kind_display()} failed",
+            title=f"{job.title} failed"[:200],
             body=job.error,
             url="/jobs/",
             level="error",

@@ -9,11 +9,16 @@ import gzip
 import logging
 import tempfile
 from contextlib import aclosing
+from functools import partial
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files import File
 
+from chat import exports as chat_exports
+from chat import permissions
+from chat import selectors as chat_selectors
 from jobs import services
 from jobs.services import JobCancelled
 from notifications import exports as notification_exports
@@ -28,39 +33,73 @@ logger = logging.getLogger(__name__)
 
 @task
 async def notifications_export(job_id: int) -> None:
-    """Write the job owner's notifications to a gzip-compressed NDJSON file.
-
-    Rows stream from the ORM in chunks into a temporary file (memory stays flat); only a
-    complete file goes to storage, so a cancelled or failed export leaves nothing behind.
-    """
+    """Write the job owner's notifications to a gzip-compressed NDJSON file."""
     progress = await sync_to_async(services.job_begin)(job_id)
     if progress is None:
         return  # cancelled before it started
     owner_id = progress.job.owner_id
+    await _run_export(
+        progress,
+        size=partial(notification_exports.export_size, owner_id),
+        lines=partial(notification_exports.export_lines, owner_id),
+        filename="notifications.ndjson.gz",
+    )
+
+
+@task
+async def room_export(job_id: int, room_id: int) -> None:
+    """Write a room's history to a gzip-compressed NDJSON file, for a member of it.
+
+    Permission is checked again here, when the job runs: the owner may have left the
+    room (or lost their account) since they asked.
+    """
+    progress = await sync_to_async(services.job_begin)(job_id)
+    if progress is None:
+        return
+    room = await sync_to_async(_room_exportable_by)(progress.job.owner_id, room_id)
+    if room is None:
+        await sync_to_async(progress.fail)("You can no longer export this room.")
+        return
+    await _run_export(
+        progress,
+        size=partial(chat_exports.export_size, room.pk),
+        lines=partial(chat_exports.export_lines, room),
+        filename=f"chat-{room.slug}.ndjson.gz",
+    )
+
+
+def _room_exportable_by(user_id: int, room_id: int):
+    """The room, if it still exists and the user may still export it; else None."""
+    room = chat_selectors.room_by_id(room_id)
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if room is None or user is None or not permissions.can_export(user, room):
+        return None
+    return room
+
+
+async def _run_export(progress, *, size, lines, filename: str) -> None:
+    """Export ``lines(rows_per_chunk=...)`` (``size()`` of them) into a stored file.
+
+    Rows stream from the ORM in chunks into a temporary gzip file (memory stays flat);
+    only a complete file goes to storage, so a cancelled or failed export leaves nothing
+    behind. A cancel is noticed at the next progress write and recorded with how far it
+    got; any other error fails the job with a reason for its owner (and is logged).
+    """
     try:
         with progress.kept_alive():
-            await _write_export(progress, owner_id)
+            await sync_to_async(progress.set_total)(await sync_to_async(size)())
+            with tempfile.TemporaryFile(prefix="streamsite-export-") as spool:
+                with gzip.GzipFile(fileobj=spool, mode="wb") as compressed:
+                    chunks = lines(rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS)
+                    async with aclosing(chunks):
+                        async for chunk in chunks:
+                            compressed.write(chunk)
+                            await sync_to_async(progress.advance)(chunk.count(b"\n"))
+                spool.seek(0)
+                await sync_to_async(progress.succeed)(filename, File(spool))
     except JobCancelled:
         await sync_to_async(progress.cancelled)()
     except Exception:
-        logger.exception("job %s failed", job_id)
+        logger.exception("job %s failed", progress.job.pk)
         await sync_to_async(progress.fail)("The export failed on our side. Try again later.")
         raise
-
-
-async def _write_export(progress, owner_id: int) -> None:
-    """Stream the rows into a temporary gzip file, counting progress; store it whole."""
-    await sync_to_async(progress.set_total)(
-        await sync_to_async(notification_exports.export_size)(owner_id)
-    )
-    with tempfile.TemporaryFile(prefix="streamsite-export-") as spool:
-        with gzip.GzipFile(fileobj=spool, mode="wb") as compressed:
-            lines = notification_exports.export_lines(
-                owner_id, rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS
-            )
-            async with aclosing(lines):
-                async for chunk in lines:
-                    compressed.write(chunk)
-                    await sync_to_async(progress.advance)(chunk.count(b"\n"))
-        spool.seek(0)
-        await sync_to_async(progress.succeed)("notifications.ndjson.gz", File(spool))

@@ -6,6 +6,8 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from chat import permissions as chat_permissions
+from chat import selectors as chat_selectors
 from jobs import selectors, services, tasks
 from jobs.events import job_payload
 from jobs.models import Job
@@ -27,6 +29,25 @@ def notifications_export_start(request):
     """Start exporting the user's notifications to a file."""
     services.job_start(
         owner=request.user, kind=Job.Kind.NOTIFICATIONS_EXPORT, task=tasks.notifications_export
+    )
+    messages.success(request, "Export started: you will be notified when it is ready.")
+    return redirect("jobs:list")
+
+
+@login_required
+@require_POST
+def room_export_start(request, slug: str):
+    """Start exporting a room's history to a file: members (and staff) only, 404 for
+    anyone else (a private room's name is not confirmed to outsiders)."""
+    room = chat_selectors.room_by_slug(slug)
+    if room is None or not chat_permissions.can_export(request.user, room):
+        raise Http404("No such room.")
+    services.job_start(
+        owner=request.user,
+        kind=Job.Kind.ROOM_EXPORT,
+        task=tasks.room_export,
+        label=f"#{room.slug}",
+        room_id=room.pk,
     )
     messages.success(request, "Export started: you will be notified when it is ready.")
     return redirect("jobs:list")

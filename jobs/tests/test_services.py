@@ -40,6 +40,7 @@ def test_start_publishes_the_queued_job_to_its_owner(capture_published, user):
     assert data == {
         "id": job.pk,
         "kind": "notifications_export",
+        "title": "Export of my notifications",
         "state": "queued",
         "done": 0,
         "total": None,

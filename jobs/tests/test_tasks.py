@@ -15,6 +15,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from chat.models import Membership
+from chat.tests.factories import add_messages, room_with
 from jobs import services, tasks
 from jobs.models import Job
 from jobs.tests.factories import queued_job
@@ -163,3 +165,34 @@ async def test_a_job_whose_worker_is_killed_fails_within_the_bound_and_its_owner
     assert job.state == Job.State.FAILED and job.error == services.WORKER_LOST
     note = await sync_to_async(Notification.objects.get)(recipient=user, level="error")
     assert note.body == services.WORKER_LOST
+
+
+async def test_a_room_export_runs_in_a_worker_for_a_member_only(
+    task_worker, user, other_user, media_root
+):
+    """A member's export holds every message of the room; one whose owner left the room
+    before it ran fails with the reason, and leaves no file."""
+
+    def setup():
+        room = room_with("ops", private=True, members=[user, other_user])
+        add_messages(room, user, 1234)
+        return room
+
+    room = await sync_to_async(setup)()
+    start = sync_to_async(services.job_start)
+    mine = await start(
+        owner=user, kind=Job.Kind.ROOM_EXPORT, task=tasks.room_export, room_id=room.pk
+    )
+    mine = await wait_job(mine.pk, lambda job: not job.is_active)
+    assert (mine.state, mine.done, mine.total) == (Job.State.SUCCEEDED, 1234, 1234)
+    with gzip.open(media_root / mine.result.name, "rt") as lines:
+        rows = [json.loads(line) for line in lines]
+    assert len(rows) == 1234 and {row["room"] for row in rows} == {"ops"}
+
+    await sync_to_async(Membership.objects.filter(room=room, user=other_user).delete)()
+    theirs = await start(
+        owner=other_user, kind=Job.Kind.ROOM_EXPORT, task=tasks.room_export, room_id=room.pk
+    )
+    theirs = await wait_job(theirs.pk, lambda job: not job.is_active)
+    assert (theirs.state, theirs.error) == (Job.State.FAILED, "You can no longer export this room.")
+    assert not theirs.result

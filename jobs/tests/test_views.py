@@ -4,6 +4,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from chat.tests.factories import room_with
 from jobs.models import Job
 from jobs.tests.factories import queued_job, running_job, succeeded_job
 
@@ -94,3 +95,23 @@ def test_unfinished_or_expired_files_are_404(user_client, user, media_root):
     done = succeeded_job(user)
     done.result.storage.delete(done.result.name)
     assert user_client.get(reverse("jobs:download", args=[done.pk])).status_code == 404
+
+
+def test_a_member_starts_a_room_export(user_client, user, django_capture_on_commit_callbacks):
+    from django_tasks_db.models import DBTaskResult
+
+    room = room_with("secret", private=True, members=[user])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = user_client.post(reverse("jobs:room_export", args=[room.slug]))
+    assert response.status_code == 302
+    job = Job.objects.get(owner=user)
+    assert (job.kind, job.title) == ("room_export", "Export of a room's history: #secret")
+    task = DBTaskResult.objects.get(args_kwargs__args=[job.pk])
+    assert task.args_kwargs["kwargs"] == {"room_id": room.pk}
+
+
+def test_outsiders_cannot_export_a_private_room(other_client, user):
+    room = room_with("secret", private=True, members=[user])
+    assert other_client.post(reverse("jobs:room_export", args=[room.slug])).status_code == 404
+    assert other_client.post(reverse("jobs:room_export", args=["nowhere"])).status_code == 404
+    assert not Job.objects.exists()

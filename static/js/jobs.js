@@ -1,8 +1,8 @@
 // The jobs page, live: each `job` event of the notification stream updates its row.
 //
 // notifications.js owns the stream (one per browser, shared by its tabs) and re-dispatches
-// every `job` event {id, kind, state, done, total, rate, eta_seconds, result_url, error,
-// seq} on window as "streamsite:job". A row keeps the seq it shows: an older version of
+// every `job` event {id, kind, title, state, done, total, rate, eta_seconds, result_url,
+// error, seq} on window as "streamsite:job". A row keeps the seq it shows: an older version of
 // the job (a relay that arrives late) never undoes a newer one. Without JavaScript the page
 // is the same list, as of its rendering.
 
@@ -13,7 +13,6 @@ const LABELS = {
   failed: "Failed",
   cancelled: "Cancelled",
 };
-const KINDS = { notifications_export: "Export of my notifications" };
 const ACTIVE = new Set(["queued", "running"]);
 
 const list = document.querySelector("[data-testid=job-list]");
@@ -57,7 +56,7 @@ function newRow(job) {
   row.dataset.jobSeq = "0";
   const title = document.createElement("div");
   title.className = "job-title";
-  title.textContent = `${KINDS[job.kind] || job.kind} `;
+  title.textContent = `${job.title || job.kind} `;
   const state = document.createElement("span");
   state.className = "job-state";
   state.dataset.jobState = "";
