@@ -238,9 +238,6 @@ async def notification_stream(
         async with aclosing(catch_up(user_id, state)) as chunks:
             async for chunk in chunks:
                 yield chunk
-        extras_now = await extras_read(user_id, state)
-        if extras_now:
-            yield extras_now
 
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
@@ -251,7 +248,7 @@ async def notification_stream(
                 if chunk:
                     # Whatever changed the extras in another process may have notified the
                     # user there too (an export that finished): the layer cannot say so.
-                    async with aclosing(catch_up(user_id, state)) as chunks:
+                    async with aclosing(catch_up(user_id, state, extras=False)) as chunks:
                         chunk += b"".join([part async for part in chunks])
                 elif not polling or loop.time() - last_sent >= keepalive:
                     chunk = KEEPALIVE
@@ -283,9 +280,6 @@ async def notification_stream(
                 async with aclosing(catch_up(user_id, state)) as chunks:
                     async for chunk in chunks:
                         yield chunk
-                chunk = await extras_read(user_id, state)
-                if chunk:
-                    yield chunk
 
 
 async def extras_read(user_id: int, state: StreamState) -> bytes:
@@ -295,8 +289,11 @@ async def extras_read(user_id: int, state: StreamState) -> bytes:
     return state.extras_flush()
 
 
-async def catch_up(user_id: int, state: StreamState) -> AsyncIterator[bytes]:
-    """Yield every notification after ``state.last_id`` from the database, then the count."""
+async def catch_up(
+    user_id: int, state: StreamState, *, extras: bool = True
+) -> AsyncIterator[bytes]:
+    """Yield every notification after ``state.last_id`` from the database, then the count,
+    then (with ``extras``) the other apps' snapshot (``notifications.extras``)."""
     buffered: list[bytes] = []
     async with aclosing(selectors.notifications_after(user_id, state.last_id)) as rows:
         async for notification in rows:
@@ -312,4 +309,6 @@ async def catch_up(user_id: int, state: StreamState) -> AsyncIterator[bytes]:
     # are counted then (their ids come after every id committed before them).
     parts = await selectors.aunread_parts(user_id, up_to=state.last_id)
     buffered.append(state.counted(parts))
+    if extras:
+        buffered.append(await extras_read(user_id, state))
     yield b"".join(buffered)
