@@ -49,7 +49,11 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["owner", "id"], name="job_owner_id")]
+        indexes = [
+            models.Index(fields=["owner", "id"], name="job_owner_id"),
+            # The expiry sweep: finished jobs by age.
+            models.Index(fields=["finished_at"], name="job_finished_at"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(done__gte=0), name="job_done_not_negative"),
         ]

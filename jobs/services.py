@@ -265,3 +265,20 @@ def stream_snapshot(user_id: int) -> list[dict]:
     on the embedded backend): jobs whose worker died are failed first."""
     jobs_fail_stale(owner_id=user_id)
     return selectors.stream_snapshot(user_id)
+
+
+def jobs_expire() -> int:
+    """Delete finished jobs older than ``JOB_RESULT_TTL_HOURS``, their files first.
+
+    Run by the worker after each job and by ``manage.py jobs_expire`` (for cron). The
+    download view refuses an expired file already, whether or not this has run.
+    """
+    expired = 0
+    for job in Job.objects.filter(finished_at__lt=selectors.job_expired_before()).order_by("pk"):
+        if job.result:
+            job.result.delete(save=False)  # a file already gone is not an error
+        job.delete()
+        expired += 1
+    if expired:
+        logger.info("deleted %d expired job(s) and their files", expired)
+    return expired

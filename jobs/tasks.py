@@ -103,3 +103,9 @@ async def _run_export(progress, *, size, lines, filename: str) -> None:
         logger.exception("job %s failed", progress.job.pk)
         await sync_to_async(progress.fail)("The export failed on our side. Try again later.")
         raise
+    finally:
+        # Workers are what runs all the time: each clears out expired results as it goes.
+        try:
+            await sync_to_async(services.jobs_expire)()
+        except Exception:
+            logger.exception("deleting expired jobs failed")

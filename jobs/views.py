@@ -73,6 +73,8 @@ def job_download(request, job_id: int):
     job = selectors.job_of(request.user.pk, job_id)
     if job is None or job.state != Job.State.SUCCEEDED or not job.result:
         raise Http404("No such file.")
+    if job.finished_at < selectors.job_expired_before():
+        raise Http404("That file has expired.")
     try:
         handle = job.result.open("rb")
     except FileNotFoundError:

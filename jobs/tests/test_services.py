@@ -1,13 +1,15 @@
 """Job writes: each publishes the job to its owner's stream after commit; progress is
 coalesced before it is written; cancel and finish cannot overwrite each other."""
 
+import io
+
 import pytest
 from django.core.files.base import ContentFile
 
 from jobs import services
 from jobs.models import Job
 from jobs.services import JobCancelled
-from jobs.tests.factories import queued_job, running_job
+from jobs.tests.factories import queued_job, running_job, succeeded_job
 from notifications.events import user_key
 from notifications.models import Notification
 
@@ -142,3 +144,23 @@ def test_failure_notifies_the_owner_with_the_reason(user):
     assert note.title == "Export of my notifications failed"
     assert note.body == "The export failed on our side. Try again later."
     assert progress.fail("again") is None  # a finished job stays as it finished
+
+
+def test_expired_jobs_go_with_their_files(user, media_root, settings):
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    settings.JOB_RESULT_TTL_HOURS = 24
+    old, recent = succeeded_job(user), succeeded_job(user)
+    running = running_job(user).job
+    Job.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(hours=25))
+    assert (media_root / old.result.name).exists()
+    out = io.StringIO()
+    call_command("jobs_expire", stdout=out)
+    assert out.getvalue() == "Deleted 1 expired job(s).\n"
+    assert set(Job.objects.values_list("pk", flat=True)) == {recent.pk, running.pk}
+    assert not (media_root / old.result.name).exists()
+    assert (media_root / recent.result.name).exists()
+    assert services.jobs_expire() == 0

@@ -115,3 +115,23 @@ def test_outsiders_cannot_export_a_private_room(other_client, user):
     assert other_client.post(reverse("jobs:room_export", args=[room.slug])).status_code == 404
     assert other_client.post(reverse("jobs:room_export", args=["nowhere"])).status_code == 404
     assert not Job.objects.exists()
+
+
+def test_an_expired_file_is_404_before_the_sweep_runs(user_client, user, media_root, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    done = succeeded_job(user)
+    Job.objects.filter(pk=done.pk).update(
+        finished_at=timezone.now() - timedelta(hours=settings.JOB_RESULT_TTL_HOURS, seconds=1)
+    )
+    assert user_client.get(reverse("jobs:download", args=[done.pk])).status_code == 404
+
+
+def test_staff_see_jobs_in_the_admin_read_only(client, staff_user, user):
+    job = queued_job(user)
+    client.force_login(staff_user)
+    listing = client.get(reverse("admin:jobs_job_changelist"))
+    assert listing.status_code == 200 and f"{job.pk}" in listing.content.decode()
+    assert client.get(reverse("admin:jobs_job_add")).status_code == 403
