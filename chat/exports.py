@@ -33,15 +33,20 @@ def export_row(room: Room, row: dict) -> dict:
     return line
 
 
-def export_lines(room: Room, *, rows_per_chunk: int = 500):
-    """Yield the room's messages as NDJSON, ``rows_per_chunk`` lines at a time."""
+def export_lines(room: Room, *, rows_per_chunk: int = 500, up_to: int | None = None):
+    """Yield the room's messages as NDJSON, ``rows_per_chunk`` lines at a time (with
+    ``up_to``, those with an id up to it, from ``export_bounds``)."""
     return ndjson_chunks(
-        selectors.messages_for_export(room.pk),
+        selectors.messages_for_export(room.pk, up_to=up_to),
         lambda row: export_row(room, row),
         rows_per_chunk=rows_per_chunk,
     )
 
 
-def export_size(room_id: int) -> int:
-    """How many lines ``export_lines`` yields for the room, as of now."""
-    return Message.objects.filter(room_id=room_id).count()
+def export_bounds(room_id: int) -> tuple[int, int]:
+    """Where an export of the room as it is now ends (an id) and how many lines it has.
+
+    Messages posted while it runs are not in it, so its count and its lines agree.
+    """
+    up_to = selectors.latest_message_id(room_id)
+    return up_to, Message.objects.filter(room_id=room_id, id__lte=up_to).count()

@@ -40,7 +40,7 @@ async def notifications_export(job_id: int) -> None:
     owner_id = progress.job.owner_id
     await _run_export(
         progress,
-        size=partial(notification_exports.export_size, owner_id),
+        bounds=partial(notification_exports.export_bounds, owner_id),
         lines=partial(notification_exports.export_lines, owner_id),
         filename="notifications.ndjson.gz",
     )
@@ -62,7 +62,7 @@ async def room_export(job_id: int, room_id: int) -> None:
         return
     await _run_export(
         progress,
-        size=partial(chat_exports.export_size, room.pk),
+        bounds=partial(chat_exports.export_bounds, room.pk),
         lines=partial(chat_exports.export_lines, room),
         filename=f"chat-{room.slug}.ndjson.gz",
     )
@@ -77,8 +77,11 @@ def _room_exportable_by(user_id: int, room_id: int):
     return room
 
 
-async def _run_export(progress, *, size, lines, filename: str) -> None:
-    """Export ``lines(rows_per_chunk=...)`` (``size()`` of them) into a stored file.
+async def _run_export(progress, *, bounds, lines, filename: str) -> None:
+    """Export ``lines(rows_per_chunk=..., up_to=...)`` into a stored file.
+
+    ``bounds()`` says where the rows end now and how many there are: the file holds the
+    rows as they were when the job began, so its count is its total.
 
     Rows stream from the ORM in chunks into a temporary gzip file (memory stays flat);
     only a complete file goes to storage, so a cancelled or failed export leaves nothing
@@ -87,10 +90,11 @@ async def _run_export(progress, *, size, lines, filename: str) -> None:
     """
     try:
         with progress.kept_alive():
-            await sync_to_async(progress.set_total)(await sync_to_async(size)())
+            up_to, total = await sync_to_async(bounds)()
+            await sync_to_async(progress.set_total)(total)
             with tempfile.TemporaryFile(prefix="streamsite-export-") as spool:
                 with gzip.GzipFile(fileobj=spool, mode="wb") as compressed:
-                    chunks = lines(rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS)
+                    chunks = lines(rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS, up_to=up_to)
                     async with aclosing(chunks):
                         async for chunk in chunks:
                             compressed.write(chunk)

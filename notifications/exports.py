@@ -19,16 +19,21 @@ def export_object(row: dict) -> dict:
     }
 
 
-def export_lines(user_id: int, *, rows_per_chunk: int = 500):
-    """Yield the user's notifications as NDJSON, ``rows_per_chunk`` lines at a time.
+def export_lines(user_id: int, *, rows_per_chunk: int = 500, up_to: int | None = None):
+    """Yield the user's notifications as NDJSON, ``rows_per_chunk`` lines at a time (with
+    ``up_to``, those with an id up to it, from ``export_bounds``).
 
     Consume it under ``contextlib.aclosing``.
     """
-    return ndjson_chunks(
-        selectors.notifications_for_export(user_id), export_object, rows_per_chunk=rows_per_chunk
-    )
+    rows = selectors.notifications_for_export(user_id, up_to=up_to)
+    return ndjson_chunks(rows, export_object, rows_per_chunk=rows_per_chunk)
 
 
-def export_size(user_id: int) -> int:
-    """How many lines ``export_lines`` yields for the user, as of now."""
-    return selectors.feed_size(user_id)
+def export_bounds(user_id: int) -> tuple[int, int]:
+    """Where an export of the feed as it is now ends (an id) and how many lines it has.
+
+    Notifications that arrive while it runs (its own "ready" one) are not in it, so its
+    count and its lines agree.
+    """
+    up_to = selectors.latest_notification_id(user_id)
+    return up_to, selectors.feed_size(user_id, up_to=up_to)

@@ -196,3 +196,35 @@ async def test_a_room_export_runs_in_a_worker_for_a_member_only(
     theirs = await wait_job(theirs.pk, lambda job: not job.is_active)
     assert (theirs.state, theirs.error) == (Job.State.FAILED, "You can no longer export this room.")
     assert not theirs.result
+
+
+async def test_two_workers_share_the_queue_and_run_each_job_once(
+    task_worker_factory, user, make_notifications
+):
+    """Eight exports, two workers: every job runs once (one task attempt, by one worker,
+    one "ready" notification each) and all of them finish."""
+    from django_tasks_db.models import DBTaskResult
+
+    task_worker_factory(), task_worker_factory()
+    await sync_to_async(make_notifications)(user, 300)
+    start = sync_to_async(queued_job)
+    jobs = [await start(user, task=tasks.notifications_export) for _ in range(8)]
+    for job in jobs:
+        done = await wait_job(job.pk, lambda job: not job.is_active, seconds=30)
+        # The feed as the job began: also the "ready" notes of jobs that finished before.
+        assert done.state == Job.State.SUCCEEDED and 300 <= done.done == done.total
+
+    @sync_to_async
+    def runs():
+        return [
+            (result.args_kwargs["args"][0], result.worker_ids)
+            for result in DBTaskResult.objects.filter(task_path="jobs.tasks.notifications_export")
+        ]
+
+    ran = await runs()
+    assert sorted(job_id for job_id, _ in ran) == sorted(job.pk for job in jobs)
+    assert all(len(worker_ids) == 1 for _, worker_ids in ran)
+    ready = sync_to_async(
+        Notification.objects.filter(recipient=user, title="Your export is ready").count
+    )
+    assert await ready() == 8

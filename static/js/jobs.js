@@ -106,7 +106,7 @@ function show(job) {
   const actions = row.querySelector("[data-job-actions]");
   if (ACTIVE.has(job.state)) {
     if (!actions.querySelector("[data-job-cancel]")) actions.replaceChildren(cancelForm(id));
-  } else if (job.result_url && job.result_url.startsWith("/")) {
+  } else if (job.result_url && job.result_url.startsWith("/jobs/")) {
     const link = document.createElement("a");
     link.href = job.result_url;
     link.textContent = "Download";
