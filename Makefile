@@ -28,12 +28,16 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 migrate: $(VENV)/.installed-run
 	$(PY) manage.py migrate --noinput
 
-## Development server (daphne via runserver): HTTP, SSE and WebSockets on one port.
+## Development server (daphne via runserver): HTTP, SSE and WebSockets on one port, and
+## one task worker (`db_worker`) for the jobs. Ctrl-C stops both.
 run: migrate
 	$(PY) manage.py seed_demo
+	@trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
+	$(PY) manage.py db_worker --no-reload & worker=$$!; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
 ## Production server: uvicorn with $(WORKERS) processes (needs REDIS_URL for more than one).
+## Task workers run beside it, as processes of their own: see README, "Workers".
 serve: migrate
 	$(PY) manage.py serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 

@@ -42,6 +42,10 @@ def room_by_slug(slug: str) -> Room | None:
     return Room.objects.filter(slug=slug).first()
 
 
+def room_by_id(room_id: int) -> Room | None:
+    return Room.objects.filter(pk=room_id).first()
+
+
 def assistant_enabled(room_id: int) -> bool:
     """Whether the room has the assistant now (a socket's ``Room`` may be older)."""
     return Room.objects.filter(pk=room_id, assistant_enabled=True).exists()
@@ -188,17 +192,20 @@ async def messages_after(
             yield message
 
 
-async def messages_for_export(room_id: int, *, chunk_size: int = 2000) -> AsyncIterator[dict]:
-    """Yield every message of the room as a ``values()`` row (``EXPORT_FIELDS``), oldest first.
+async def messages_for_export(
+    room_id: int, *, chunk_size: int = 2000, up_to: int | None = None
+) -> AsyncIterator[dict]:
+    """Yield every message of the room as a ``values()`` row (``EXPORT_FIELDS``), oldest first
+    (with ``up_to``, those with an id up to it: the room as it was when an export began).
 
     Rows, not model instances: the export's memory stays flat. A deleted message's body is
     empty; the caller leaves it out. A row showing an assistant's answer also has its
     ``answer_state`` (its text, status), read once per ``chunk_size`` rows.
     """
-    rows = astream(
-        Message.objects.filter(room_id=room_id).order_by("id").values(*EXPORT_FIELDS),
-        chunk_size=chunk_size,
-    )
+    messages = Message.objects.filter(room_id=room_id)
+    if up_to is not None:
+        messages = messages.filter(id__lte=up_to)
+    rows = astream(messages.order_by("id").values(*EXPORT_FIELDS), chunk_size=chunk_size)
     batch: list[dict] = []
     async with aclosing(rows):
         async for row in rows:

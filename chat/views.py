@@ -17,12 +17,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from chat import permissions, room_assistant, selectors, services
 from chat.conf import max_message_length
-from chat.events import MISSING_ANSWER
+from chat.exports import export_lines
 from chat.forms import MemberAddForm, MessageForm, RoomCreateForm
 from chat.models import Membership, Message, Room
 from streamsite.params import parse_id
 from streamsite.streaming.db import db_call
-from streamsite.streaming.ndjson import ndjson_chunks
 
 #: Members listed on a room's page (a big public room says how many more there are).
 MEMBERS_SHOWN = 100
@@ -237,39 +236,3 @@ async def export(request, slug: str):
     response["Content-Disposition"] = f'attachment; filename="chat-{room.slug}.ndjson"'
     response["Cache-Control"] = "no-store"
     return response
-
-
-def export_row(room: Room, row: dict) -> dict:
-    """One export line: the message as clients see it, plus when it was edited or deleted.
-
-    A deleted message keeps its line (ids stay continuous) without a ``body``. The
-    assistant's answer has ``"assistant": true``, its text so far as ``body`` and its
-    ``status`` (``author`` is who asked).
-    """
-    line = {
-        "id": row["id"],
-        "client_id": str(row["client_id"]),
-        "room": room.slug,
-        "author": {"id": row["author_id"], "username": row["author__username"]},
-        "body": row["body"],
-        "created_at": row["created_at"].isoformat(),
-        "edited_at": row["edited_at"].isoformat() if row["edited_at"] else None,
-        "deleted_at": row["deleted_at"].isoformat() if row["deleted_at"] else None,
-    }
-    if row["assistant_answer_id"] is not None:
-        line["assistant"] = True
-        if row["deleted_at"] is None:
-            state = row.get("answer_state") or MISSING_ANSWER
-            line["body"], line["status"] = state["text"], state["status"]
-    if row["deleted_at"] is not None:
-        del line["body"]
-    return line
-
-
-def export_lines(room: Room, *, rows_per_chunk: int = 500):
-    """Yield the room's messages as NDJSON, ``rows_per_chunk`` lines at a time."""
-    return ndjson_chunks(
-        selectors.messages_for_export(room.pk),
-        lambda row: export_row(room, row),
-        rows_per_chunk=rows_per_chunk,
-    )

@@ -175,6 +175,13 @@ def latest_notifications(
     return with_read_state(user_id, rows, watermark=watermark)
 
 
+def feed_size(user_id: int, *, up_to: int) -> int:
+    """How many notifications of the user's feed have an id up to ``up_to`` (own and
+    announcements): an export's total. Two indexed counts."""
+    own = Notification.objects.filter(recipient_id=user_id, id__lte=up_to).count()
+    return own + Notification.objects.filter(recipient__isnull=True, id__lte=up_to).count()
+
+
 def latest_notification_id(user_id: int) -> int:
     """The highest id of the user's feed, 0 if none: where a freshly rendered page resumes."""
     own = Notification.objects.filter(recipient_id=user_id).order_by("-id")
@@ -215,21 +222,25 @@ async def notifications_after(
 EXPORT_FIELDS = ("id", "title", "body", "url", "level", "created_at", "read_at")
 
 
-async def notifications_for_export(user_id: int, *, chunk_size: int = 2000) -> AsyncIterator[dict]:
-    """Yield the user's whole feed as dicts of ``EXPORT_FIELDS`` and ``read``, oldest first.
+async def notifications_for_export(
+    user_id: int, *, chunk_size: int = 2000, up_to: int | None = None
+) -> AsyncIterator[dict]:
+    """Yield the user's whole feed as dicts of ``EXPORT_FIELDS`` and ``read``, oldest first
+    (with ``up_to``, the notifications with an id up to it: the feed when an export began).
 
     ``values()`` rows, not model instances: the export's memory stays flat and each row
     costs a dict, not an object. Own rows and announcements come from two cursors, each
     in its index's order, merged here. An announcement read through "mark all read" has
     no time of its own: ``read`` is true and ``read_at`` null.
     """
+    bound = {} if up_to is None else {"id__lte": up_to}
     own = (
-        Notification.objects.filter(recipient_id=user_id)
+        Notification.objects.filter(recipient_id=user_id, **bound)
         .order_by("id")
         .values(*EXPORT_FIELDS, read=ExpressionWrapper(Q(read_at__isnull=False), BooleanField()))
     )
     announcements = (
-        Notification.objects.filter(recipient__isnull=True)
+        Notification.objects.filter(recipient__isnull=True, **bound)
         .order_by("id")
         .values(
             *EXPORT_FIELDS[:-1],

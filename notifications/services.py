@@ -338,3 +338,11 @@ def notification_streams_end_for_session(*, user_id: int, session_key: str) -> N
     the stream it opened while logged in, until it closed the page.
     """
     publish_on_commit(user_key(user_id), session_ended_event(session_digest(session_key)))
+
+
+def stream_extra_publish(*, user_id: int, event: dict) -> None:
+    """Send another app's extra event (``notifications.extras.extra_event``) to the user's
+    notification streams after the current transaction commits."""
+    if event.get("kind") != "extra":
+        raise ValueError("only notifications.extras.extra_event() events go this way")
+    publish_on_commit(user_key(user_id), event)

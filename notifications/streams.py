@@ -14,16 +14,23 @@ delivered live after the subscription: no gap. Ids replayed and also delivered l
 once. If the hub reports lost events (``RESYNC``), step 2 runs again from the last id sent.
 If the client reads too slowly and its buffer overflows, the stream ends and the browser
 reconnects with ``Last-Event-ID``: the database has everything it missed.
+
+Other apps' live state for the user (``event: job``) rides along (``notifications.extras``):
+after the replay the stream sends their snapshot, then their live events, newest version of
+each thing only.
 """
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
-from notifications import selectors
+from notifications import extras, selectors
 from notifications.events import ANNOUNCEMENTS_KEY, NOTIFICATION_FIELDS, user_key
+from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import BATCH_CACHE, RESYNC, get_hub
 from streamsite.streaming.sse import (
     KEEPALIVE,
@@ -37,6 +44,11 @@ from streamsite.streaming.sse import (
 REMEMBERED_REPLAYED_IDS = 1024
 #: Rows per chunk written while replaying.
 REPLAY_CHUNK_ROWS = 100
+#: How often a stream re-reads the extras' snapshot while one of them is active and the
+#: channel layer is the in-memory one: another process (a task worker) cannot reach this
+#: one through it. The extras' own limit (at most 4 versions a second) still holds. When
+#: the snapshot changed, the stream also catches up on notifications (from that process).
+EXTRA_POLL_SECONDS = 0.25
 
 
 class StreamState:
@@ -52,6 +64,9 @@ class StreamState:
         "announcements",
         "announcements_counted_up_to",
         "ended",
+        "extras_active",
+        "extras_pending",
+        "extras_sent",
         "last_id",
         "own",
         "recount",
@@ -72,6 +87,11 @@ class StreamState:
         self.announcements_counted_up_to = 0
         self.replayed: set[int] = set()
         self.replayed_order: deque[int] = deque()
+        # Extra events (notifications.extras) by (event, key): the version sent, the newest
+        # version waiting to be sent, and the things that may still change.
+        self.extras_sent: dict[tuple[str, int], int] = {}
+        self.extras_pending: dict[tuple[str, int], dict] = {}
+        self.extras_active: set[tuple[str, int]] = set()
 
     def remember_replayed(self, notification_id: int) -> None:
         self.replayed.add(notification_id)
@@ -106,9 +126,36 @@ class StreamState:
             )
         return self.unread_event()
 
+    def extra_take(self, event: dict) -> None:
+        """Keep an extra event if it is the newest version of its thing seen so far."""
+        thing = (event["event"], event["key"])
+        newest = self.extras_pending.get(thing)
+        seq = event["seq"]
+        if seq <= self.extras_sent.get(thing, 0) or (newest is not None and seq <= newest["seq"]):
+            return
+        self.extras_pending[thing] = event
+
+    def extras_flush(self) -> bytes:
+        """Encode the extra events kept since the last flush: one per thing, its newest."""
+        if not self.extras_pending:
+            return b""
+        out = []
+        for thing, event in self.extras_pending.items():
+            self.extras_sent[thing] = event["seq"]
+            if event["active"]:
+                self.extras_active.add(thing)
+            else:
+                self.extras_active.discard(thing)
+            out.append(encode_json_event(event["data"], event=event["event"]))
+        self.extras_pending.clear()
+        return b"".join(out)
+
     def render_live(self, event: dict) -> bytes:
         """Encode one live event from the hub for this client."""
         kind = event["kind"]
+        if kind == "extra":
+            self.extra_take(event)  # sent by extras_flush, after the rest of the batch
+            return b""
         if kind == "created":
             notification_id = event["id"]
             if event["unread"] is None and notification_id > self.announcements_counted_up_to:
@@ -178,6 +225,7 @@ async def notification_stream(
     (and the browser's reconnect then gets a 403, which stops EventSource for good).
     """
     keepalive = settings.SSE_KEEPALIVE_SECONDS
+    poll = EXTRA_POLL_SECONDS if isinstance(get_channel_layer(), InMemoryChannelLayer) else None
     hub = get_hub()
     async with (
         hub.subscribe(user_key(user_id), maxsize=settings.SSE_BUFFER_EVENTS) as events,
@@ -191,9 +239,22 @@ async def notification_stream(
             async for chunk in chunks:
                 yield chunk
 
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
         while True:
-            if not await events.wait(keepalive):
-                yield KEEPALIVE
+            polling = poll is not None and bool(state.extras_active)
+            if not await events.wait(poll if polling else keepalive):
+                chunk = await extras_read(user_id, state) if polling else b""
+                if chunk:
+                    # Whatever changed the extras in another process may have notified the
+                    # user there too (an export that finished): the layer cannot say so.
+                    async with aclosing(catch_up(user_id, state, extras=False)) as chunks:
+                        chunk += b"".join([part async for part in chunks])
+                elif not polling or loop.time() - last_sent >= keepalive:
+                    chunk = KEEPALIVE
+                if chunk:
+                    yield chunk
+                    last_sent = loop.time()
                 continue
             if events.overflowed:
                 return  # the client reconnects with Last-Event-ID and catches up
@@ -208,8 +269,11 @@ async def notification_stream(
                 state.recount = False
                 parts = await selectors.aunread_parts(user_id, up_to=state.last_id)
                 out.append(state.counted(parts))
-            if out:
-                yield b"".join(out)
+            out.append(state.extras_flush())
+            chunk = b"".join(out)
+            if chunk:
+                yield chunk
+                last_sent = loop.time()
             if state.ended:
                 return
             if resync:
@@ -218,8 +282,18 @@ async def notification_stream(
                         yield chunk
 
 
-async def catch_up(user_id: int, state: StreamState) -> AsyncIterator[bytes]:
-    """Yield every notification after ``state.last_id`` from the database, then the count."""
+async def extras_read(user_id: int, state: StreamState) -> bytes:
+    """The extras' snapshot (``notifications.extras``), minus what the client has."""
+    for event in await db_call(extras.snapshots_read, user_id):
+        state.extra_take(event)
+    return state.extras_flush()
+
+
+async def catch_up(
+    user_id: int, state: StreamState, *, extras: bool = True
+) -> AsyncIterator[bytes]:
+    """Yield every notification after ``state.last_id`` from the database, then the count,
+    then (with ``extras``) the other apps' snapshot (``notifications.extras``)."""
     buffered: list[bytes] = []
     async with aclosing(selectors.notifications_after(user_id, state.last_id)) as rows:
         async for notification in rows:
@@ -235,4 +309,6 @@ async def catch_up(user_id: int, state: StreamState) -> AsyncIterator[bytes]:
     # are counted then (their ids come after every id committed before them).
     parts = await selectors.aunread_parts(user_id, up_to=state.last_id)
     buffered.append(state.counted(parts))
+    if extras:
+        buffered.append(await extras_read(user_id, state))
     yield b"".join(buffered)

@@ -11,10 +11,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from notifications import selectors, services
 from notifications.events import session_digest
+from notifications.exports import export_lines
 from notifications.streams import notification_stream
 from streamsite.params import parse_id
 from streamsite.streaming.db import db_call
-from streamsite.streaming.ndjson import ndjson_chunks
 
 #: Notifications per page of the list.
 LIST_PAGE_SIZE = 25
@@ -149,25 +149,3 @@ async def export(request):
     response["Content-Disposition"] = 'attachment; filename="notifications.ndjson"'
     response["Cache-Control"] = "no-store"
     return response
-
-
-def export_object(row: dict) -> dict:
-    """One export line: the event payload plus when it was read (if known)."""
-    read_at = row["read_at"]
-    return {
-        "id": row["id"],
-        "title": row["title"],
-        "body": row["body"],
-        "url": row["url"],
-        "level": row["level"],
-        "created_at": row["created_at"].isoformat(),
-        "read": bool(row["read"]),
-        "read_at": read_at.isoformat() if read_at else None,
-    }
-
-
-def export_lines(user_id: int, *, rows_per_chunk: int = 500):
-    """Yield the user's notifications as NDJSON, ``rows_per_chunk`` lines at a time."""
-    return ndjson_chunks(
-        selectors.notifications_for_export(user_id), export_object, rows_per_chunk=rows_per_chunk
-    )

@@ -89,6 +89,17 @@ try:
     )
     # Text received from the upstream is stored and published at most this often.
     ASSISTANT_FLUSH_MILLISECONDS = env_int("ASSISTANT_FLUSH_MILLISECONDS", 50, minimum=1)
+    # Where uploaded and generated files go (Django's default storage): job results.
+    MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "").strip() or BASE_DIR / "media")
+    # A job writes (and publishes) its progress at most this often: 4 events a second.
+    JOB_PROGRESS_SECONDS = env_int("JOB_PROGRESS_MILLISECONDS", 250, minimum=10) / 1000
+    # Rows an export writes between two progress counts.
+    JOB_EXPORT_CHUNK_ROWS = env_int("JOB_EXPORT_CHUNK_ROWS", 500, minimum=1)
+    # A running job whose worker stopped renewing it this long ago (kill -9, a lost
+    # machine) is marked failed and its owner told. Workers renew every third of it.
+    JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 60, minimum=3)
+    # A finished job's file is kept this long, then deleted with it.
+    JOB_RESULT_TTL_HOURS = env_int("JOB_RESULT_TTL_HOURS", 24, minimum=1)
 except ConfigError as error:
     # One line naming the variable, not a traceback: this is the operator's mistake.
     sys.stderr.write(f"streamsite: configuration error: {error}\n")
@@ -112,7 +123,14 @@ INSTALLED_APPS = [
     "notifications",
     "chat",
     "assistant",
+    "django_tasks",
+    "django_tasks_db",
+    "jobs",
 ]
+
+# Django's task framework (the django-tasks backport until Django 6): jobs are queued in
+# the database and run by `manage.py db_worker` processes (README: "Workers").
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 
 # Django's stock middleware, adapted to run on the event loop (streamsite/middleware.py):
 # no thread hop per hook, and no executor thread kept alive by every open stream.
@@ -202,7 +220,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         name: {"handlers": ["console"], "level": "INFO", "propagate": False}
-        for name in ("streamsite", "notifications", "chat", "assistant")
+        for name in ("streamsite", "notifications", "chat", "assistant", "jobs")
     },
 }
 

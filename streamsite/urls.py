@@ -12,4 +12,5 @@ urlpatterns = [
     path("notifications/", include("notifications.urls")),
     path("chat/", include("chat.urls")),
     path("assistant/", include("assistant.urls")),
+    path("jobs/", include("jobs.urls")),
 ]

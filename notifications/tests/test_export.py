@@ -55,3 +55,18 @@ async def test_export_lines_are_chunked(user):
 
 async def test_empty_export_is_empty(user):
     assert [chunk async for chunk in export_lines(user.pk)] == []
+
+
+async def test_an_export_bounded_when_it_began_leaves_out_later_notifications(user):
+    """An export job counts its total first: what arrives meanwhile is not in its lines."""
+    from notifications import exports, services
+
+    await sync_to_async(make_rows)(user, 3)
+    await sync_to_async(services.announcement_create)(title="for everyone")
+    up_to, total = await sync_to_async(exports.export_bounds)(user.pk)
+    assert total == 4
+    await sync_to_async(make_rows)(user, 2)
+    await sync_to_async(services.announcement_create)(title="later")
+    lines = b"".join([chunk async for chunk in exports.export_lines(user.pk, up_to=up_to)])
+    rows = [json.loads(line) for line in lines.splitlines()]
+    assert len(rows) == total and max(row["id"] for row in rows) == up_to

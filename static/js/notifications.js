@@ -7,7 +7,8 @@
 // over a BroadcastChannel. Without Web Locks or BroadcastChannel each tab opens its own.
 //
 // Events (notifications/streams.py): `notification` {id, title, body, url, level,
-// created_at, read}, `unread` {count}, `read` {ids, up_to}, `deleted` {ids}.
+// created_at, read}, `unread` {count}, `read` {ids, up_to}, `deleted` {ids}, and `job`
+// (jobs/events.py), which is re-dispatched on window as "streamsite:job" for the jobs page.
 //
 // Observable state, for people and tests: <body data-notifications-state="live|connecting|
 // offline|stopped" data-notifications-role="leader|follower|solo">.
@@ -17,7 +18,7 @@ import { Backoff } from "./reconnect.js";
 
 // Notifications a tab keeps to hand to tabs that open after them (see `welcome`).
 const RECENT_KEPT = 50;
-const STREAM_EVENTS = ["notification", "unread", "read", "deleted"];
+const STREAM_EVENTS = ["notification", "unread", "read", "deleted", "job"];
 // Refusals that retrying cannot change: logged out (403), a bad id, no such endpoint.
 const FINAL_STATUSES = new Set([400, 401, 403, 404]);
 // live: the stream is open; connecting: (re)opening it; offline: refused, retrying later;
@@ -207,6 +208,8 @@ class Notifications {
       showRead(data);
     } else if (type === "deleted") {
       showDeleted(data);
+    } else if (type === "job") {
+      window.dispatchEvent(new CustomEvent("streamsite:job", { detail: data }));
     } else if (type === "notification") {
       const id = Number(data.id);
       if (!Number.isSafeInteger(id) || id <= 0) return;
