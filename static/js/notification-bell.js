@@ -198,11 +198,18 @@ export function showDeleted({ ids }) {
 
 // Toasts -----------------------------------------------------------------------------------
 
+/**
+ * Where toasts go: a polite live region, so screen readers read each new toast once. The
+ * site's pages render it empty (base.html: a region added with its content may not be
+ * announced); pages that do not (the admin) get one here.
+ */
 function toastRegion() {
   let region = document.querySelector("[data-toast-region]");
   if (!region) {
     region = element("div", "toast-region");
     region.dataset.toastRegion = "";
+    region.setAttribute("aria-live", "polite");
+    region.setAttribute("aria-label", "New notifications");
     document.body.append(region);
   }
   return region;
@@ -211,7 +218,6 @@ function toastRegion() {
 /** A small message that goes away by itself (not while the pointer rests on it). */
 export function showToast(notification) {
   const toast = element("div", `toast level-${levelOf(notification)}`);
-  toast.setAttribute("role", "status");
   toast.dataset.testid = "notification-toast";
   toast.dataset.notificationId = String(notification.id);
   toast.append(element("strong", "toast-title", notification.title));
