@@ -75,7 +75,7 @@ def bell_count(page):
 def toast(page, title: str):
     """A toast: in the page's polite live region (read once by screen readers)."""
     return (
-        page.locator("[data-toast-region][aria-live=polite]")
+        page.locator("[data-toast-region][role=log]")
         .get_by_test_id("notification-toast")
         .filter(has_text=title)
     )

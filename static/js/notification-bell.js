@@ -73,6 +73,7 @@ export class Bell {
   constructor(root) {
     this.root = root;
     this.badge = root.querySelector("[data-bell-count]");
+    this.unreadLabel = root.querySelector("[data-bell-unread-label]");
     this.button = root.querySelector("[data-bell-button]");
     this.list = root.querySelector("[data-bell-list]");
     this.empty = root.querySelector("[data-bell-empty]");
@@ -89,10 +90,7 @@ export class Bell {
     this.unread = count;
     this.badge.textContent = String(count);
     this.badge.hidden = count === 0;
-    this.button.setAttribute(
-      "aria-label",
-      count === 0 ? "Notifications" : `Notifications (${count} unread)`,
-    );
+    if (this.unreadLabel) this.unreadLabel.hidden = count === 0;
   }
 
   has(id) {
@@ -208,7 +206,7 @@ function toastRegion() {
   if (!region) {
     region = element("div", "toast-region");
     region.dataset.toastRegion = "";
-    region.setAttribute("aria-live", "polite");
+    region.setAttribute("role", "log"); // polite; additions are read, removals are not
     region.setAttribute("aria-label", "New notifications");
     document.body.append(region);
   }
