@@ -1,6 +1,6 @@
-"""Every main page in Chromium, light and dark, 1280 and 360 px wide: no serious or
-critical accessibility violation (axe-core), nothing wider than the screen, and a
-screenshot of each saved under test-artifacts/screenshots/ for a person to look at.
+"""Every main page in Chromium, light and dark, 1280 and 360 px wide and at 200 % zoom:
+no serious or critical accessibility violation (axe-core), nothing wider than the screen,
+and a screenshot of each saved under test-artifacts/screenshots/ for a person to look at.
 
 Layout and accessibility do not depend on the server, so these run on one (daphne).
 """
@@ -20,8 +20,25 @@ from streamsite.testing.browser import context_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_server]
 
-WIDTHS = {"wide": {"width": 1280, "height": 800}, "narrow": {"width": 360, "height": 740}}
+WIDTHS = {
+    "wide": {"width": 1280, "height": 800},
+    "narrow": {"width": 360, "height": 740},
+    # A 1280 x 800 screen at 200 % zoom: the same CSS pixels.
+    "zoom200": {"width": 640, "height": 400},
+}
 SCHEMES = ("light", "dark")
+
+
+#: A conversation worth a screenshot (README's come from these pages).
+TALK = [
+    ("bob", "Morning! Is the new build out?"),
+    ("bob", "The release notes say chat resumes after a dropped connection."),
+    ("alice", "It is: I pulled the plug on my Wi-Fi and nothing was lost."),
+    ("alice", "Messages I wrote offline went out when it came back."),
+    ("bob", "Nice. And the assistant?"),
+    ("alice", "Mention @assistant in a room, or open Assistant in the header."),
+    ("bob", "Trying it now.\nStop works mid-answer too."),
+]
 
 
 @pytest.fixture
@@ -34,8 +51,8 @@ def seed(user, other_user):
     lobby = chat_services.room_create(creator=user, name="Lobby", slug="lobby")
     chat_services.room_create(creator=other_user, name="Design", slug="design")
     chat_services.membership_add(room=lobby, user=other_user)
-    add_messages(lobby, other_user, 12, body="Has anyone tried the new release?\nIt streams.")
-    add_messages(lobby, user, 3, body="Yes: resume after a drop works.")
+    for author, body in TALK:
+        add_messages(lobby, user if author == "alice" else other_user, 1, body=body)
     notification_create(
         recipient=user, title="Deploy finished", body="All green.", url="/chat/lobby/"
     )
