@@ -105,6 +105,8 @@ async def test_keyboard_only_log_in_open_a_room_send_and_mark_a_notification_rea
     await keyboard.press("Enter")
     await expect(page.get_by_test_id("dashboard")).to_be_visible()
 
+    # The header's sections are reachable (a <details> shown open on wide screens).
+    await tab_to(page, "header a[href='/notifications/']", backwards=True)
     await tab_to(page, "main a[href='/chat/lobby/']")  # the dashboard's room
     await keyboard.press("Enter")
     await expect(page.get_by_test_id("chat")).to_have_attribute("data-chat-state", "live")
