@@ -136,3 +136,32 @@ async def test_keyboard_only_log_in_open_a_room_send_and_mark_a_notification_rea
         return Notification.objects.get(pk=notification.pk).is_read
 
     assert await sync_to_async(is_read)()
+
+
+@pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["wide", "narrow"])
+async def test_without_javascript_the_links_the_panels_and_the_composer_still_work(
+    browser, live_server_asgi, user, other_user, viewport
+):
+    """The header's menu and the room's folded panels are plain <details>; the composer
+    posts the plain form."""
+    await sync_to_async(lobby_with_news)(user, other_user)
+    narrow = viewport is NARROW
+    context = await context_for(
+        browser, live_server_asgi.url, viewport=viewport, java_script_enabled=False
+    )
+    page = await context.new_page()
+    await log_in_by_clicking(page, live_server_asgi, user)
+    await open_section(page, "Chat", narrow=narrow)
+    await page.get_by_test_id("chat-rooms").get_by_role("link", name="Lobby").click()
+
+    members = page.get_by_test_id("chat-members")
+    if narrow:
+        await expect(members).to_be_hidden()  # folded away
+        await page.get_by_text("People", exact=True).click()
+    await expect(members).to_contain_text(other_user.username)
+
+    await page.get_by_role("textbox", name="Message").fill("Posted without JavaScript")
+    await page.get_by_role("button", name="Send").click()
+    await expect(
+        page.get_by_test_id("chat-messages").locator("li.chat-message").last
+    ).to_contain_text("Posted without JavaScript")
