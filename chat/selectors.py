@@ -99,6 +99,23 @@ def rooms_for(user) -> list[Room]:
     return list(rooms.order_by("name", "id"))
 
 
+def unread_total(user) -> int:
+    """How many messages by others, not deleted, the user has not read in all their rooms.
+
+    One query (the header's "Chat" link shows it on every page): messages of the user's
+    rooms after each membership's read cursor.
+    """
+    return (
+        Message.objects.filter(
+            room__memberships__user_id=user.pk,
+            id__gt=Coalesce(F("room__memberships__last_read_message_id"), Value(0)),
+            deleted_at__isnull=True,
+        )
+        .exclude(author_id=user.pk)
+        .count()
+    )
+
+
 def members_of(room: Room, *, limit: int = 100) -> tuple[list[Membership], int]:
     """The first ``limit`` memberships of the room with their users (moderators first, then
     by username), and how many there are in all."""

@@ -20,6 +20,7 @@ from chat.conf import max_message_length
 from chat.exports import export_lines
 from chat.forms import MemberAddForm, MessageForm, RoomCreateForm
 from chat.models import Membership, Message, Room
+from chat.timeline import mark_timeline
 from streamsite.params import parse_id
 from streamsite.streaming.db import db_call
 
@@ -73,6 +74,7 @@ def render_room(request, room: Room, membership, form: MessageForm, *, before=No
     if before is None and membership is not None and history:
         # Showing the latest messages to a member is reading them.
         services.membership_mark_read(user=user, room=room, up_to=history[-1].pk)
+    mark_timeline(history)
     can_moderate = permissions.can_moderate(user, room, membership)
     members, member_count = selectors.members_of(room, limit=MEMBERS_SHOWN)
     context = {
@@ -92,6 +94,9 @@ def render_room(request, room: Room, membership, form: MessageForm, *, before=No
         "member_form": MemberAddForm() if can_moderate else None,
         "max_length": max_message_length(),
         "ws_path": f"/ws/chat/{room.slug}/",
+        # The sidebar: every room the user can see, with unread counts (read after this
+        # room was marked read, so it shows none here).
+        "rooms": selectors.rooms_for(user),
     }
     return render(request, "chat/room.html", context, status=status)
 

@@ -72,7 +72,7 @@ def messages(page):
 
 def message(page, text: str):
     """The message items of the page whose text contains ``text``."""
-    return messages(page).locator("li").filter(has_text=text)
+    return messages(page).locator("li.chat-message").filter(has_text=text)
 
 
 def online(page):
@@ -288,12 +288,12 @@ async def test_older_messages_load_into_the_page_in_order(
 ):
     await sync_to_async(add_messages)(lobby, other_user, 60)
     alice = await open_room(browser, live_server_asgi, user, lobby)
-    await expect(messages(alice).locator("li")).to_have_count(50)
+    await expect(messages(alice).locator("li.chat-message")).to_have_count(50)
     older = alice.get_by_role("button", name="Load older messages")
 
     await older.click()
 
-    await expect(messages(alice).locator("li")).to_have_count(60)
+    await expect(messages(alice).locator("li.chat-message")).to_have_count(60)
     await expect(older).to_be_hidden()
     ids = await shown_ids(alice)
     expected = [m.pk async for m in Message.objects.filter(room=lobby).order_by("id")]

@@ -73,6 +73,23 @@ def test_rooms_for_is_one_query_however_many_rooms(make_user, user):
     assert queries_for(10) == 1
 
 
+def test_unread_total_sums_the_users_rooms_in_one_query(make_room, user, other_user):
+    """The header's Chat count: others' unread messages in every room the user has joined."""
+    ops = make_room("ops", members=[user, other_user])
+    read = add_messages(ops, other_user, 2)
+    Membership.objects.filter(user=user, room=ops).update(last_read_message_id=read[-1].pk)
+    add_messages(ops, other_user, 3)  # unread
+    add_messages(ops, user, 2)  # their own
+    add_messages(ops, other_user, 1, body="", deleted_at=timezone.now())  # deleted
+    dev = make_room("dev", private=True, members=[user, other_user])
+    add_messages(dev, other_user, 4)  # nothing read yet
+    add_messages(make_room("lobby"), other_user, 5)  # not joined: not counted
+    with CaptureQueriesContext(connection) as queries:
+        assert selectors.unread_total(user) == 7
+    assert len(queries.captured_queries) == 1
+    assert selectors.unread_total(other_user) == 2
+
+
 # room_history --------------------------------------------------------------------------------
 
 

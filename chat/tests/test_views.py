@@ -397,3 +397,21 @@ async def test_export_lines_are_chunked_and_close_the_rows_early(make_room, make
     assert (await anext(lines)).count(b"\n") == 10
     await lines.aclose()  # the client went away: what Django's handler does
     assert closed == [True]
+
+
+# The room's layout ------------------------------------------------------------------------
+
+
+def test_room_page_marks_days_groups_and_lists_the_rooms(user_client, user, other_user, make_room):
+    """A day separator before the first message, one author's run grouped, and the rooms
+    sidebar with the current room marked and other rooms' unread counts."""
+    room = make_room("ops", members=[user, other_user])
+    elsewhere = make_room("dev", members=[user, other_user])
+    add_messages(room, other_user, 2)
+    add_messages(elsewhere, other_user, 4)
+    html = user_client.get(room_page(room)).content.decode()
+    assert html.count('<li class="chat-day"><span>Today</span></li>') == 1
+    assert html.count(" is-continued") == 1
+    sidebar = html.split('data-testid="chat-room-links"', 1)[1].split("</ul>", 1)[0]
+    assert 'href="/chat/ops/" aria-current="page"' in sidebar
+    assert 'data-unread="4"' in sidebar

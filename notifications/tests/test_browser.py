@@ -73,7 +73,12 @@ def bell_count(page):
 
 
 def toast(page, title: str):
-    return page.get_by_role("status").filter(has_text=title)
+    """A toast: in the page's polite live region (read once by screen readers)."""
+    return (
+        page.locator("[data-toast-region][role=log]")
+        .get_by_test_id("notification-toast")
+        .filter(has_text=title)
+    )
 
 
 def stream_requests(context, resource_type: str | None = None) -> list[str]:

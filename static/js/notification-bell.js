@@ -73,6 +73,7 @@ export class Bell {
   constructor(root) {
     this.root = root;
     this.badge = root.querySelector("[data-bell-count]");
+    this.unreadLabel = root.querySelector("[data-bell-unread-label]");
     this.button = root.querySelector("[data-bell-button]");
     this.list = root.querySelector("[data-bell-list]");
     this.empty = root.querySelector("[data-bell-empty]");
@@ -89,10 +90,7 @@ export class Bell {
     this.unread = count;
     this.badge.textContent = String(count);
     this.badge.hidden = count === 0;
-    this.button.setAttribute(
-      "aria-label",
-      count === 0 ? "Notifications" : `Notifications (${count} unread)`,
-    );
+    if (this.unreadLabel) this.unreadLabel.hidden = count === 0;
   }
 
   has(id) {
@@ -198,11 +196,18 @@ export function showDeleted({ ids }) {
 
 // Toasts -----------------------------------------------------------------------------------
 
+/**
+ * Where toasts go: a polite live region, so screen readers read each new toast once. The
+ * site's pages render it empty (base.html: a region added with its content may not be
+ * announced); pages that do not (the admin) get one here.
+ */
 function toastRegion() {
   let region = document.querySelector("[data-toast-region]");
   if (!region) {
     region = element("div", "toast-region");
     region.dataset.toastRegion = "";
+    region.setAttribute("role", "log"); // polite; additions are read, removals are not
+    region.setAttribute("aria-label", "New notifications");
     document.body.append(region);
   }
   return region;
@@ -211,7 +216,6 @@ function toastRegion() {
 /** A small message that goes away by itself (not while the pointer rests on it). */
 export function showToast(notification) {
   const toast = element("div", `toast level-${levelOf(notification)}`);
-  toast.setAttribute("role", "status");
   toast.dataset.testid = "notification-toast";
   toast.dataset.notificationId = String(notification.id);
   toast.append(element("strong", "toast-title", notification.title));

@@ -1,9 +1,12 @@
 // What the chat page shows: the message list, who is typing, the status (who is online:
-// chat-presence.js; the assistant's answers: chat-answers.js).
+// chat-presence.js; the assistant's answers: chat-answers.js; day separators, groups and
+// the "New messages" marker: chat-timeline.js).
 //
 // chat.js owns the socket and the protocol; this module owns the DOM. Messages are drawn
 // the way templates/chat/message.html draws them, and every piece of user text goes in
 // with textContent (or a form field's value), never as markup.
+
+import { NewMarker, redrawTimeline } from "./chat-timeline.js";
 
 const TYPING_SHOWN_MS = 5000;
 const FLASH_MS = 6000;
@@ -58,6 +61,10 @@ export class MessageList {
     this.username = username;
     this.deleteUrl = deleteUrl;
     this.csrfToken = csrfToken;
+    this.marker = new NewMarker(root, this.list, {
+      atBottom: () => this.atBottom(),
+      scrollToBottom: () => this.scrollToBottom(),
+    });
   }
 
   /** The confirmed message items, in page order (which is id order). */
@@ -87,17 +94,29 @@ export class MessageList {
 
   scrollToBottom() {
     this.list.scrollTop = this.list.scrollHeight;
+    this.marker.hide();
   }
 
-  /** Run `change`, then keep the view where the reader was: pinned to the bottom if it was. */
+  /** Redraw the day separators and groups in the reader's time zone. */
+  redraw() {
+    redrawTimeline(this.list);
+  }
+
+  /**
+   * Run `change`, then keep the view where the reader was: pinned to the bottom if it was;
+   * scrolled up, it stays put, and if `change` returns true (messages arrived below) the
+   * marker says so.
+   */
   keepingView(change, { older = false } = {}) {
     const pinned = this.atBottom();
     const fromBottom = this.list.scrollHeight - this.list.scrollTop;
-    change();
+    const arrived = change() === true;
+    redrawTimeline(this.list);
     if (this.empty) this.empty.hidden = this.list.children.length > 0;
     if (pinned && !older) this.scrollToBottom();
     // Older messages went in above: the ones being read stay where they were on screen.
     else if (older) this.list.scrollTop = this.list.scrollHeight - fromBottom;
+    else if (arrived) this.marker.show();
   }
 
   /** Put confirmed messages in their places by id; return those that were not shown yet. */
@@ -114,6 +133,7 @@ export class MessageList {
           this.insert(this.item(message));
           added.push(message);
         }
+        return added.length > 0;
       },
       { older },
     );
@@ -134,6 +154,7 @@ export class MessageList {
   insert(item) {
     const id = Number(item.dataset.messageId);
     for (const other of this.list.children) {
+      if (other.classList.contains("chat-day")) continue; // redrawn after every change
       const otherId = other.dataset.messageId;
       if (otherId === undefined || Number(otherId) > id) {
         this.list.insertBefore(item, other);

@@ -4,7 +4,8 @@
 // JavaScript; this module takes over the page. It keeps one socket open (reconnecting with
 // backoff, resuming after the last message shown), sends what is written here over it
 // (shown at once as "sending…", resent with the same client_id until the server
-// acknowledges it), and shows live messages, deletions, presence and typing.
+// acknowledges it), and shows live messages, deletions, presence and typing. The composer
+// is chat-composer.js', the "Load older messages" button chat-older.js'.
 //
 // Observable state, for people and tests: <div id="chat" data-chat-state="connecting|live|
 // offline|stopped">, and every message written here is "is-pending", then "is-sent" or
@@ -13,14 +14,14 @@
 import { Backoff } from "../js/reconnect.js";
 import { Outbox } from "./chat-outbox.js";
 import { Answers } from "./chat-answers.js";
-import { isMessage, isNames, isPresence, newClientId } from "./chat-frames.js";
+import { Composer } from "./chat-composer.js";
+import { isMessage, isNames, isPresence } from "./chat-frames.js";
+import { OlderMessages } from "./chat-older.js";
 import { Presence } from "./chat-presence.js";
-import { MessageList, Status, Typing, element } from "./chat-view.js";
+import { MessageList, Status, Typing } from "./chat-view.js";
 
 const PING_EVERY_MS = 25_000;
 const PONG_WITHIN_MS = 10_000;
-const TYPING_EVERY_MS = 3_000;
-const HISTORY_PAGE = 50;
 // Closes that retrying cannot change: say why and stop.
 const FINAL_CLOSES = new Map([
   [4401, "You are logged out. Log in again to keep chatting."],
@@ -47,12 +48,11 @@ class ChatRoom {
     this.room = data.room;
     this.username = data.username;
     this.wsPath = data.wsPath;
-    this.form = root.querySelector("[data-chat-form]");
-    this.input = this.form?.querySelector("textarea[name=body]");
+    const form = root.querySelector("[data-chat-form]");
     this.view = new MessageList(root, {
       username: this.username,
       deleteUrl: data.canModerate === "true" ? data.deleteUrl || "" : "",
-      csrfToken: () => cookie("csrftoken") || this.form?.querySelector("[name=csrfmiddlewaretoken]")?.value || "",
+      csrfToken: () => cookie("csrftoken") || form?.querySelector("[name=csrfmiddlewaretoken]")?.value || "",
     });
     this.answers = new Answers(this.view, {
       username: this.username,
@@ -69,6 +69,8 @@ class ChatRoom {
     this.status = new Status(root);
     this.outbox = new Outbox(this.room);
     this.backoff = new Backoff();
+    this.composer = new Composer(root, this);
+    this.older = new OlderMessages(root, this);
 
     // The highest message id shown: the page's own messages count.
     this.lastSeenId = Math.max(Number(data.lastId) || 0, ...this.view.ids());
@@ -80,16 +82,16 @@ class ChatRoom {
     this.olderRequested = false; // a "history" request is waiting for its answer
     this.pingTimer = null;
     this.pongTimer = null;
-    this.lastTypingSent = 0;
     this.readTimer = null;
     this.readSent = 0;
   }
 
   start() {
     this.answers.adopt();
-    this.enhanceOlder();
-    this.enhanceForm();
-    for (const { clientId, body } of this.outbox.restore()) this.queue(body, clientId);
+    this.older.enhance();
+    this.composer.enhance();
+    for (const { clientId, body } of this.outbox.restore()) this.composer.queue(body, clientId);
+    this.view.redraw();
     this.view.scrollToBottom();
     window.addEventListener("online", () => this.backoff.hurry());
     document.addEventListener("visibilitychange", () => this.scheduleRead());
@@ -134,9 +136,9 @@ class ChatRoom {
       this.send({ type: "resume", after: this.answers.resumeAfter(this.lastSeenId) });
     }
     this.connectedOnce = true;
-    for (const entry of this.outbox.pending()) this.sendMessage(entry);
+    for (const entry of this.outbox.pending()) this.composer.send(entry);
     this.startHeartbeat();
-    this.updateOlder();
+    this.older.update();
   }
 
   closed(socket, code) {
@@ -144,7 +146,7 @@ class ChatRoom {
     this.socket = null;
     this.stopHeartbeat();
     this.typing.clear();
-    this.updateOlder();
+    this.older.update();
     const reason = FINAL_CLOSES.get(code);
     if (reason) {
       this.stop(reason);
@@ -265,7 +267,7 @@ class ChatRoom {
     }
     this.initialHistory = true;
     this.seen(messages);
-    this.updateOlder();
+    this.older.update();
   }
 
   message(message) {
@@ -310,7 +312,7 @@ class ChatRoom {
       // Not about a message of ours (a typing, history or read frame): say so, go on.
       if (frame.code === "rate_limited" && this.olderRequested) {
         this.olderRequested = false; // refused, not queued: the button may ask again
-        this.updateOlder();
+        this.older.update();
       }
       if (detail) this.status.flash(detail);
       return;
@@ -320,7 +322,7 @@ class ChatRoom {
       this.view.setPendingNote(entry.item, `sending… (slow down: retrying in ${Math.ceil(seconds)} s)`);
       clearTimeout(entry.retryTimer);
       // Not sent now (offline)? The next connect sends every pending message anyway.
-      entry.retryTimer = setTimeout(() => this.sendMessage(entry), seconds * 1000);
+      entry.retryTimer = setTimeout(() => this.composer.send(entry), seconds * 1000);
     } else if (FINAL_SEND_ERRORS.has(frame.code)) {
       entry.state = "failed";
       this.outbox.save();
@@ -342,81 +344,6 @@ class ChatRoom {
         this.readSent = this.lastSeenId;
       }
     }, 1000);
-  }
-
-  // Writing -----------------------------------------------------------------------------------
-
-  enhanceForm() {
-    if (!this.form || !this.input) return;
-    this.form.addEventListener("submit", (event) => {
-      if (this.stopped) return; // the plain form: the server says what is wrong
-      event.preventDefault();
-      const body = this.input.value.trim();
-      if (!body) return;
-      this.queue(body, newClientId());
-      this.input.value = "";
-      this.input.focus();
-    });
-    this.input.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.form.requestSubmit();
-      }
-    });
-    this.input.addEventListener("input", () => {
-      const now = Date.now();
-      if (now - this.lastTypingSent < TYPING_EVERY_MS || !this.input.value.trim()) return;
-      if (this.send({ type: "typing" })) this.lastTypingSent = now;
-    });
-  }
-
-  /** Show a message at once as pending, and send it if the socket is open. */
-  queue(body, clientId) {
-    const entry = { clientId, body, state: "pending", retryTimer: null, item: null };
-    entry.item = this.view.addPending(entry);
-    this.outbox.add(entry);
-    this.sendMessage(entry);
-  }
-
-  sendMessage(entry) {
-    if (entry.state !== "pending" || this.outbox.get(entry.clientId) !== entry) return;
-    this.view.setPendingNote(entry.item, "sending…");
-    this.send({ type: "message.send", client_id: entry.clientId, body: entry.body });
-  }
-
-  // Older messages ----------------------------------------------------------------------------
-
-  /** The plain "Older messages" link becomes a button that loads them into this page. */
-  enhanceOlder() {
-    const link = this.root.querySelector("[data-chat-older]");
-    this.olderButton = element("button", "chat-older link", "Load older messages");
-    this.olderButton.type = "button";
-    this.olderButton.dataset.chatLoadOlder = "";
-    this.olderButton.addEventListener("click", () => this.loadOlder());
-    const list = this.root.querySelector("[data-chat-messages]");
-    if (link) link.replaceWith(this.olderButton);
-    else list.before(this.olderButton);
-    list.addEventListener("scroll", () => {
-      if (list.scrollTop === 0 && list.scrollHeight > list.clientHeight) this.loadOlder();
-    });
-    this.updateOlder();
-  }
-
-  loadOlder() {
-    const oldest = this.view.ids()[0];
-    if (!this.hasOlder || this.olderRequested || !this.initialHistory || oldest === undefined) return;
-    if (this.send({ type: "history", before: oldest, limit: HISTORY_PAGE })) {
-      this.olderRequested = true;
-      this.updateOlder();
-    }
-  }
-
-  updateOlder() {
-    if (!this.olderButton) return;
-    this.olderButton.hidden = !this.hasOlder;
-    const live = this.socket?.readyState === WebSocket.OPEN && this.initialHistory;
-    this.olderButton.disabled = !live || this.olderRequested;
-    this.olderButton.textContent = this.olderRequested ? "Loading…" : "Load older messages";
   }
 }
 
