@@ -18,6 +18,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 
+from streamsite.streaming.outage import SHARED_REDIS, report_failure
 from streamsite.streaming.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,10 @@ class Watchers:
             found = await client.zrangebyscore(
                 watchers_key(conversation_id), now_ms, "+inf", start=0, num=1
             )
-        except Exception:
-            logger.warning("could not ask Redis who watches a conversation", exc_info=True)
+        except Exception as error:
+            report_failure(SHARED_REDIS, "asking who watches a conversation", error, logger)
             return True  # unsure: no notification rather than a wrong one
+        SHARED_REDIS.succeeded()
         return bool(found)
 
     def _spawn(self, coroutine) -> None:
@@ -97,8 +99,10 @@ class Watchers:
                     pipe.zadd(key, {self.process: expires_ms})
                     pipe.pexpire(key, WATCH_TTL_SECONDS * 1000)
                 await pipe.execute()
-        except Exception:
-            logger.warning("could not record viewers in Redis", exc_info=True)
+        except Exception as error:
+            report_failure(SHARED_REDIS, "recording viewers", error, logger)
+        else:
+            SHARED_REDIS.succeeded()
 
     async def _unmark(self, conversation_id: int) -> None:
         client = get_redis()
@@ -106,8 +110,8 @@ class Watchers:
             return
         try:
             await client.zrem(watchers_key(conversation_id), self.process)
-        except Exception:
-            logger.warning("could not remove viewers from Redis", exc_info=True)
+        except Exception as error:
+            report_failure(SHARED_REDIS, "removing viewers", error, logger)
 
     async def _renew_forever(self) -> None:
         while True:

@@ -230,7 +230,7 @@ async def test_lost_events_are_recovered_after_a_resync(user, settings, channel_
     settings.STREAM_HUB_HEARTBEAT_SECONDS = 0.05
     stream = await Stream(user.pk, None).live()
     hub = get_hub()
-    for group in (user_key(user.pk), hub._own_group):
+    for group in (user_key(user.pk), hub.heartbeats.group):
         await channel_layer.group_discard(group, hub.channel)
     lost = await create(recipient=user, title="published to nobody")
     event = await stream.reader.until(lambda e: e["event"] == "notification")

@@ -37,7 +37,6 @@ import asyncio
 import itertools
 import logging
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,7 +44,8 @@ from contextlib import asynccontextmanager
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from streamsite.streaming.groups import apply_memberships, has_member
+from streamsite.streaming.groups import apply_memberships
+from streamsite.streaming.heartbeats import HEARTBEAT, Heartbeats
 from streamsite.streaming.messages import (
     BATCH_CACHE,
     HUB_GROUP,
@@ -105,13 +105,8 @@ class Hub:
         self._drained = asyncio.Event()
         self._settled = asyncio.Event()
         self._settled.set()
-        # A group only this hub is in: heartbeats through it prove our memberships live.
-        self._own_group = f"streamsite.hub.{uuid.uuid4().hex}"
-        self._heartbeat_seen = time.monotonic()
-        # Heartbeats are numbered: one missing between two that arrived was dropped by the
-        # layer (capacity, expiry), and events with it.
-        self._heartbeats_sent = 0
-        self._heartbeats_received = 0
+        # Through a group only this hub is in (``heartbeats.group``): see heartbeats.py.
+        self.heartbeats = Heartbeats(self)
 
     # Public API ------------------------------------------------------------------------
 
@@ -183,7 +178,7 @@ class Hub:
 
         Through the worker, in batches and in order with joins and leaves: a renewal
         cannot re-add a group that a leave just removed."""
-        await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self._own_group])
+        await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self.heartbeats.group])
         for key in self._member_of:
             self._reapply.add(key)
             self._reconcile(key)
@@ -220,7 +215,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.channel is not None:
-            groups = [HUB_GROUP, self._own_group, *self._member_of, *self._reapply]
+            groups = [HUB_GROUP, self.heartbeats.group, *self._member_of, *self._reapply]
             try:
                 await apply_memberships(self.layer, self.channel, discard=set(groups))
             except Exception as error:
@@ -238,13 +233,15 @@ class Hub:
             if self._tasks:
                 return
             self.channel = await self.layer.new_channel()
-            await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self._own_group])
-            self._heartbeat_seen = time.monotonic()
+            await apply_memberships(
+                self.layer, self.channel, add=[HUB_GROUP, self.heartbeats.group]
+            )
+            self.heartbeats.seen = time.monotonic()
             self._tasks = [
                 asyncio.create_task(self._receive_forever(), name="hub-receive"),
                 asyncio.create_task(self._maintain_memberships(), name="hub-membership"),
                 asyncio.create_task(self._renew_forever(), name="hub-renew"),
-                asyncio.create_task(self._heartbeat_forever(), name="hub-heartbeat"),
+                asyncio.create_task(self.heartbeats.run_forever(), name="hub-heartbeat"),
             ]
 
     def _reconcile(self, key: str) -> None:
@@ -329,39 +326,6 @@ class Hub:
             except Exception as error:
                 _report("hub membership renewals", error)
 
-    async def _heartbeat_forever(self) -> None:
-        """Notice lost memberships and dropped events with numbered heartbeats.
-
-        A heartbeat that is late proves nothing by itself: under load it waits in the
-        channel behind thousands of events, and resyncing every stream then would make
-        the load far worse. So a late heartbeat leads to a look at the membership itself
-        (``_still_member``); only a membership that is gone means re-join and resync. A
-        heartbeat that never arrives while a later one does was dropped: see ``_dispatch``.
-        """
-        interval = settings.STREAM_HUB_HEARTBEAT_SECONDS
-        while True:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self._heartbeat_seen > 3 * interval:
-                self._heartbeat_seen = time.monotonic()  # one check per three intervals
-                if not await self._still_member():
-                    logger.warning("hub lost its group memberships; re-joining and resyncing")
-                    await self._rejoin_after_failure()
-            self._heartbeats_sent += 1
-            try:
-                await self.layer.group_send(
-                    self._own_group, {"type": "hub.heartbeat", "n": self._heartbeats_sent}
-                )
-            except Exception as error:
-                _report("hub heartbeats", error)
-
-    async def _still_member(self) -> bool:
-        """Whether the layer still has our channel in our own group (False if unsure)."""
-        try:
-            return await has_member(self.layer, self._own_group, self.channel)
-        except Exception as error:
-            _report("hub membership checks", error)
-            return False
-
     async def _receive_forever(self) -> None:
         """The hub's only receive: never cancelled except when the hub closes."""
         backoff = 0.1
@@ -385,10 +349,11 @@ class Hub:
 
     async def _rejoin_after_failure(self) -> None:
         """Memberships may be gone (Redis restarted) and events lost: join again, resync."""
-        self._heartbeat_seen = time.monotonic()  # one recovery per failure, not one per check
-        self._heartbeats_received = self._heartbeats_sent  # those in flight may be lost too
+        self.heartbeats.forget_in_flight()  # one recovery per failure, not one per check
         try:
-            await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self._own_group])
+            await apply_memberships(
+                self.layer, self.channel, add=[HUB_GROUP, self.heartbeats.group]
+            )
         except Exception as error:
             _report("hub re-joins", error)
         self._generation += 1
@@ -404,15 +369,11 @@ class Hub:
         if kind == "hub.resync":
             self._resync(message.get("keys"))
             return
-        if kind == "hub.heartbeat":
-            self._heartbeat_seen = time.monotonic()
-            number = message.get("n", 0)
-            if number > self._heartbeats_received + 1:
-                # The layer dropped the ones between (over capacity, expired), and whatever
-                # events were queued with them: every stream re-reads the database.
-                logger.warning("hub heartbeats %s were dropped; resyncing", number - 1)
+        if kind == HEARTBEAT:
+            # Dropped ones took whatever events were queued with them: every stream
+            # re-reads the database.
+            if self.heartbeats.arrived(message.get("n", 0)):
                 self._resync(None)
-            self._heartbeats_received = max(self._heartbeats_received, number)
             return
         keys = self._keys
         for key, event in expand_message(message, wanted=keys.__contains__, shared=True):

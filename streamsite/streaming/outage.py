@@ -106,4 +106,4 @@ def report_failure(outage: Outage, what: str, error: BaseException, log: logging
 #: The channel layer (hubs' receives, heartbeats and memberships; publishes).
 CHANNEL_LAYER = Outage("the channel layer")
 #: The Redis that holds shared state besides the layer (presence, rate limits).
-SHARED_REDIS = Outage("Redis (presence, rate limits)")
+SHARED_REDIS = Outage("Redis (presence, rate limits, assistant viewers)")

@@ -183,7 +183,7 @@ async def test_lost_memberships_are_noticed_by_heartbeats(hub, channel_layer, se
     reconnects through) still lead to a re-join and a RESYNC."""
     settings.STREAM_HUB_HEARTBEAT_SECONDS = 0.05
     async with hub.subscribe("k.lost", maxsize=10) as subscription:
-        for group in ("k.lost", hub._own_group):
+        for group in ("k.lost", hub.heartbeats.group):
             await channel_layer.group_discard(group, hub.channel)
         assert await next_items(subscription) == [RESYNC]
         await hub.wait_until_settled()
@@ -193,9 +193,9 @@ async def test_lost_memberships_are_noticed_by_heartbeats(hub, channel_layer, se
 async def test_a_dropped_heartbeat_makes_every_stream_resync(hub, channel_layer):
     """Heartbeat 3 arriving after 1 means the layer dropped 2, and events with it."""
     async with hub.subscribe("k.drop", maxsize=10) as subscription:
-        hub._dispatch({"type": "hub.heartbeat", "n": hub._heartbeats_received + 1})
+        hub._dispatch({"type": "hub.heartbeat", "n": hub.heartbeats.received + 1})
         assert subscription.take() == []
-        hub._dispatch({"type": "hub.heartbeat", "n": hub._heartbeats_received + 2})
+        hub._dispatch({"type": "hub.heartbeat", "n": hub.heartbeats.received + 2})
         assert subscription.take() == [RESYNC]
 
 
@@ -207,7 +207,7 @@ async def test_a_late_heartbeat_with_membership_intact_does_not_resync(
     settings.STREAM_HUB_HEARTBEAT_SECONDS = 0.05
     checked = asyncio.Event()
     answers = []
-    real_still_member = hub._still_member
+    real_still_member = hub.heartbeats.still_member
 
     async def still_member():
         answers.append(await real_still_member())
@@ -215,11 +215,11 @@ async def test_a_late_heartbeat_with_membership_intact_does_not_resync(
         return answers[-1]
 
     async def no_heartbeats(group, message):
-        if group != hub._own_group:
+        if group != hub.heartbeats.group:
             await real_group_send(group, message)
 
     real_group_send = channel_layer.group_send
-    monkeypatch.setattr(hub, "_still_member", still_member)
+    monkeypatch.setattr(hub.heartbeats, "still_member", still_member)
     async with hub.subscribe("k.late", maxsize=10) as subscription:
         monkeypatch.setattr(hub.layer, "group_send", no_heartbeats)
         async with asyncio.timeout(10):
