@@ -3,7 +3,14 @@
 from chat import selectors
 from chat.events import MISSING_ANSWER
 from chat.models import Message, Room
+from streamsite.streaming.csv_chunks import csv_chunks
 from streamsite.streaming.ndjson import ndjson_chunks
+
+#: The columns of the CSV export (``export_row``'s fields, flattened).
+CSV_COLUMNS = (
+    "id", "client_id", "room", "author_id", "author_username", "body", "created_at",
+    "edited_at", "deleted_at", "assistant", "status",
+)  # fmt: skip
 
 
 def export_row(room: Room, row: dict) -> dict:
@@ -33,14 +40,19 @@ def export_row(room: Room, row: dict) -> dict:
     return line
 
 
-def export_lines(room: Room, *, rows_per_chunk: int = 500, up_to: int | None = None):
-    """Yield the room's messages as NDJSON, ``rows_per_chunk`` lines at a time (with
-    ``up_to``, those with an id up to it, from ``export_bounds``)."""
-    return ndjson_chunks(
-        selectors.messages_for_export(room.pk, up_to=up_to),
-        lambda row: export_row(room, row),
-        rows_per_chunk=rows_per_chunk,
-    )
+def export_lines(
+    room: Room, *, rows_per_chunk: int = 500, up_to: int | None = None, as_csv: bool = False
+):
+    """Yield the room's messages as NDJSON (or CSV), ``rows_per_chunk`` rows at a time
+    (with ``up_to``, those with an id up to it, from ``export_bounds``)."""
+    rows = selectors.messages_for_export(room.pk, up_to=up_to)
+
+    def to_object(row):
+        return export_row(room, row)
+
+    if as_csv:
+        return csv_chunks(rows, to_object, CSV_COLUMNS, rows_per_chunk=rows_per_chunk)
+    return ndjson_chunks(rows, to_object, rows_per_chunk=rows_per_chunk)
 
 
 def export_bounds(room_id: int) -> tuple[int, int]:

@@ -31,9 +31,13 @@ except ImportError:  # Django 5.2: the backport
 logger = logging.getLogger(__name__)
 
 
+#: The formats an export can be written in, and their file names' ending.
+FORMATS = {"ndjson": "ndjson", "csv": "csv"}
+
+
 @task
-async def notifications_export(job_id: int) -> None:
-    """Write the job owner's notifications to a gzip-compressed NDJSON file."""
+async def notifications_export(job_id: int, export_format: str = "ndjson") -> None:
+    """Write the job owner's notifications to a gzip-compressed NDJSON (or CSV) file."""
     progress = await sync_to_async(services.job_begin)(job_id)
     if progress is None:
         return  # cancelled before it started
@@ -41,14 +45,14 @@ async def notifications_export(job_id: int) -> None:
     await _run_export(
         progress,
         bounds=partial(notification_exports.export_bounds, owner_id),
-        lines=partial(notification_exports.export_lines, owner_id),
-        filename="notifications.ndjson.gz",
+        lines=partial(notification_exports.export_lines, owner_id, as_csv=export_format == "csv"),
+        filename=f"notifications.{FORMATS[export_format]}.gz",
     )
 
 
 @task
-async def room_export(job_id: int, room_id: int) -> None:
-    """Write a room's history to a gzip-compressed NDJSON file, for a member of it.
+async def room_export(job_id: int, room_id: int, export_format: str = "ndjson") -> None:
+    """Write a room's history to a gzip-compressed NDJSON (or CSV) file, for a member of it.
 
     Permission is checked again here, when the job runs: the owner may have left the
     room (or lost their account) since they asked.
@@ -63,8 +67,8 @@ async def room_export(job_id: int, room_id: int) -> None:
     await _run_export(
         progress,
         bounds=partial(chat_exports.export_bounds, room.pk),
-        lines=partial(chat_exports.export_lines, room),
-        filename=f"chat-{room.slug}.ndjson.gz",
+        lines=partial(chat_exports.export_lines, room, as_csv=export_format == "csv"),
+        filename=f"chat-{room.slug}.{FORMATS[export_format]}.gz",
     )
 
 
@@ -98,7 +102,7 @@ async def _run_export(progress, *, bounds, lines, filename: str) -> None:
                     async with aclosing(chunks):
                         async for chunk in chunks:
                             compressed.write(chunk)
-                            await sync_to_async(progress.advance)(chunk.count(b"\n"))
+                            await sync_to_async(progress.advance)(chunk.rows)
                 spool.seek(0)
                 await sync_to_async(progress.succeed)(filename, File(spool))
     except JobCancelled:

@@ -23,12 +23,21 @@ def job_list(request):
     return render(request, "jobs/list.html", {"rows": rows})
 
 
+def export_format(request) -> str:
+    """The format the export form asked for (NDJSON unless it says CSV)."""
+    asked = request.POST.get("format", "ndjson")
+    return asked if asked in tasks.FORMATS else "ndjson"
+
+
 @login_required
 @require_POST
 def notifications_export_start(request):
     """Start exporting the user's notifications to a file."""
     services.job_start(
-        owner=request.user, kind=Job.Kind.NOTIFICATIONS_EXPORT, task=tasks.notifications_export
+        owner=request.user,
+        kind=Job.Kind.NOTIFICATIONS_EXPORT,
+        task=tasks.notifications_export,
+        export_format=export_format(request),
     )
     messages.success(request, "Export started: you will be notified when it is ready.")
     return redirect("jobs:list")
@@ -48,6 +57,7 @@ def room_export_start(request, slug: str):
         task=tasks.room_export,
         label=f"#{room.slug}",
         room_id=room.pk,
+        export_format=export_format(request),
     )
     messages.success(request, "Export started: you will be notified when it is ready.")
     return redirect("jobs:list")

@@ -1,7 +1,11 @@
 """A user's notifications as NDJSON lines: the streamed download and the export job."""
 
 from notifications import selectors
+from streamsite.streaming.csv_chunks import csv_chunks
 from streamsite.streaming.ndjson import ndjson_chunks
+
+#: The columns of the CSV export (``export_object``'s fields).
+CSV_COLUMNS = ("id", "title", "body", "url", "level", "created_at", "read", "read_at")
 
 
 def export_object(row: dict) -> dict:
@@ -19,13 +23,17 @@ def export_object(row: dict) -> dict:
     }
 
 
-def export_lines(user_id: int, *, rows_per_chunk: int = 500, up_to: int | None = None):
-    """Yield the user's notifications as NDJSON, ``rows_per_chunk`` lines at a time (with
-    ``up_to``, those with an id up to it, from ``export_bounds``).
+def export_lines(
+    user_id: int, *, rows_per_chunk: int = 500, up_to: int | None = None, as_csv: bool = False
+):
+    """Yield the user's notifications as NDJSON (or CSV), ``rows_per_chunk`` rows at a
+    time (with ``up_to``, those with an id up to it, from ``export_bounds``).
 
     Consume it under ``contextlib.aclosing``.
     """
     rows = selectors.notifications_for_export(user_id, up_to=up_to)
+    if as_csv:
+        return csv_chunks(rows, export_object, CSV_COLUMNS, rows_per_chunk=rows_per_chunk)
     return ndjson_chunks(rows, export_object, rows_per_chunk=rows_per_chunk)
 
 

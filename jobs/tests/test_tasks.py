@@ -3,6 +3,7 @@ owner's notification stream on a live server (embedded: the stream polls the dat
 with Redis: the worker's events arrive through the channel layer)."""
 
 import asyncio
+import csv
 import gzip
 import json
 import os
@@ -188,6 +189,21 @@ async def test_a_room_export_runs_in_a_worker_for_a_member_only(
     with gzip.open(media_root / mine.result.name, "rt") as lines:
         rows = [json.loads(line) for line in lines]
     assert len(rows) == 1234 and {row["room"] for row in rows} == {"ops"}
+
+    as_csv = await start(
+        owner=user,
+        kind=Job.Kind.ROOM_EXPORT,
+        task=tasks.room_export,
+        room_id=room.pk,
+        export_format="csv",
+    )
+    as_csv = await wait_job(as_csv.pk, lambda job: not job.is_active)
+    assert (as_csv.state, as_csv.done, as_csv.total) == (Job.State.SUCCEEDED, 1234, 1234)
+    assert as_csv.result.name.endswith(".csv.gz")
+    with gzip.open(media_root / as_csv.result.name, "rt", newline="") as lines:
+        table = list(csv.DictReader(lines))
+    assert [row["id"] for row in table] == [str(row["id"]) for row in rows]
+    assert {row["author_username"] for row in table} == {user.username}
 
     await sync_to_async(Membership.objects.filter(room=room, user=other_user).delete)()
     theirs = await start(

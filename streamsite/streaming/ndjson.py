@@ -7,9 +7,21 @@ from contextlib import aclosing
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
+class Chunk(bytes):
+    """Encoded rows, and how many (a line count would miscount a CSV field's newlines)."""
+
+    rows: int
+
+    @classmethod
+    def of(cls, data: bytes, rows: int) -> "Chunk":
+        chunk = cls(data)
+        chunk.rows = rows
+        return chunk
+
+
 async def ndjson_chunks(
     rows: AsyncIterator, to_object: Callable[..., dict], *, rows_per_chunk: int = 500
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Chunk]:
     """Yield ``rows`` as NDJSON bytes, ``rows_per_chunk`` lines per chunk.
 
     ``rows`` is consumed under ``aclosing``: a client that leaves mid-export closes the
@@ -21,9 +33,11 @@ async def ndjson_chunks(
         async for row in rows:
             lines.append(_to_json(to_object(row)))
             if len(lines) >= rows_per_chunk:
-                lines.append("")
-                yield "\n".join(lines).encode()
+                yield _joined(lines)
                 lines = []
     if lines:
-        lines.append("")
-        yield "\n".join(lines).encode()
+        yield _joined(lines)
+
+
+def _joined(lines: list[str]) -> Chunk:
+    return Chunk.of(("\n".join(lines) + "\n").encode(), len(lines))
