@@ -224,25 +224,18 @@ def answers_append(appends: list[Append]) -> set[int]:
     """Append text to many streaming answers in one transaction; return the ids written.
 
     The flushes of every answer a process generates go through here together
-    (``assistant.flushes``): one lock, one UPDATE, one INSERT of the answers' new parts
+    (``assistant.flushes``): one UPDATE, one INSERT of the answers' new parts
     (``AnswerPart``: the cost of a flush does not grow with the answer), one commit and one
-    channel-layer message per flush, however many answers. Each append is
-    guarded by status and position: a Stop (which cuts the text and ends the answer) or
+    channel-layer message per flush, however many answers. Each append is guarded by
+    status and position in the UPDATE: a Stop (which cuts the text and ends the answer) or
     another writer cannot be overwritten, and the generator learns here, at its next
     write, that it must stop, should the Stop's message have been lost.
     """
     appends = [a for a in appends if a.text]
     if not appends:
         return set()
+    ok = appends
     with transaction.atomic():
-        found = dict(
-            Answer.objects.select_for_update()
-            .filter(pk__in=[a.answer_id for a in appends], status=Status.STREAMING)
-            .values_list("pk", "position")
-        )
-        ok = [a for a in appends if found.get(a.answer_id) == a.start]
-        if not ok:
-            return set()
         fields = {
             "position": Case(
                 *(When(pk=a.answer_id, then=Value(a.start + len(a.text))) for a in ok),
@@ -257,13 +250,14 @@ def answers_append(appends: list[Append]) -> set[int]:
                 default=F("first_token_ms"),
                 output_field=PositiveIntegerField(),
             )
-        # Guarded again: with SQLite, SELECT ... FOR UPDATE locks nothing.
         guard = Q()
         for a in ok:
             guard |= Q(pk=a.answer_id, position=a.start)
         changed = Answer.objects.filter(guard, status=Status.STREAMING).update(**fields)
         if changed != len(ok):
-            # Only where nothing locks (SQLite) can a row change between the two statements.
+            # Some were stopped (or are not where their writer thinks): the rows this
+            # UPDATE changed are those now streaming at the end of their append (they
+            # stay locked until the commit; each answer has one writer).
             ended = {a.answer_id: a.start + len(a.text) for a in ok}
             now = Answer.objects.filter(pk__in=list(ended), status=Status.STREAMING)
             done = {

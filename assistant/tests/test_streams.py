@@ -61,10 +61,26 @@ def test_turns_of_answers_already_sent_are_dropped_and_lost_turns_ask_for_the_da
     assert state.render_live(delta(9, 0, "x")) == b"" and state.needs_catch_up
 
 
+def test_a_new_answers_turn_is_read_from_the_database_not_taken_live():
+    """Turns are published by the requests that asked, so an answer committed first can be
+    published second; taken live, the earlier one would then pass for "sent before". A
+    turn sends the stream to the database, which holds both, in id order."""
+    state = ViewState(after=[(5, 0)])
+    later = {"kind": "turn", "answer": 9, "meta": {}, "question": {}}
+    assert state.render_live(later) == b"" and state.needs_catch_up
+    state.needs_catch_up = False
+    out = state.render_row(a_stored_answer(pk=8, text="")) + state.render_row(
+        a_stored_answer(pk=9, text="")
+    )
+    assert out.count(b"event: turn") == 2 and state.positions == {5: 0, 8: 0, 9: 0}
+    earlier = {"kind": "turn", "answer": 8, "meta": {}, "question": {}}
+    assert state.render_live(earlier) == b"" and not state.needs_catch_up
+
+
 def test_event_ids_carry_every_streaming_answers_position_so_resume_is_exact():
     """Two answers streaming at once: the newer one's ids still say how far the older got."""
     state = ViewState(after=[(5, 3)])
-    state.render_live({"kind": "turn", "answer": 7, "meta": {}, "question": {}})
+    state.render_row(a_stored_answer(pk=7, text=""))
     out = state.render_live(delta(7, 0, "xy"))
     assert b"id: 5:3,7:2\n" in out
     out = state.render_live(done(5, 3))
