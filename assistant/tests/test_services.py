@@ -1,15 +1,18 @@
 """The assistant's writes: limits before anything is stored, text guarded by position, Stop."""
 
 import datetime
+import threading
 import uuid
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from assistant import events, limits, selectors, services
 from assistant.events import Route
-from assistant.models import Answer, DailyUsage, Question
+from assistant.models import Answer, AnswerPart, DailyUsage, Question
 from assistant.upstream.base import Usage
+from streamsite.testing.services import skip_or_fail
 
 pytestmark = pytest.mark.django_db
 
@@ -382,3 +385,28 @@ def test_the_text_so_far_sets_the_position_it_ends_at_whatever_committed_between
     services.answer_append(answer_id=answer.pk, route=route, start=4, text="two")
     [read] = selectors.with_text_so_far([read])
     assert (read.text, read.position) == ("one two", 7)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_an_answer_takes_the_parts_a_flush_commits_meanwhile(ask):
+    """Regression: deleting a user mid-answer failed at commit on the foreign key. The
+    deletion removed the answer's parts, a flush committed one more (the answer row was not
+    locked yet), then the answer went: a part referenced a deleted answer."""
+    if connection.vendor != "postgresql":
+        skip_or_fail("concurrent writers need PostgreSQL")
+    answer = ask()
+    route = Route(answer.conversation_id)
+    services.answer_append(answer_id=answer.pk, route=route, start=0, text="one ")
+    with transaction.atomic():
+        AnswerPart.objects.filter(answer_id=answer.pk).delete()  # the collector's first step
+
+        def flush():
+            services.answer_append(answer_id=answer.pk, route=route, start=4, text="two")
+            connection.close()
+
+        writer = threading.Thread(target=flush)
+        writer.start()
+        writer.join()
+        with connection.cursor() as cursor:  # the collector's last step
+            cursor.execute("DELETE FROM assistant_answer WHERE id = %s", [answer.pk])
+    assert not AnswerPart.objects.filter(answer_id=answer.pk).exists()

@@ -107,7 +107,7 @@ def test_a_member_starts_a_room_export(user_client, user, django_capture_on_comm
     job = Job.objects.get(owner=user)
     assert (job.kind, job.title) == ("room_export", "Export of a room's history: #secret")
     task = DBTaskResult.objects.get(args_kwargs__args=[job.pk])
-    assert task.args_kwargs["kwargs"] == {"room_id": room.pk}
+    assert task.args_kwargs["kwargs"] == {"room_id": room.pk, "export_format": "ndjson"}
 
 
 def test_outsiders_cannot_export_a_private_room(other_client, user):
