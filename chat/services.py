@@ -90,6 +90,10 @@ def room_delete(*, room: Room) -> None:
     """
     room_id = room.pk
     with transaction.atomic():
+        # Sends in flight commit first (their lock, ``_lock_room_for_ids``); later ones
+        # find no room. Without it a send could wait on a membership this deletes while
+        # holding the lock this delete waits for: a deadlock.
+        list(Room.objects.select_for_update().filter(pk=room_id).values_list("pk"))
         room.delete()
         publish_on_commit(room_key(room_id), room_deleted_event())
 
@@ -211,6 +215,7 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
         return existing, False
     body = clean_message_body(body)
     with transaction.atomic():
+        _lock_room_for_ids(room.pk)
         try:
             # A savepoint: if a concurrent send with this client_id won, the outer
             # transaction stays usable (PostgreSQL aborts a transaction on any error).
@@ -245,6 +250,27 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
 async def amessage_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bool]:
     """``message_post`` for consumers (see db_call); the publish still waits for the commit."""
     return await db_call(message_post, user=user, room=room, client_id=client_id, body=body)
+
+
+def _lock_room_for_ids(room_id: int) -> None:
+    """Hold the room's row until this transaction ends, so its message ids are in commit order.
+
+    Clients resume "after message N" (``chat.selectors.messages_after``). Ids come from a
+    sequence when the row is inserted, not when it commits: without this lock a send that
+    drew id 7 could commit after one that drew id 8, and a client that saw 8 and resumed
+    after it would never get 7. Taken before the insert, the lock makes a second send to
+    the room wait for the first one's commit before it draws its id. ``FOR NO KEY UPDATE``
+    conflicts with itself and with ``room_delete``'s lock, not with the foreign-key checks
+    of memberships and the assistant's conversation (``FOR KEY SHARE``), so only writers
+    of the room's messages wait. One indexed row, whatever the room's history: the cost is
+    one round trip per send (measured in ``docs/architecture.md``). SQLite ignores it (it
+    runs one writing transaction at a time anyway).
+
+    Raises ``PermissionDenied`` if the room was deleted meanwhile.
+    """
+    locked = Room.objects.select_for_update(no_key=True).filter(pk=room_id).values_list("pk")
+    if not locked:
+        raise PermissionDenied("This room no longer exists.")
 
 
 def _parse_client_id(client_id) -> uuid.UUID:

@@ -4,7 +4,9 @@ import asyncio
 from contextlib import aclosing
 
 import pytest
+from asgiref.sync import async_to_sync
 
+from notifications.selectors import notifications_after
 from notifications.streams import notification_stream
 from streamsite.testing.sse import StreamReader
 
@@ -41,3 +43,13 @@ class Stream:
         self.task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await self.task
+
+
+def resumed_feed(user):
+    """What a stream resuming with ``Last-Event-ID: after`` replays: a function of ``after``
+    returning the ids ``notifications.selectors.notifications_after`` yields."""
+
+    async def ids_after(after: int) -> list[int]:
+        return [row.pk async for row in notifications_after(user.pk, after)]
+
+    return async_to_sync(ids_after)

@@ -12,10 +12,13 @@ from notifications import selectors, services
 from notifications.events import ANNOUNCEMENTS_KEY
 from notifications.models import Notification
 from notifications.streams import StreamState
-from notifications.tests.concurrency import ids_when_second_starts_before_first_commits
-from notifications.tests.streaming import Stream
+from notifications.tests.streaming import Stream, resumed_feed
 from notifications.views import export_lines
 from streamsite.streaming.hub import close_hub
+from streamsite.testing.concurrency import (
+    ids_resumed_across_out_of_order_commits,
+    ids_when_second_starts_before_first_commits,
+)
 from streamsite.testing.services import skip_or_fail
 
 announce = services.announcement_create
@@ -220,3 +223,25 @@ def test_an_announcement_waits_for_notifications_still_uncommitted(user):
         lambda: announce(title="news").pk,
     )
     assert own < announcement
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("announcement_first", [True, False], ids=["announced-first", "own-first"])
+def test_a_stream_resuming_between_an_announcement_and_a_notification_gets_both(
+    user, announcement_first
+):
+    """Regression (issue #13): an announcement and a user's own notification share one id
+    sequence in the user's feed; whichever drew its id first and committed last was skipped
+    by a stream that resumed between the two commits."""
+    if connection.vendor != "postgresql":
+        skip_or_fail("table locks between connections need PostgreSQL")
+    writes = [
+        lambda: announce(title="news").pk,
+        lambda: services.notification_create(recipient=user, title="own").pk,
+    ]
+    if not announcement_first:
+        writes.reverse()
+    first, second, seen = ids_resumed_across_out_of_order_commits(
+        *writes, resumed_feed(user), after=0
+    )
+    assert seen == [first, second]

@@ -9,7 +9,12 @@ from django.test.utils import CaptureQueriesContext
 
 from notifications import counters, selectors, services
 from notifications.models import Notification, UnreadCounter
-from notifications.tests.concurrency import ids_when_second_starts_before_first_commits, in_thread
+from notifications.tests.streaming import resumed_feed
+from streamsite.testing.concurrency import (
+    ids_resumed_across_out_of_order_commits,
+    ids_when_second_starts_before_first_commits,
+    in_thread,
+)
 from streamsite.testing.services import skip_or_fail
 
 NOTIFICATION_TABLE = "notifications_notification"
@@ -159,6 +164,31 @@ def test_a_users_notifications_commit_in_id_order(user):
     )
     assert first < second
     assert selectors.unread_count(user.pk) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_resuming_between_two_notifications_committing_out_of_order_gets_both(
+    user, make_user
+):
+    """Regression (issue #13: two notifications committing in the opposite order of their
+    ids): a stream resuming between the commits (``Last-Event-ID``) saw the later id only
+    and resumed after it; the earlier one, committed last, never reached it. A broadcast
+    that includes the user is ordered by the same lock."""
+    if connection.vendor != "postgresql":
+        skip_or_fail("row locks between connections need PostgreSQL")
+    others = [make_user(f"other{n}") for n in range(3)]
+
+    def broadcast_including_user() -> int:
+        services.notifications_create_many(recipients=[*others, user], title="second")
+        return Notification.objects.get(recipient=user, title="second").pk
+
+    first, second, seen = ids_resumed_across_out_of_order_commits(
+        lambda: services.notification_create(recipient=user, title="first").pk,
+        broadcast_including_user,
+        resumed_feed(user),
+        after=0,
+    )
+    assert seen == [first, second]
 
 
 @pytest.mark.django_db(transaction=True)
