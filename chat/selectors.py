@@ -14,7 +14,17 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from functools import partial
 
-from django.db.models import Case, Count, F, FilteredRelation, OuterRef, Q, Subquery, Value, When
+from django.db.models import (
+    Case,
+    F,
+    FilteredRelation,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Lower
 
 from assistant.selectors import answer_states
@@ -23,6 +33,10 @@ from chat.events import MISSING_ANSWER
 from chat.models import Membership, Message, Room
 from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
+
+#: The most unread messages counted, per room and in all: from there pages show "99+".
+#: Counting stops at the cap, so a long backlog costs no more than this many rows.
+UNREAD_CAP = 100
 
 #: The fields of an export row (``messages_for_export``).
 EXPORT_FIELDS = (
@@ -70,7 +84,8 @@ def rooms_for(user) -> list[Room]:
 
     - ``role``: the user's role in it, None when not a member;
     - ``unread``: for members, how many messages by others, not deleted, came after the
-      user's ``last_read_message_id``; None for rooms the user has not joined.
+      user's ``last_read_message_id``, up to ``UNREAD_CAP``; None for rooms the user has
+      not joined.
 
     Public rooms and the user's rooms; staff see every room.
     """
@@ -82,29 +97,28 @@ def rooms_for(user) -> list[Room]:
     )
     if not user.is_staff:
         rooms = rooms.filter(Q(is_private=False) | Q(membership_id__isnull=False))
-    unread = (
-        Message.objects.filter(
-            room_id=OuterRef("pk"), id__gt=OuterRef("last_read"), deleted_at__isnull=True
-        )
-        .exclude(author_id=user.pk)
-        .order_by()
-        .values("room_id")
-        .annotate(count=Count("id"))
-        .values("count")
-    )
+    unread = _capped_unread(OuterRef("pk"), OuterRef("last_read"), user.pk)
     # Counted for members only: a public room the user never joined has no read cursor.
     rooms = rooms.annotate(
-        unread=Case(When(membership_id__isnull=False, then=Coalesce(Subquery(unread), Value(0))))
+        unread=Case(When(membership_id__isnull=False, then=unread), output_field=IntegerField())
     )
     return list(rooms.order_by("name", "id"))
 
 
 def unread_total(user) -> int:
-    """How many messages by others, not deleted, the user has not read in all their rooms.
+    """How many messages by others, not deleted, the user has not read in all their rooms,
+    counted up to ``UNREAD_CAP`` (pages show "99+" from there: ``unread_label``).
 
-    One query (the header's "Chat" link shows it on every page): messages of the user's
-    rooms after each membership's read cursor.
+    One query on every page (the header's "Chat" link): the user's memberships joined to
+    the messages after each one's read cursor (index ``(room, id)``), under ``LIMIT
+    UNREAD_CAP``. The database stops at the cap, so a backlog of 100,000 unread messages
+    costs what 100 cost, and messages read long ago are never visited.
     """
+    return unread_total_query(user).count()  # SELECT COUNT(*) FROM (... LIMIT 100)
+
+
+def unread_total_query(user):
+    """The ids ``unread_total`` counts: at most ``UNREAD_CAP`` (its test explains it)."""
     return (
         Message.objects.filter(
             room__memberships__user_id=user.pk,
@@ -112,7 +126,61 @@ def unread_total(user) -> int:
             deleted_at__isnull=True,
         )
         .exclude(author_id=user.pk)
-        .count()
+        .order_by()
+        .values("id")[:UNREAD_CAP]
+    )
+
+
+def unread_label(count: int | None) -> str:
+    """A capped count as pages show it: "99+" from ``UNREAD_CAP`` on, else the number."""
+    count = int(count or 0)
+    return f"{UNREAD_CAP - 1}+" if count >= UNREAD_CAP else str(count)
+
+
+def unread_by_room(user_id: int) -> list[tuple[int, str, int, int]]:
+    """``(room_id, slug, unread, latest_id)`` for each room ``user_id`` is a member of.
+
+    ``unread`` is counted up to ``UNREAD_CAP`` (as ``unread_total``); ``latest_id`` is
+    the room's highest message id when read (0: none). One query whose cost is the
+    number of rooms times at most ``UNREAD_CAP`` index entries, whatever the backlog:
+    the live count of the user's notification stream (``chat.unread_watch``).
+    """
+    rows = (
+        Membership.objects.filter(user_id=user_id)
+        .annotate(
+            slug=F("room__slug"),
+            unread=_capped_unread(OuterRef("room_id"), OuterRef("last_read_message_id"), user_id),
+            latest=Coalesce(
+                Subquery(
+                    Message.objects.filter(room_id=OuterRef("room_id"))
+                    .order_by("-id")
+                    .values("id")[:1]
+                ),
+                Value(0),
+            ),
+        )
+        .order_by("room_id")
+        .values_list("room_id", "slug", "unread", "latest")
+    )
+    return list(rows)
+
+
+class _CappedCount(Subquery):
+    """``COUNT(*)`` of a sliced subquery: the database stops reading at the slice's end."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS capped)"
+    output_field = IntegerField()
+
+
+def _capped_unread(room_id, last_read, user_id: int) -> _CappedCount:
+    """The unread messages by others after ``last_read`` in ``room_id``, up to the cap."""
+    return _CappedCount(
+        Message.objects.filter(
+            room_id=room_id, id__gt=Coalesce(last_read, Value(0)), deleted_at__isnull=True
+        )
+        .exclude(author_id=user_id)
+        .order_by()
+        .values("id")[:UNREAD_CAP]
     )
 
 

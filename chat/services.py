@@ -33,8 +33,9 @@ from chat.events import (
     typing_event,
 )
 from chat.models import Membership, Message, Room
+from chat.unread_watch import EVENT as UNREAD_EVENT
 from chat.validators import clean_message_body
-from notifications.services import notifications_create_many
+from notifications.services import notifications_create_many, stream_watch_refresh
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import event_message
 from streamsite.streaming.publish import apublish, publish_on_commit
@@ -138,6 +139,8 @@ def membership_add(*, room: Room, user, role: str | None = None) -> tuple[Member
         if not created and role and membership.role != role:
             membership.role = role
             membership.save(update_fields=["role"])
+        if created:
+            _unread_changed(membership.user_id)
     return membership, created
 
 
@@ -150,6 +153,7 @@ def membership_remove(*, room: Room, user) -> bool:
     with transaction.atomic():
         deleted, _ = Membership.objects.filter(room_id=room.pk, user_id=user_id).delete()
         if deleted:
+            # The user's notification streams follow the room: this makes them count again.
             publish_on_commit(room_key(room.pk), member_removed_event(user_id))
     return bool(deleted)
 
@@ -166,7 +170,11 @@ def membership_mark_read(*, user, room: Room, up_to: int) -> bool:
     up_to = min(up_to, selectors.latest_message_id(room.pk))
     if up_to == 0:
         return False
-    return bool(_advance_read_position(room.pk, user.pk, up_to))
+    with transaction.atomic():
+        advanced = bool(_advance_read_position(room.pk, user.pk, up_to))
+        if advanced:
+            _unread_changed(user.pk)
+    return advanced
 
 
 async def amembership_mark_read(*, user, room: Room, up_to: int) -> bool:
@@ -180,6 +188,12 @@ def _advance_read_position(room_id: int, user_id: int, up_to: int) -> int:
         .filter(Q(last_read_message_id__isnull=True) | Q(last_read_message_id__lt=up_to))
         .update(last_read_message_id=up_to)
     )
+
+
+def _unread_changed(user_id: int) -> None:
+    """The user's unread counts changed where room events do not say: their notification
+    streams read them again after commit (``chat.unread_watch``)."""
+    stream_watch_refresh(user_id=user_id, event=UNREAD_EVENT)
 
 
 # Messages ---------------------------------------------------------------------------------
@@ -232,9 +246,11 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
         )
         latest = answer.pk if answer is not None else message.pk
         if not _advance_read_position(room.pk, user.pk, latest) and not room.is_private:
-            Membership.objects.get_or_create(
+            _membership, joined = Membership.objects.get_or_create(
                 room=room, user=user, defaults={"last_read_message_id": latest}
             )
+        else:
+            joined = False
         # The room hears of the message before a mentioned user's bell does, and of the
         # question before its answer.
         key = room_key(room.pk)
@@ -244,6 +260,8 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
                 key, message_event(message_payload(answer), answer_id=answer.assistant_answer_id)
             )
         _notify_mentioned(message, room, user)
+        if joined:
+            _unread_changed(user.pk)  # a room their notification streams do not follow yet
     return message, True
 
 

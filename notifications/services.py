@@ -21,6 +21,7 @@ from notifications.events import (
     user_key,
 )
 from notifications.models import AnnouncementRead, Notification, UnreadCounter
+from notifications.watches import watch_refresh_event
 from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
 #: Rows written (and recipients published) per batch when notifying many users.
@@ -346,3 +347,10 @@ def stream_extra_publish(*, user_id: int, event: dict) -> None:
     if event.get("kind") != "extra":
         raise ValueError("only notifications.extras.extra_event() events go this way")
     publish_on_commit(user_key(user_id), event)
+
+
+def stream_watch_refresh(*, user_id: int, event: str) -> None:
+    """Have the user's notification streams read the ``event`` watch again after the
+    current transaction commits (``notifications.watches``: something its shared keys do
+    not carry changed, such as the user reading a chat room)."""
+    publish_on_commit(user_key(user_id), watch_refresh_event(event))

@@ -17,7 +17,8 @@ reconnects with ``Last-Event-ID``: the database has everything it missed.
 
 Other apps' live state for the user (``event: job``) rides along (``notifications.extras``):
 after the replay the stream sends their snapshot, then their live events, newest version of
-each thing only.
+each thing only. So does state that follows keys shared by many users (``event:
+chat-unread``, ``notifications.watches``): at most once a second, the latest value.
 """
 
 import asyncio
@@ -30,8 +31,9 @@ from django.conf import settings
 
 from notifications import extras, selectors
 from notifications.events import ANNOUNCEMENTS_KEY, NOTIFICATION_FIELDS, user_key
+from notifications.watches import WATCH_CHANGED, Watching
 from streamsite.streaming.db import db_call
-from streamsite.streaming.hub import BATCH_CACHE, RESYNC, get_hub
+from streamsite.streaming.hub import BATCH_CACHE, RESYNC, Subscription, get_hub
 from streamsite.streaming.sse import (
     KEEPALIVE,
     encode_json_event,
@@ -224,7 +226,6 @@ async def notification_stream(
     digest of the browser session the stream belongs to: when it logs out, the stream ends
     (and the browser's reconnect then gets a 403, which stops EventSource for good).
     """
-    keepalive = settings.SSE_KEEPALIVE_SECONDS
     poll = EXTRA_POLL_SECONDS if isinstance(get_channel_layer(), InMemoryChannelLayer) else None
     hub = get_hub()
     async with (
@@ -235,51 +236,88 @@ async def notification_stream(
         if last_event_id is None:
             last_event_id = await selectors.alatest_notification_id(user_id)
         state = StreamState(last_event_id, session)
+        last = b""
         async with aclosing(catch_up(user_id, state)) as chunks:
             async for chunk in chunks:
-                yield chunk
+                if last:
+                    yield last
+                last = chunk
 
-        loop = asyncio.get_running_loop()
-        last_sent = loop.time()
-        while True:
-            polling = poll is not None and bool(state.extras_active)
-            if not await events.wait(poll if polling else keepalive):
-                chunk = await extras_read(user_id, state) if polling else b""
-                if chunk:
-                    # Whatever changed the extras in another process may have notified the
-                    # user there too (an export that finished): the layer cannot say so.
-                    async with aclosing(catch_up(user_id, state, extras=False)) as chunks:
-                        chunk += b"".join([part async for part in chunks])
-                elif not polling or loop.time() - last_sent >= keepalive:
-                    chunk = KEEPALIVE
-                if chunk:
+        watching = Watching(user_id, hub, events)
+        try:
+            # The watches' first state goes with the counts: one write ends the catch-up.
+            yield last + await watching.start()
+            async with aclosing(live_events(user_id, state, events, watching, poll)) as chunks:
+                async for chunk in chunks:
                     yield chunk
-                    last_sent = loop.time()
-                continue
-            if events.overflowed:
-                return  # the client reconnects with Last-Event-ID and catches up
-            resync = False
-            out = []
-            for item in events.take():
-                if item is RESYNC:
-                    resync = True
-                else:
-                    out.append(state.render_live(item))
-            if state.recount:
-                state.recount = False
-                parts = await selectors.aunread_parts(user_id, up_to=state.last_id)
-                out.append(state.counted(parts))
-            out.append(state.extras_flush())
-            chunk = b"".join(out)
+        finally:
+            watching.close()
+
+
+async def live_events(
+    user_id: int,
+    state: StreamState,
+    events: Subscription,
+    watching: Watching,
+    poll: float | None,
+) -> AsyncIterator[bytes]:
+    """Yield the stream's live part: events, the watches' state, keepalives."""
+    keepalive = settings.SSE_KEEPALIVE_SECONDS
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
+    while True:
+        now = loop.time()
+        polling = poll is not None and bool(state.extras_active)
+        # Nothing sent for ``keepalive`` seconds: a comment keeps proxies from hanging up.
+        timeout = max(0.0, last_sent + keepalive - now)
+        if polling:
+            timeout = min(timeout, poll)
+        watch_due = watching.due_in(now)
+        if watch_due is not None:
+            timeout = min(timeout, watch_due)
+        if not await events.wait(timeout):
+            chunk = await extras_read(user_id, state) if polling else b""
+            if chunk:
+                # Whatever changed the extras in another process may have notified the
+                # user there too (an export that finished): the layer cannot say so.
+                async with aclosing(catch_up(user_id, state, extras=False)) as chunks:
+                    chunk += b"".join([part async for part in chunks])
+            chunk += await watching.flush(loop.time())
+            if not chunk and loop.time() - last_sent >= keepalive:
+                chunk = KEEPALIVE
             if chunk:
                 yield chunk
                 last_sent = loop.time()
-            if state.ended:
-                return
-            if resync:
-                async with aclosing(catch_up(user_id, state)) as chunks:
-                    async for chunk in chunks:
-                        yield chunk
+            continue
+        if events.overflowed:
+            return  # the client reconnects with Last-Event-ID and catches up
+        resync = False
+        out = []
+        for item in events.take():
+            if item is RESYNC:
+                resync = True
+            elif item is WATCH_CHANGED:
+                pass  # the watches' turn comes below, when due
+            elif item["kind"] == "watch.refresh":
+                watching.refresh(item["event"])
+            else:
+                out.append(state.render_live(item))
+        if state.recount:
+            state.recount = False
+            parts = await selectors.aunread_parts(user_id, up_to=state.last_id)
+            out.append(state.counted(parts))
+        out.append(state.extras_flush())
+        out.append(await watching.flush(loop.time()))
+        chunk = b"".join(out)
+        if chunk:
+            yield chunk
+            last_sent = loop.time()
+        if state.ended:
+            return
+        if resync:
+            async with aclosing(catch_up(user_id, state)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
 
 
 async def extras_read(user_id: int, state: StreamState) -> bytes:

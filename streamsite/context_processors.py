@@ -2,11 +2,13 @@
 
 from django.utils.functional import SimpleLazyObject
 
-from chat.selectors import unread_total
+from chat.selectors import unread_label, unread_total
 
 
 def navigation(request):
-    """Add ``nav`` ({chat_unread}) for a logged-in user; nothing otherwise.
+    """Add ``nav`` ({chat_unread, chat_unread_label}) for a logged-in user; nothing otherwise.
+
+    ``chat_unread`` is capped (``chat.selectors.UNREAD_CAP``): the label says "99+".
 
     Lazy: a response that renders no header (a redirect, JSON) runs no query.
     """
@@ -14,4 +16,8 @@ def navigation(request):
     if user is None or not user.is_authenticated:
         return {}
 
-    return {"nav": SimpleLazyObject(lambda: {"chat_unread": unread_total(user)})}
+    def counts() -> dict:
+        unread = unread_total(user)
+        return {"chat_unread": unread, "chat_unread_label": unread_label(unread)}
+
+    return {"nav": SimpleLazyObject(counts)}

@@ -13,6 +13,7 @@ from chat import selectors, services, views
 from chat.events import room_key
 from chat.models import Membership, Message, Room
 from chat.tests.factories import add_messages, post
+from notifications.events import user_key
 
 pytestmark = pytest.mark.django_db
 
@@ -194,7 +195,11 @@ def test_posting_stores_publishes_and_goes_back_to_the_message(
     assert response.status_code == 302
     assert response["Location"] == f"/chat/lobby/#message-{message.pk}"
     assert (message.body, message.client_id, message.author) == ("hello there", client_id, user)
-    assert [(key, event["kind"]) for key, event in events] == [(room_key(lobby.pk), "message")]
+    assert [(key, event["kind"]) for key, event in events] == [
+        (room_key(lobby.pk), "message"),
+        # A first post joins the room: the author's streams follow it from now on.
+        (user_key(user.pk), "watch.refresh"),
+    ]
 
 
 def test_submitting_the_same_form_twice_stores_one_message(user_client, lobby):

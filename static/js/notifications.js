@@ -7,8 +7,11 @@
 // over a BroadcastChannel. Without Web Locks or BroadcastChannel each tab opens its own.
 //
 // Events (notifications/streams.py): `notification` {id, title, body, url, level,
-// created_at, read}, `unread` {count}, `read` {ids, up_to}, `deleted` {ids}, and `job`
-// (jobs/events.py), which is re-dispatched on window as "streamsite:job" for the jobs page.
+// created_at, read}, `unread` {count}, `read` {ids, up_to}, `deleted` {ids}, `job`
+// (jobs/events.py), which is re-dispatched on window as "streamsite:job" for the jobs page,
+// and `chat-unread` {total, rooms, cap} (chat/unread_watch.py), re-dispatched as
+// "streamsite:chat-unread" for the header's Chat count and the rooms' badges
+// (chat-unread.js).
 //
 // Observable state, for people and tests: <body data-notifications-state="live|connecting|
 // offline|stopped" data-notifications-role="leader|follower|solo">.
@@ -18,7 +21,7 @@ import { Backoff } from "./reconnect.js";
 
 // Notifications a tab keeps to hand to tabs that open after them (see `welcome`).
 const RECENT_KEPT = 50;
-const STREAM_EVENTS = ["notification", "unread", "read", "deleted", "job"];
+const STREAM_EVENTS = ["notification", "unread", "read", "deleted", "job", "chat-unread"];
 // Refusals that retrying cannot change: logged out (403), a bad id, no such endpoint.
 const FINAL_STATUSES = new Set([400, 401, 403, 404]);
 // live: the stream is open; connecting: (re)opening it; offline: refused, retrying later;
@@ -118,6 +121,7 @@ class Notifications {
     this.lastId = this.renderedId;
     this.seen = new Set();
     this.recent = [];
+    this.chatUnread = null; // the latest `chat-unread`, for tabs that open later
     this.state = "connecting";
     this.role = null;
     this.channel = null;
@@ -178,6 +182,7 @@ class Notifications {
             type: "welcome",
             state: this.state,
             unread: this.bell.unread,
+            chatUnread: this.chatUnread,
             recent: this.recent.filter((notification) => notification.id > after),
           });
         }
@@ -186,6 +191,7 @@ class Notifications {
         if (this.role !== "follower") break;
         for (const notification of message.recent || []) this.apply("notification", notification);
         this.bell.setUnread(message.unread);
+        if (message.chatUnread) this.apply("chat-unread", message.chatUnread);
         this.setState(message.state);
         break;
       case "event":
@@ -210,6 +216,9 @@ class Notifications {
       showDeleted(data);
     } else if (type === "job") {
       window.dispatchEvent(new CustomEvent("streamsite:job", { detail: data }));
+    } else if (type === "chat-unread") {
+      this.chatUnread = data; // handed to tabs that open later (``welcome``)
+      window.dispatchEvent(new CustomEvent("streamsite:chat-unread", { detail: data }));
     } else if (type === "notification") {
       const id = Number(data.id);
       if (!Number.isSafeInteger(id) || id <= 0) return;

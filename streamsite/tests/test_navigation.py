@@ -47,7 +47,18 @@ def test_the_chat_link_counts_unread_messages(user_client, user, other_user):
     room = room_with("ops", members=[user, other_user])
     add_messages(room, other_user, 3)
     header = nav_links(user_client.get("/").content.decode())
-    assert 'data-nav-chat-unread>3<span class="visually-hidden"> unread</span>' in header
+    assert '>3<span class="visually-hidden"> unread</span>' in header
+    assert "data-nav-chat-unread" in header
+
+
+def test_the_chat_link_says_99_plus_from_the_cap_and_hides_a_zero(user_client, user, other_user):
+    room = room_with("ops", members=[user, other_user])
+    header = nav_links(user_client.get("/").content.decode())
+    assert "data-nav-chat-unread" in header  # there for the live count to fill
+    assert 'data-testid="nav-chat-unread" hidden>0<' in header
+    add_messages(room, other_user, 150)
+    header = nav_links(user_client.get("/").content.decode())
+    assert '>99+<span class="visually-hidden"> unread</span>' in header
 
 
 def test_home_for_a_visitor_says_what_the_site_is_and_offers_a_log_in(client):
