@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from streamsite.streaming.groups import has_member
+from streamsite.streaming.outage import CHANNEL_LAYER, report_failure
 
 if TYPE_CHECKING:
     from streamsite.streaming.hub import Hub
@@ -44,8 +45,6 @@ class Heartbeats:
 
     async def run_forever(self) -> None:
         """Send a heartbeat every interval; re-join if they stopped and the membership went."""
-        from streamsite.streaming.hub import _report
-
         interval = settings.STREAM_HUB_HEARTBEAT_SECONDS
         while True:
             await asyncio.sleep(interval)
@@ -58,16 +57,14 @@ class Heartbeats:
             try:
                 await self.hub.layer.group_send(self.group, {"type": HEARTBEAT, "n": self.sent})
             except Exception as error:
-                _report("hub heartbeats", error)
+                report_failure(CHANNEL_LAYER, "hub heartbeats", error, logger)
 
     async def still_member(self) -> bool:
         """Whether the layer still has the hub's channel in ``group`` (False if unsure)."""
-        from streamsite.streaming.hub import _report
-
         try:
             return await has_member(self.hub.layer, self.group, self.hub.channel)
         except Exception as error:
-            _report("hub membership checks", error)
+            report_failure(CHANNEL_LAYER, "hub membership checks", error, logger)
             return False
 
     def arrived(self, number: int) -> bool:
