@@ -1,7 +1,9 @@
 // How the messages are laid out as they arrive (the rules of chat/timeline.py, which
 // renders the page, in the reader's time zone): a day separator where the day changes,
-// the author and time shown once for consecutive messages of one author, and the "New
-// messages" marker for messages that arrive below the part being read.
+// the author and time shown once for consecutive messages of one author, times written
+// relative to now ("5 min. ago", kept up to date; the absolute time stays in the <time>'s
+// datetime and title, and is its text without JavaScript), and the "New messages" marker
+// for messages that arrive below the part being read.
 
 // A message continues the previous one's group when its author wrote it this soon after.
 const GROUP_WITHIN_MS = 5 * 60 * 1000;
@@ -22,6 +24,55 @@ export function dayLabel(date, now = new Date()) {
     month: "long",
     year: "numeric",
   });
+}
+
+const RELATIVE = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
+// How often the relative times are written again (they move by the minute).
+const TICK_MS = 30 * 1000;
+
+/** "now", "5 min. ago", "3 hr. ago"; a day or more ago, the clock time (its day's
+ * separator above it says which day). */
+export function relativeTime(date, now = new Date()) {
+  const seconds = Math.round((now - date) / 1000);
+  if (seconds < 45) return RELATIVE.format(0, "second");
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return RELATIVE.format(-minutes, "minute");
+  const hours = Math.round(minutes / 60);
+  if (hours < 24) return RELATIVE.format(-hours, "hour");
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+}
+
+/** Write every message's time relative to `now` (the text only: datetime and title keep
+ * the absolute time for screen readers and tooltips). */
+export function redrawTimes(list, now = new Date()) {
+  for (const time of list.querySelectorAll(":scope > li > time[datetime]")) {
+    const date = new Date(time.dateTime);
+    if (Number.isNaN(date.getTime())) continue;
+    if (!time.title) time.title = date.toLocaleString();
+    const text = relativeTime(date, now);
+    if (time.textContent !== text) time.textContent = text;
+  }
+}
+
+/**
+ * Keep the times of `list` relative to now while the page is open: rewritten every
+ * TICK_MS and when the tab is shown again; past midnight the day separators are redrawn
+ * too ("Today" becomes "Yesterday").
+ */
+export function keepTimesCurrent(list) {
+  let today = dayKey(new Date());
+  const tick = () => {
+    if (document.hidden) return;
+    const now = new Date();
+    if (dayKey(now) !== today) {
+      today = dayKey(now);
+      redrawTimeline(list);
+    } else {
+      redrawTimes(list, now);
+    }
+  };
+  document.addEventListener("visibilitychange", tick);
+  return setInterval(tick, TICK_MS);
 }
 
 function createdAt(item) {
@@ -55,6 +106,7 @@ export function redrawTimeline(list) {
     item.classList.toggle("is-continued", continues);
     previous = { when, author: item.dataset.author, assistant };
   }
+  redrawTimes(list);
 }
 
 /**

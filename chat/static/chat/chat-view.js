@@ -6,7 +6,7 @@
 // the way templates/chat/message.html draws them, and every piece of user text goes in
 // with textContent (or a form field's value), never as markup.
 
-import { NewMarker, redrawTimeline } from "./chat-timeline.js";
+import { NewMarker, keepTimesCurrent, redrawTimeline } from "./chat-timeline.js";
 
 const TYPING_SHOWN_MS = 5000;
 const FLASH_MS = 6000;
@@ -65,6 +65,7 @@ export class MessageList {
       atBottom: () => this.atBottom(),
       scrollToBottom: () => this.scrollToBottom(),
     });
+    keepTimesCurrent(this.list);
   }
 
   /** The confirmed message items, in page order (which is id order). */
