@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.urls import reverse
+
+from notifications.extras import extra_event
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -30,6 +34,25 @@ class Route:
     @classmethod
     def of(cls, answer) -> Route:
         return cls(answer.conversation_id, answer.room_key, answer.room_message_id)
+
+
+#: The event of the owner's notification stream that says a conversation moved (a question
+#: was asked in it): the home dashboard's recent conversations follow it (static/js/home.js).
+CONVERSATION_EVENT = "conversation"
+
+
+def conversation_moved_event(conversation) -> dict:
+    """``conversation`` as an extra event of its owner's notification stream, versioned by
+    its ``updated_at`` (in microseconds): a late relay never undoes a newer move."""
+    updated = conversation.updated_at
+    data = {
+        "id": conversation.pk,
+        "title": conversation.title,
+        "url": reverse("assistant:conversation", args=[conversation.pk]),
+        "updated_at": updated.isoformat(),
+    }
+    seq = int(updated.timestamp() * 1_000_000)
+    return extra_event(CONVERSATION_EVENT, conversation.pk, seq, data, active=False)
 
 
 def conversation_key(conversation_id: int) -> str:

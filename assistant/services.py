@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, Value, When
+from django.urls import reverse
 from django.utils import timezone
 
 from assistant import events
@@ -31,6 +32,7 @@ from assistant.limits import (
 )
 from assistant.models import Answer, AnswerPart, Conversation, Question
 from assistant.upstream.base import Usage
+from notifications.services import notification_create, stream_extra_publish
 from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
 logger = logging.getLogger(__name__)
@@ -196,6 +198,9 @@ def _answer_create(
     conversation.updated_at = now
     conversation.save(update_fields=["title", "updated_at"])
     publish_on_commit(events.conversation_key(conversation.pk), events.turn_event(question, answer))
+    if conversation.owner_id is not None:  # a room's conversation is nobody's own
+        event = events.conversation_moved_event(conversation)
+        stream_extra_publish(user_id=conversation.owner_id, event=event)
     return answer
 
 
@@ -446,10 +451,6 @@ def answer_ready_notify(*, answer_id: int) -> None:
     For answers that finished while no tab showed their conversation (the runner asks
     ``assistant.watchers``): someone who is looking needs no notification.
     """
-    from django.urls import reverse
-
-    from notifications.services import notification_create
-
     answer = Answer.objects.select_related("question", "owner").get(pk=answer_id)
     url = reverse("assistant:conversation", kwargs={"conversation_id": answer.conversation_id})
     if answer.status == Status.COMPLETE:

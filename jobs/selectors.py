@@ -22,6 +22,11 @@ def jobs_of(user_id: int) -> QuerySet[Job]:
     return Job.objects.filter(owner_id=user_id).order_by("-id")
 
 
+def running_jobs_of(user_id: int, limit: int) -> list[Job]:
+    """The user's queued and running jobs, newest first, at most ``limit`` (the home page)."""
+    return list(jobs_of(user_id).filter(state__in=Job.ACTIVE_STATES)[:limit])
+
+
 def job_of(user_id: int, job_id: int) -> Job | None:
     """The user's job ``job_id``, or None (someone else's jobs do not exist for them)."""
     return Job.objects.filter(owner_id=user_id, pk=job_id).first()

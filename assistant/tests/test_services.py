@@ -12,6 +12,7 @@ from assistant import events, limits, selectors, services
 from assistant.events import Route
 from assistant.models import Answer, AnswerPart, DailyUsage, Question
 from assistant.upstream.base import Usage
+from notifications.events import user_key
 from streamsite.testing.services import skip_or_fail
 
 pytestmark = pytest.mark.django_db
@@ -35,10 +36,19 @@ def test_asking_stores_the_question_and_a_streaming_answer_then_publishes_the_tu
     assert answer.question.text == "What is SSE?"
     conversation.refresh_from_db()
     assert conversation.title == "What is SSE?"
-    [(key, event)] = published
+    [(key, event), (owner_key, moved)] = published
     assert key == events.conversation_key(conversation.pk)
     assert event["kind"] == "turn" and event["answer"] == answer.pk
     assert event["question"]["text"] == "What is SSE?"
+    # The owner's notification stream hears it moved (the home page's recent conversations).
+    assert owner_key == user_key(user.pk)
+    assert moved["event"] == "conversation" and moved["key"] == conversation.pk
+    assert moved["data"] == {
+        "id": conversation.pk,
+        "title": "What is SSE?",
+        "url": f"/assistant/{conversation.pk}/",
+        "updated_at": conversation.updated_at.isoformat(),
+    }
 
 
 def test_a_repeated_client_id_returns_the_first_answer_and_stores_nothing(conversation, user):

@@ -72,7 +72,7 @@ def test_index_lists_visible_rooms_with_unread_counts(user_client, make_room, us
     assert response.status_code == 200
     assert [room.slug for room in response.context["rooms"]] == ["lobby", "ops"]
     content = response.content.decode()
-    assert 'data-unread="4"' in content and "4 unread" in content
+    assert 'data-unread="4" data-room-unread="ops">4<span> unread</span>' in content
     assert 'data-room="theirs"' not in content and "/chat/theirs/" not in content
     assert 'name="csrfmiddlewaretoken"' in content
 

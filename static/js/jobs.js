@@ -6,14 +6,15 @@
 // the job (a relay that arrives late) never undoes a newer one. Without JavaScript the page
 // is the same list, as of its rendering.
 
-const LABELS = {
+/** The states as pages show them (also the home dashboard's, home.js). */
+export const LABELS = {
   queued: "Queued",
   running: "Running",
   succeeded: "Succeeded",
   failed: "Failed",
   cancelled: "Cancelled",
 };
-const ACTIVE = new Set(["queued", "running"]);
+export const ACTIVE = new Set(["queued", "running"]);
 
 const list = document.querySelector("[data-testid=job-list]");
 

@@ -11,7 +11,9 @@
 // (jobs/events.py), which is re-dispatched on window as "streamsite:job" for the jobs page,
 // and `chat-unread` {total, rooms, cap} (chat/unread_watch.py), re-dispatched as
 // "streamsite:chat-unread" for the header's Chat count and the rooms' badges
-// (chat-unread.js).
+// (chat-unread.js), and `conversation` {id, title, url, updated_at} (assistant/events.py),
+// re-dispatched as "streamsite:conversation". New notifications are re-dispatched as
+// "streamsite:notification" too (the home dashboard, home.js).
 //
 // Observable state, for people and tests: <body data-notifications-state="live|connecting|
 // offline|stopped" data-notifications-role="leader|follower|solo">.
@@ -21,7 +23,15 @@ import { Backoff } from "./reconnect.js";
 
 // Notifications a tab keeps to hand to tabs that open after them (see `welcome`).
 const RECENT_KEPT = 50;
-const STREAM_EVENTS = ["notification", "unread", "read", "deleted", "job", "chat-unread"];
+const STREAM_EVENTS = [
+  "notification",
+  "unread",
+  "read",
+  "deleted",
+  "job",
+  "chat-unread",
+  "conversation",
+];
 // Refusals that retrying cannot change: logged out (403), a bad id, no such endpoint.
 const FINAL_STATUSES = new Set([400, 401, 403, 404]);
 // live: the stream is open; connecting: (re)opening it; offline: refused, retrying later;
@@ -216,6 +226,8 @@ class Notifications {
       showDeleted(data);
     } else if (type === "job") {
       window.dispatchEvent(new CustomEvent("streamsite:job", { detail: data }));
+    } else if (type === "conversation") {
+      window.dispatchEvent(new CustomEvent("streamsite:conversation", { detail: data }));
     } else if (type === "chat-unread") {
       this.chatUnread = data; // handed to tabs that open later (``welcome``)
       window.dispatchEvent(new CustomEvent("streamsite:chat-unread", { detail: data }));
@@ -230,6 +242,7 @@ class Notifications {
       this.recent.push(notification);
       if (this.recent.length > RECENT_KEPT) this.recent.shift();
       this.bell.prepend(notification);
+      window.dispatchEvent(new CustomEvent("streamsite:notification", { detail: notification }));
       if (!notification.read) showToast(notification);
     }
   }
