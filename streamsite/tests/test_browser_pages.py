@@ -89,6 +89,7 @@ async def test_main_pages_have_no_serious_violations_and_fit_the_screen(
         (page, "/chat/", "chat-rooms"),
         (page, f"/chat/{lobby.slug}/", "chat-room"),
         (page, "/notifications/", "notifications"),
+        (page, "/jobs/", "jobs"),
         (page, "/assistant/", "assistant"),
         (page, f"/assistant/{conversation.pk}/", "assistant-conversation"),
     ]
@@ -101,3 +102,36 @@ async def test_main_pages_have_no_serious_violations_and_fit_the_screen(
         if violations or overflow > 0:
             problems[name] = {"violations": violations, "overflow_px": overflow}
     assert problems == {}, json.dumps(problems, indent=1)
+
+
+ADMIN_PAGES = [
+    ("/admin/", "admin-index"),
+    ("/admin/chat/room/", "admin-rooms"),
+    ("/admin/chat/room/add/", "admin-room-add"),
+    ("/admin/notifications/notification/", "admin-notifications"),
+]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_admin_pages_keep_their_header_link_the_site_and_pass_the_audit(
+    browser, server, staff_user, scheme
+):
+    """The admin keeps its own header; the site's sections are in its user links. Django's
+    own pages are audited like ours (wide screens: the admin is not built for phones)."""
+    options = {"viewport": WIDTHS["wide"], "color_scheme": scheme}
+    page = await (await context_for(browser, server.url, staff_user, **options)).new_page()
+    problems = {}
+    for path, name in ADMIN_PAGES:
+        await page.goto(f"{server.url}{path}")
+        await expect(page.locator("#site-name")).to_be_visible()  # the admin's own header
+        violations, _overflow = await audit(page, f"{name}-wide-{scheme}")
+        if violations:
+            problems[name] = violations
+    assert problems == {}, json.dumps(problems, indent=1)
+
+    links = page.get_by_role("navigation", name="Site")
+    for name in ("Chat", "Assistant", "Notifications", "Jobs"):
+        await expect(links.get_by_role("link", name=name, exact=True)).to_be_visible()
+    await links.get_by_role("link", name="Chat", exact=True).click()
+    await expect(page).to_have_url(f"{server.url}/chat/")
+    await expect(page.get_by_role("heading", name="Chat", level=1)).to_be_visible()
