@@ -21,6 +21,13 @@ from streamsite.testing.browser import context_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_server]
 
+
+@pytest.fixture
+def server(live_servers, transactional_db):
+    """What the page draws does not depend on the server: one kind (daphne) is enough."""
+    return live_servers("daphne")
+
+
 BROWSER = {"locale": "en-US", "timezone_id": "UTC"}
 
 
@@ -50,7 +57,7 @@ def times(page):
 
 
 async def test_times_read_relative_to_now_and_move_on_with_the_clock(
-    browser, live_server_asgi, user, other_user
+    browser, server, user, other_user
 ):
     room = await sync_to_async(room_with_history)(
         user,
@@ -58,7 +65,7 @@ async def test_times_read_relative_to_now_and_move_on_with_the_clock(
         old=(1, datetime.timedelta(days=3)),
         recent=(1, datetime.timedelta(minutes=3)),
     )
-    alice = await open_talk(browser, live_server_asgi, user, clock=True)
+    alice = await open_talk(browser, server, user, clock=True)
     old, recent = times(alice).nth(0), times(alice).nth(1)
 
     await expect(recent).to_have_text("3 min. ago")
@@ -84,18 +91,18 @@ async def test_times_read_relative_to_now_and_move_on_with_the_clock(
 
 
 async def test_a_live_message_after_yesterday_starts_today_and_a_group_of_its_own(
-    browser, live_server_asgi, user, other_user
+    browser, server, user, other_user
 ):
     await sync_to_async(room_with_history)(
         user, other_user, yesterday=(3, datetime.timedelta(days=1))
     )
-    alice = await open_talk(browser, live_server_asgi, user)
+    alice = await open_talk(browser, server, user)
     days = messages(alice).locator("li.chat-day")
     await expect(days).to_have_text(["Yesterday"])
     starts = messages(alice).locator("li.chat-message:not(.is-continued)")
     await expect(starts).to_have_count(1)  # bob's three: one author line
 
-    bob = await open_talk(browser, live_server_asgi, other_user)
+    bob = await open_talk(browser, server, other_user)
     await send(bob, "Good morning")
     await expect(messages(alice).locator("li.chat-message")).to_have_count(4)
     await expect(days).to_have_text(["Yesterday", "Today"])
@@ -113,7 +120,7 @@ async def test_a_live_message_after_yesterday_starts_today_and_a_group_of_its_ow
 
 
 async def test_older_pages_join_the_days_and_groups_of_the_page_without_a_seam(
-    browser, live_server_asgi, user, other_user
+    browser, server, user, other_user
 ):
     """60 messages: 30 from two days ago, 30 from an hour ago. The page shows the last 50;
     the 10 loaded above them belong to the same day and group as the 20 already shown."""
@@ -123,7 +130,7 @@ async def test_older_pages_join_the_days_and_groups_of_the_page_without_a_seam(
         before=(30, datetime.timedelta(days=2)),
         today=(30, datetime.timedelta(hours=1)),
     )
-    alice = await open_talk(browser, live_server_asgi, user)
+    alice = await open_talk(browser, server, user)
     shown = messages(alice).locator("li.chat-message")
     days = messages(alice).locator("li.chat-day")
     starts = messages(alice).locator("li.chat-message:not(.is-continued)")

@@ -12,6 +12,13 @@ from streamsite.testing.browser import context_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_server]
 
+
+@pytest.fixture
+def server(live_servers, transactional_db):
+    """What the page draws does not depend on the server: one kind (daphne) is enough."""
+    return live_servers("daphne")
+
+
 #: Tab presses on the home page at most: the skip link, the header, the dashboard's links.
 PRESSES = 40
 
@@ -35,12 +42,12 @@ def lobby_of(user, other_user):
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 async def test_everything_the_keyboard_reaches_shows_a_visible_focus(
-    browser, live_server_asgi, user, other_user, scheme
+    browser, server, user, other_user, scheme
 ):
     await sync_to_async(lobby_of)(user, other_user)
-    context = await context_for(browser, live_server_asgi.url, user, color_scheme=scheme)
+    context = await context_for(browser, server.url, user, color_scheme=scheme)
     page = await context.new_page()
-    await page.goto(f"{live_server_asgi.url}/")
+    await page.goto(f"{server.url}/")
     reached, unseen = 0, []
     for _ in range(PRESSES):
         await page.keyboard.press("Tab")
@@ -55,13 +62,13 @@ async def test_everything_the_keyboard_reaches_shows_a_visible_focus(
 
 
 async def test_a_new_message_is_announced_once_in_a_polite_live_region(
-    browser, live_server_asgi, user, other_user
+    browser, server, user, other_user
 ):
     room = await sync_to_async(lobby_of)(user, other_user)
     pages = []
     for who in (user, other_user):
-        page = await (await context_for(browser, live_server_asgi.url, who)).new_page()
-        await page.goto(f"{live_server_asgi.url}/chat/{room.slug}/")
+        page = await (await context_for(browser, server.url, who)).new_page()
+        await page.goto(f"{server.url}/chat/{room.slug}/")
         await expect_state(page, "live")
         pages.append(page)
     alice, bob = pages
@@ -77,13 +84,13 @@ async def test_a_new_message_is_announced_once_in_a_polite_live_region(
 
 @pytest.mark.parametrize("motion", ["reduce", "no-preference"])
 async def test_toasts_slide_in_only_for_those_who_do_not_ask_for_less_motion(
-    browser, live_server_asgi, user, motion
+    browser, server, user, motion
 ):
     """The toast's entrance is the site's one moving animation (assistant.css stops its
     blinking caret under the same media query); site.css cuts any other short."""
-    context = await context_for(browser, live_server_asgi.url, user, reduced_motion=motion)
+    context = await context_for(browser, server.url, user, reduced_motion=motion)
     page = await context.new_page()
-    await page.goto(f"{live_server_asgi.url}/notifications/")
+    await page.goto(f"{server.url}/notifications/")
     animation = await page.evaluate(
         """() => {
           const toast = document.createElement("div");
