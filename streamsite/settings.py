@@ -227,12 +227,13 @@ LOGGING = {
         name: {"handlers": ["console", "error_count"], "level": "INFO", "propagate": False}
         for name in ("streamsite", "notifications", "chat", "assistant", "jobs")
     },
-    # Counts ERROR+ records for `streamsite_log_errors_total`, whichever logger wrote them.
+    # Counts ERROR+ records for `streamsite_log_errors_total`, whichever logger wrote them
+    # (and keeps Python's last-resort output for records no other handler takes).
     "root": {"handlers": ["error_count"], "level": "WARNING"},
 }
 LOGGING["handlers"]["error_count"] = {
     "class": "streamsite.observability.logcount.ErrorCountHandler",
-    "level": "ERROR",
+    "level": "WARNING",
 }
 
 

@@ -229,8 +229,6 @@ class Hub:
                 _report("leaving groups on close", error)
         self._member_of.clear()
         self._count_members()
-        # Subscriptions still held when the hub closes no longer count.
-        metrics.hub_subscriptions.dec(self.local_subscriber_count())
 
     # Lifecycle -------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ known activity, in one process and summed over ``serve``'s workers."""
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -11,7 +13,7 @@ from asgiref.sync import sync_to_async
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamsite.testing.live_server import session_cookies
+from streamsite.testing.live_server import BASE_DIR, session_cookies
 from streamsite.testing.sse import StreamReader
 
 TOKEN = "metrics-test-token"
@@ -179,3 +181,18 @@ async def test_every_worker_of_serve_is_counted(
 def worker_pids(directory: Path) -> set[str]:
     """The processes that keep live gauges in ``directory`` (one file each)."""
     return {path.stem.rsplit("_", 1)[1] for path in directory.glob("gauge_livesum_*.db")}
+
+
+def test_a_library_warning_nobody_handles_still_reaches_stderr():
+    """The counting handler on the root logger keeps Python's last-resort output (in a
+    process of its own: pytest puts capturing handlers on the root logger)."""
+    code = "import logging; logging.getLogger('some.library').warning('still printed')"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().endswith("still printed")
