@@ -3,6 +3,7 @@ known activity, in one process and summed over ``serve``'s workers."""
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,19 @@ def test_a_library_warning_nobody_handles_still_reaches_stderr():
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().endswith("still printed")
+
+
+def test_live_gauges_of_a_worker_that_died_are_dropped_and_its_counters_kept(tmp_path):
+    """A crashed worker never runs its shutdown: the next scrape drops its live gauges."""
+    from streamsite.observability.workers import forget_dead_workers
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name in (f"gauge_livesum_{dead.pid}.db", f"counter_{dead.pid}.db"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / f"gauge_livesum_{os.getpid()}.db").write_bytes(b"")
+    forget_dead_workers(str(tmp_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        f"counter_{dead.pid}.db",
+        f"gauge_livesum_{os.getpid()}.db",
+    ]
