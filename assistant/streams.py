@@ -26,6 +26,7 @@ from assistant import events, selectors
 from assistant.models import Answer
 from assistant.runner import get_runner
 from assistant.watchers import get_watchers
+from streamsite.observability import metrics
 from streamsite.streaming.hub import RESYNC, get_hub
 from streamsite.streaming.sse import KEEPALIVE, encode_json_object, encode_retry
 
@@ -165,6 +166,10 @@ class ViewState:
         return self._event("done", {key: value for key, value in event.items() if key != "kind"})
 
 
+STREAMS_OPEN = metrics.streams_open.labels("assistant")
+SLOW_CLOSED = metrics.slow_clients_closed.labels("assistant", "sse_overflow")
+
+
 async def conversation_stream(
     conversation_id: int, *, after: Cursor | None, only: int | None = None
 ) -> AsyncIterator[bytes]:
@@ -174,10 +179,14 @@ async def conversation_stream(
     event with ``data: [DONE]``.
     """
     get_runner().ensure_upkeep()  # this process also notices crashed generations
-    with get_watchers().watching(conversation_id):
-        async with aclosing(_stream(conversation_id, after, only)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+    STREAMS_OPEN.inc()
+    try:
+        with get_watchers().watching(conversation_id):
+            async with aclosing(_stream(conversation_id, after, only)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+    finally:
+        STREAMS_OPEN.dec()
 
 
 async def _stream(
@@ -202,6 +211,8 @@ async def _stream(
                     yield KEEPALIVE
                     continue
                 if live.overflowed:
+                    if not live.restarting:
+                        SLOW_CLOSED.inc()
                     return  # the client reconnects with Last-Event-ID and catches up
                 out = []
                 for item in live.take():
@@ -209,6 +220,7 @@ async def _stream(
                         state.needs_catch_up = True
                     elif item.get("kind") in ("turn", "delta", "done"):
                         out.append(state.render_live(item))
+                        metrics.events_delivered.labels("assistant", item["kind"]).inc()
                 if out:
                     yield b"".join(out)
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from prometheus_client import REGISTRY
 
 from assistant import services as assistant_services
 from assistant.events import Route, room_delta_event
@@ -122,9 +123,12 @@ async def test_a_slow_reader_is_closed_with_1013_and_memory_stays_bounded(room, 
     event = live(messages[0])
     for n in range(50):
         outbox.events.push({**event, "message": {**event["message"], "id": 10_000 + n}})
+    closed = {"app": "chat", "reason": "socket_1013"}
+    before = REGISTRY.get_sample_value("streamsite_slow_clients_closed_total", closed) or 0
     socket.gate.set()
     await socket.until(lambda s: s.close_code == protocol.CLOSE_TRY_AGAIN_LATER)
     assert len(outbox.events.take()) == 0
+    assert REGISTRY.get_sample_value("streamsite_slow_clients_closed_total", closed) == before + 1
 
 
 async def test_a_server_shutting_down_closes_the_socket_with_1012(room, user, start_outbox):

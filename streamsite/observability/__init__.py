@@ -1,0 +1,1 @@
+"""Observability: the Prometheus metrics every part of streamsite reports to."""
