@@ -47,9 +47,7 @@ async def test_the_stream_is_for_staff_only(live_server_asgi, user, staff_user):
         assert "content-encoding" not in response.headers
 
 
-async def test_one_aggregated_sample_a_second_with_this_server_in_it(
-    live_server_asgi, staff_user
-):
+async def test_one_aggregated_sample_a_second_with_this_server_in_it(live_server_asgi, staff_user):
     loop = asyncio.get_running_loop()
     async with open_stream(live_server_asgi, staff_user) as (_, reader):
         assert await reader.next_chunk() == b"retry: 2000\n\n"
