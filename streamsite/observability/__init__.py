@@ -1,1 +1,2 @@
-"""What operators see of the running site: the admin's live dashboard (``live``)."""
+"""Observability: the Prometheus metrics every part of streamsite reports to (``metrics``),
+and the admin's live dashboard that shows them (``live``, ``aggregate``, ``dashboard``)."""

@@ -1,0 +1,103 @@
+"""Every Prometheus metric streamsite reports, defined once so names stay stable.
+
+Call sites import the objects from here and only ``inc``/``dec``/``observe`` them: the hot
+paths (a delivery per client) build no strings; label values are constants or bounded names
+(an app, an event type, a url name), never a user or room id.
+
+Under ``manage.py serve`` each uvicorn worker is a process of its own: ``serve`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh per-run directory before any worker imports
+prometheus_client, so every metric is backed by a file there and ``/metrics`` sums the
+workers (``streamsite.observability.exposition``). Gauges say how they combine:
+``livesum`` counts only live workers, so a worker that died does not leave its open
+streams behind. Without the directory (runserver, tests) this is the normal registry.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+#: Latency buckets for delivery: a local fan-out is sub-millisecond, a Redis hop a few ms.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+streams_open = Gauge(
+    "streamsite_streams_open",
+    "Open server-sent event streams.",
+    ["app"],
+    multiprocess_mode="livesum",
+)
+sockets_open = Gauge(
+    "streamsite_sockets_open",
+    "Open websockets.",
+    ["app"],
+    multiprocess_mode="livesum",
+)
+hub_subscriptions = Gauge(
+    "streamsite_hub_subscriptions",
+    "Subscriptions to the per-process hub (one per open stream or socket).",
+    multiprocess_mode="livesum",
+)
+hub_group_memberships = Gauge(
+    "streamsite_hub_group_memberships",
+    "Channel-layer groups the per-process hubs are members of.",
+    multiprocess_mode="livesum",
+)
+events_published = Counter(
+    "streamsite_events_published",
+    "Events sent to the channel layer by services.",
+    ["app", "type"],
+)
+events_delivered = Counter(
+    "streamsite_events_delivered",
+    "Events written to a client connection.",
+    ["app", "type"],
+)
+delivery_latency = Histogram(
+    "streamsite_delivery_latency_seconds",
+    "Time from publishing an event to writing it to a client connection.",
+    ["app"],
+    buckets=LATENCY_BUCKETS,
+)
+slow_clients_closed = Counter(
+    "streamsite_slow_clients_closed",
+    "Connections closed because the client read too slowly (SSE overflow, socket 1013).",
+    ["app", "reason"],
+)
+resyncs = Counter(
+    "streamsite_resyncs",
+    "Times a stream told its client to resynchronise.",
+    ["reason"],
+)
+heartbeat_gaps = Counter(
+    "streamsite_heartbeat_gaps",
+    "Heartbeats that did not come back through the channel layer in time.",
+)
+layer_send_failures = Counter(
+    "streamsite_layer_send_failures",
+    "Channel-layer sends or group operations that failed.",
+)
+db_call_queue_depth = Gauge(
+    "streamsite_db_call_queue_depth",
+    "Database calls waiting for the thread that runs them.",
+    multiprocess_mode="livesum",
+)
+db_call_seconds = Histogram(
+    "streamsite_db_call_seconds",
+    "Time a database call took, waiting included.",
+)
+db_pool_in_use = Gauge(
+    "streamsite_db_pool_in_use",
+    "PostgreSQL connections checked out of the pool.",
+    multiprocess_mode="livesum",
+)
+chat_sends_refused = Counter(
+    "streamsite_chat_sends_refused",
+    "Chat messages refused (rate limit, bad frame, no permission...).",
+    ["reason"],
+)
+http_requests = Counter(
+    "streamsite_http_requests",
+    "HTTP requests by url name, method and status (not /healthz, /readyz, /metrics).",
+    ["view", "method", "status"],
+)
+log_errors = Counter(
+    "streamsite_log_errors",
+    "Log records at ERROR or above.",
+)
