@@ -9,7 +9,8 @@ watched one one small channel-layer message per process a second.
 
 The figures come from the Prometheus metric objects of ``streamsite.observability.metrics``
 (this process' own values: prometheus-client keeps them per process, also in its
-multi-process mode), read through the registry by name, so there is one set of counters.
+multi-process mode, where ``/metrics`` sums the workers' files), so there is one set of
+counters.
 Database and Redis health are checked every ``HEALTH_EVERY_SECONDS``, not per sample.
 """
 
@@ -24,17 +25,13 @@ import weakref
 
 from django.db import connection
 
+from streamsite.observability import metrics
 from streamsite.observability.aggregate import milliseconds, quantile
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import Subscription, event_message, get_hub
 from streamsite.streaming.outage import CHANNEL_LAYER, report_failure
 from streamsite.streaming.publish import apublish
 from streamsite.streaming.redis import get_redis
-
-try:  # the metrics' library; without it every figure reads 0
-    from prometheus_client import REGISTRY
-except ImportError:  # pragma: no cover
-    REGISTRY = None
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +46,15 @@ WATCH_TTL_SECONDS = 6.0
 HEALTH_EVERY_SECONDS = 5.0
 HEALTH_TIMEOUT_SECONDS = 2.0
 
-#: Metric sample names (prometheus-client's, with their suffixes) -> sample fields.
-GAUGES = {"streamsite_streams_open": "streams", "streamsite_sockets_open": "sockets"}
-COUNTERS = {
-    "streamsite_events_delivered_total": "delivered",
-    "streamsite_slow_clients_closed_total": "slow_closed",
-    "streamsite_resyncs_total": "resyncs",
-    "streamsite_log_errors_total": "errors",
+#: Sample fields -> the metric objects they add up (over all labels).
+SOURCES = {
+    "streams": metrics.streams_open,
+    "sockets": metrics.sockets_open,
+    "delivered": metrics.events_delivered,
+    "slow_closed": metrics.slow_clients_closed,
+    "resyncs": metrics.resyncs,
+    "errors": metrics.log_errors,
 }
-LATENCY_BUCKETS = "streamsite_delivery_latency_seconds_bucket"
 
 
 def process_label() -> str:
@@ -65,20 +62,20 @@ def process_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def read_metrics(registry=REGISTRY) -> dict:
-    """This process' current figures: gauges and counters summed over their labels, and the
-    latency histogram's cumulative buckets (``{upper_bound: count}``)."""
-    figures = dict.fromkeys([*GAUGES.values(), *COUNTERS.values()], 0.0)
+def read_metrics(sources=SOURCES, latency=metrics.delivery_latency) -> dict:
+    """This process' current figures: each source summed over its labels, and the latency
+    histogram's cumulative buckets (``{upper_bound: count}``)."""
+    figures = dict.fromkeys(sources, 0.0)
+    for field, metric in sources.items():
+        for family in metric.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_created"):  # a counter's creation time
+                    figures[field] += sample.value
     buckets: dict[str, float] = {}
-    if registry is None:
-        return {**figures, "buckets": buckets}
-    for family in registry.collect():
+    for family in latency.collect():
         for sample in family.samples:
-            field = GAUGES.get(sample.name) or COUNTERS.get(sample.name)
-            if field is not None:
-                figures[field] += sample.value
-            elif sample.name == LATENCY_BUCKETS:
-                bound = sample.labels.get("le", "+Inf")
+            if sample.name.endswith("_bucket"):
+                bound = sample.labels["le"]
                 buckets[bound] = buckets.get(bound, 0) + sample.value
     return {**figures, "buckets": buckets}
 
@@ -115,15 +112,15 @@ class Sampler:
         ]
         return {
             "process": self.label,
-            "streams": int(figures["streams"]),
-            "sockets": int(figures["sockets"]),
+            "streams": int(figures.get("streams", 0)),
+            "sockets": int(figures.get("sockets", 0)),
             "delivered_per_s": round(delivered / elapsed, 2) if now > then else 0.0,
             "p50_ms": milliseconds(quantile(buckets, 0.5)),
             "p99_ms": milliseconds(quantile(buckets, 0.99)),
             "buckets": buckets,
-            "slow_closed": int(figures["slow_closed"]),
-            "resyncs": int(figures["resyncs"]),
-            "errors": int(figures["errors"]),
+            "slow_closed": int(figures.get("slow_closed", 0)),
+            "resyncs": int(figures.get("resyncs", 0)),
+            "errors": int(figures.get("errors", 0)),
             "db": self.db,
             "redis": self.redis,
         }

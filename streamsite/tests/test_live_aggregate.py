@@ -75,7 +75,8 @@ def test_the_sampler_reads_the_metric_objects_and_turns_counters_into_rates():
     )
     slow = Counter("streamsite_slow_clients_closed_total", "", ["app", "reason"], registry=registry)
     clock = Clock()
-    sampler = Sampler(read=lambda: read_metrics(registry), clock=clock)
+    sources = {"streams": streams, "delivered": delivered, "slow_closed": slow}
+    sampler = Sampler(read=lambda: read_metrics(sources, latency), clock=clock)
     sampler.sample()  # the first one sets the baseline
     streams.labels("notifications").inc(3)
     streams.labels("chat").inc(1)

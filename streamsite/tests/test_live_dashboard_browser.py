@@ -1,7 +1,6 @@
 """The admin's Live page in a real Chromium against the production server."""
 
 import asyncio
-import importlib.util
 
 import httpx
 import pytest
@@ -67,11 +66,14 @@ async def test_the_page_shows_live_figures_and_draws_charts(
 
 
 @uvicorn_only
+@pytest.mark.xfail(
+    strict=True,
+    reason="branch `metrics` defines streams_open but does not yet count streams with it: "
+    "remove this mark when it does (a pass then fails the run, as a reminder)",
+)
 async def test_the_figures_move_when_streams_open_and_messages_are_sent(
     browser, live_server_asgi, staff_user, user
 ):
-    if importlib.util.find_spec("streamsite.observability.metrics") is None:
-        pytest.skip("needs the metrics of branch `metrics` (issue #11)")
     page, errors = await open_dashboard(browser, live_server_asgi, staff_user)
     before = int(await total_figure(page, "streams").inner_text())
     cookies = await sync_to_async(session_cookies)(user)
