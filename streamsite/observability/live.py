@@ -180,6 +180,25 @@ def get_sampler() -> Sampler:
     return sampler
 
 
+class _WatchListener(Subscription):
+    """The hub's subscription to ``WATCH_KEY``: runs the sampler, buffers nothing.
+
+    It leaves the hub when the hub ends its streams (shutdown, a runserver reload), so
+    waiting for them to drain does not wait for it.
+    """
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub, sampler: Sampler) -> None:
+        super().__init__(WATCH_KEY, maxsize=1)
+        self.hub = hub
+        self.direct = lambda event: sampler.watched() or True
+
+    def end(self) -> None:
+        super().end()
+        self.hub.remove(WATCH_KEY, self)
+
+
 async def listen() -> None:
     """Have this process' sampler hear the dashboards' watches (idempotent, cheap).
 
@@ -189,10 +208,7 @@ async def listen() -> None:
     hub = get_hub()
     if hub.local_subscriber_count(WATCH_KEY):
         return
-    sampler = get_sampler()
-    listener = Subscription(WATCH_KEY, maxsize=1)
-    listener.direct = lambda event: sampler.watched() or True
-    await hub.add(WATCH_KEY, listener)
+    await hub.add(WATCH_KEY, _WatchListener(hub, get_sampler()))
 
 
 _background: set[asyncio.Task] = set()
