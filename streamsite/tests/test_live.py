@@ -1,9 +1,13 @@
 """The per-process sampler and its listener on the project's channel layer (both backends)."""
 
 import asyncio
+import json
+from contextlib import aclosing
 
 import pytest
 
+from streamsite.observability.aggregate import Aggregator
+from streamsite.observability.dashboard import dashboard_stream
 from streamsite.observability.live import (
     SAMPLES_KEY,
     WATCH_KEY,
@@ -13,6 +17,7 @@ from streamsite.observability.live import (
     process_label,
 )
 from streamsite.streaming.hub import Subscription, close_hub, get_hub
+from streamsite.testing.sse import StreamReader
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,3 +56,23 @@ async def test_the_listener_leaves_when_the_hub_ends_its_streams(process_hub):
     async with asyncio.timeout(2):
         await process_hub.wait_until_drained()
     assert process_hub.local_subscriber_count() == 0
+
+
+async def test_a_slow_reader_gets_the_newest_aggregate_not_a_backlog(process_hub):
+    """Samples that arrive while the reader does not read replace each other."""
+    aggregator = Aggregator()
+    chunks = dashboard_stream(aggregator)
+    async with aclosing(chunks):
+        reader = StreamReader(chunks)
+        assert await reader.next_chunk() == b"retry: 2000\n\n"
+        await reader.next_event(5)
+        for n in range(500):  # while the reader is away: the hub would hand over these
+            aggregator.add({"process": "elsewhere:1", "streams": n})
+        event = await reader.next_event(5)
+        others = [
+            p for p in json.loads(event["data"])["processes"] if p["process"] != "elsewhere:1"
+        ]
+        assert json.loads(event["data"])["total"]["streams"] == 499 + sum(
+            p["streams"] for p in others
+        )
+        assert len(aggregator._latest) <= 2  # this process' and elsewhere's: one slot each
