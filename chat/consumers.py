@@ -36,6 +36,7 @@ from chat.presence import get_presence, presence_leave
 from chat.protocol import FORBIDDEN, INVALID, NOT_FOUND, RATE_LIMITED, TOO_LONG, ProtocolError
 from chat.ratelimit import acheck_send_rate
 from notifications.events import session_digest, user_key
+from streamsite.observability import metrics
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import HubUnavailable, Subscription, get_hub
 from streamsite.websocket import server_send
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: Events buffered per socket for a slow reader; past that it is closed with 1013.
 SOCKET_BUFFER_EVENTS = 1000
+
+SOCKETS_OPEN = metrics.sockets_open.labels("chat")
 #: A socket announces its user's typing at most this often.
 TYPING_THROTTLE_SECONDS = 3.0
 #: An alias with no channel layer behind it: the consumer gets no channel of its own.
@@ -64,6 +67,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self._hub = None
         self._events: Subscription | None = None
         self._in_presence = False
+        self._counted = False  # in ``streamsite_sockets_open``
         self._last_typing = float("-inf")
 
     async def __call__(self, scope, receive, send):
@@ -139,6 +143,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         messages, has_more = await selectors.aroom_history(room)
         await self.outbox.start(presence, messages, has_more)
         self._writer = asyncio.create_task(self._write(), name=f"chat-outbox-{room.pk}")
+        self._counted = True
+        SOCKETS_OPEN.inc()
 
     async def _write(self) -> None:
         try:
@@ -163,6 +169,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if writer is not None:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+        if self._counted:
+            self._counted = False
+            SOCKETS_OPEN.dec()
         events, self._events = self._events, None
         if events is not None:
             self._hub.remove(room_key(self.room.pk), events)
@@ -204,7 +213,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if kind is protocol.Ping:
             await self.send_text(protocol.PONG)
         elif kind is protocol.Send:
-            await self._send_message(request)
+            try:
+                await self._send_message(request)
+            except ProtocolError as error:
+                metrics.chat_sends_refused.labels(error.code).inc()  # a few fixed codes
+                raise
         elif kind is protocol.Typing:
             await self._typing()
         elif kind is protocol.History:

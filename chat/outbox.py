@@ -42,6 +42,7 @@ from chat.answers import CATCH_UP, AnswerStreams
 from chat.events import message_payload
 from chat.presence import accept_delta, delta_send, get_presence
 from chat.recent_ids import RecentIds
+from streamsite.observability import metrics
 from streamsite.streaming.hub import RESYNC, Subscription
 from streamsite.websocket import FrameWriter, ResumedSend
 
@@ -296,6 +297,7 @@ class RoomOutbox:
                 await self.close(protocol.CLOSE_NOT_LOGGED_IN)
         elif message is not None:
             await self._send_message(message)
+            metrics.events_delivered.labels("chat", event["kind"]).inc()
 
     def deliver_now(self, event) -> bool:
         """The hub's fast path: handle ``event`` at once if the writer has nothing queued.
@@ -319,6 +321,7 @@ class RoomOutbox:
             return False
         if message is None:
             return True
+        metrics.events_delivered.labels("chat", event["kind"]).inc()
         frames = self._frames  # the room's shared frame, written as it is when it can be
         shared = message is event.get("_send")
         if frames is not None and shared and frames.write(protocol.event_frame_bytes(event)):
@@ -389,4 +392,8 @@ def _close_code(events: Subscription) -> int:
     """1012 when the server is shutting down (``Subscription.end``), else 1013."""
     if events.restarting:
         return protocol.CLOSE_SERVICE_RESTART
+    SLOW_CLOSED.inc()
     return protocol.CLOSE_TRY_AGAIN_LATER
+
+
+SLOW_CLOSED = metrics.slow_clients_closed.labels("chat", "socket_1013")

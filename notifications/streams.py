@@ -32,6 +32,7 @@ from django.conf import settings
 from notifications import extras, selectors
 from notifications.events import ANNOUNCEMENTS_KEY, NOTIFICATION_FIELDS, user_key
 from notifications.watches import WATCH_CHANGED, Watching
+from streamsite.observability import metrics
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import BATCH_CACHE, RESYNC, Subscription, get_hub
 from streamsite.streaming.sse import (
@@ -213,6 +214,9 @@ def notification_bytes(event: dict) -> bytes:
     )
 
 
+STREAMS_OPEN = metrics.streams_open.labels("notifications")
+SLOW_CLOSED = metrics.slow_clients_closed.labels("notifications", "sse_overflow")
+
 #: Where ``notification_bytes`` keeps an encoding on a hub event or batch (never published).
 _ENCODED = "_encoded_sse"
 
@@ -228,30 +232,34 @@ async def notification_stream(
     """
     poll = EXTRA_POLL_SECONDS if isinstance(get_channel_layer(), InMemoryChannelLayer) else None
     hub = get_hub()
-    async with (
-        hub.subscribe(user_key(user_id), maxsize=settings.SSE_BUFFER_EVENTS) as events,
-        hub.subscribe(ANNOUNCEMENTS_KEY, maxsize=0, into=events),
-    ):
-        yield encode_retry(settings.SSE_RETRY_MILLISECONDS)
-        if last_event_id is None:
-            last_event_id = await selectors.alatest_notification_id(user_id)
-        state = StreamState(last_event_id, session)
-        last = b""
-        async with aclosing(catch_up(user_id, state)) as chunks:
-            async for chunk in chunks:
-                if last:
-                    yield last
-                last = chunk
-
-        watching = Watching(user_id, hub, events)
-        try:
-            # The watches' first state goes with the counts: one write ends the catch-up.
-            yield last + await watching.start()
-            async with aclosing(live_events(user_id, state, events, watching, poll)) as chunks:
+    STREAMS_OPEN.inc()  # counted from here: the finally below always runs
+    try:
+        async with (
+            hub.subscribe(user_key(user_id), maxsize=settings.SSE_BUFFER_EVENTS) as events,
+            hub.subscribe(ANNOUNCEMENTS_KEY, maxsize=0, into=events),
+        ):
+            yield encode_retry(settings.SSE_RETRY_MILLISECONDS)
+            if last_event_id is None:
+                last_event_id = await selectors.alatest_notification_id(user_id)
+            state = StreamState(last_event_id, session)
+            last = b""
+            async with aclosing(catch_up(user_id, state)) as chunks:
                 async for chunk in chunks:
-                    yield chunk
-        finally:
-            watching.close()
+                    if last:
+                        yield last
+                    last = chunk
+
+            watching = Watching(user_id, hub, events)
+            try:
+                # The watches' first state goes with the counts: one write ends the catch-up.
+                yield last + await watching.start()
+                async with aclosing(live_events(user_id, state, events, watching, poll)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+            finally:
+                watching.close()
+    finally:
+        STREAMS_OPEN.dec()
 
 
 async def live_events(
@@ -290,6 +298,8 @@ async def live_events(
                 last_sent = loop.time()
             continue
         if events.overflowed:
+            if not events.restarting:
+                SLOW_CLOSED.inc()
             return  # the client reconnects with Last-Event-ID and catches up
         resync = False
         out = []
@@ -302,6 +312,7 @@ async def live_events(
                 watching.refresh(item["event"])
             else:
                 out.append(state.render_live(item))
+                metrics.events_delivered.labels("notifications", item["kind"]).inc()
         if state.recount:
             state.recount = False
             parts = await selectors.aunread_parts(user_id, up_to=state.last_id)

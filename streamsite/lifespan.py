@@ -19,6 +19,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from streamsite.observability.workers import worker_ended
 from streamsite.shutdown import chain_shutdown_signals
 from streamsite.worker_process import end_with_parent
 
@@ -75,6 +76,7 @@ async def lifespan_app(scope, receive, send) -> None:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await run_shutdown_hooks()
+                worker_ended()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     finally:

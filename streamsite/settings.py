@@ -47,6 +47,8 @@ try:
     # Events buffered per stream for a slow client; past that the stream ends and the
     # client resumes from the database, so a stalled reader costs bounded memory.
     SSE_BUFFER_EVENTS = env_int("SSE_BUFFER_EVENTS", 1000, minimum=1)
+    # `/metrics` for a scraper: `Authorization: Bearer <token>`. Empty: only staff sessions.
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
     # channels-redis forgets group members after ``group_expiry`` (a day): each process'
     # hub joins its groups again this often.
     STREAM_GROUP_RENEW_SECONDS = env_int("STREAM_GROUP_RENEW_SECONDS", 6 * 3600, minimum=1)
@@ -135,6 +137,8 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["d
 # Django's stock middleware, adapted to run on the event loop (streamsite/middleware.py):
 # no thread hop per hook, and no executor thread kept alive by every open stream.
 MIDDLEWARE = [
+    # Counts every response by url name, method and status (streamsite.observability).
+    "streamsite.observability.requests.RequestMetricsMiddleware",
     # A plain 400 for parameters past DATA_UPLOAD_MAX_NUMBER_FIELDS (DEBUG's error page made
     # it a 500, and Django logs a traceback).
     "streamsite.middleware.RequestLimitsInlineMiddleware",
@@ -220,9 +224,15 @@ LOGGING = {
     "formatters": {"plain": {"format": "{levelname} {name}: {message}", "style": "{"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        name: {"handlers": ["console"], "level": "INFO", "propagate": False}
+        name: {"handlers": ["console", "error_count"], "level": "INFO", "propagate": False}
         for name in ("streamsite", "notifications", "chat", "assistant", "jobs")
     },
+    # Counts ERROR+ records for `streamsite_log_errors_total`, whichever logger wrote them.
+    "root": {"handlers": ["error_count"], "level": "WARNING"},
+}
+LOGGING["handlers"]["error_count"] = {
+    "class": "streamsite.observability.logcount.ErrorCountHandler",
+    "level": "ERROR",
 }
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
+from prometheus_client import REGISTRY
 
 from notifications import services
 from notifications.events import user_key
@@ -18,6 +19,14 @@ from streamsite.testing.sse import StreamReader
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
 
 create = sync_to_async(services.notification_create)
+
+NOTIFICATIONS = {"app": "notifications"}
+SSE_OVERFLOW = {"app": "notifications", "reason": "sse_overflow"}
+
+
+def sample(name: str, labels: dict) -> float:
+    """A metric's value in this process' registry (0 before it was first touched)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +70,23 @@ async def test_replays_after_the_last_id_in_order_then_goes_live(user, other_use
     assert json.loads(event["data"]) == fourth.as_event()
     assert await stream.reader.next_event() == {"event": "unread", "data": '{"count":4}'}
     await stream.disconnect()
+
+
+async def test_a_delivered_notification_is_counted_and_its_stream_is_open(user, fast_stream):
+    """The metrics (streamsite.observability): the stream counts as open while it is, and
+    the notification written to it counts as delivered, with its latency observed."""
+    open_before = sample("streamsite_streams_open", NOTIFICATIONS)
+    delivered = {"app": "notifications", "type": "created"}
+    delivered_before = sample("streamsite_events_delivered_total", delivered)
+    latencies_before = sample("streamsite_delivery_latency_seconds_count", NOTIFICATIONS)
+    stream = await Stream(user.pk, None).live()
+    assert sample("streamsite_streams_open", NOTIFICATIONS) == open_before + 1
+    await create(recipient=user, title="counted")
+    await stream.reader.until(lambda e: e["event"] == "notification")
+    assert sample("streamsite_events_delivered_total", delivered) == delivered_before + 1
+    assert sample("streamsite_delivery_latency_seconds_count", NOTIFICATIONS) > latencies_before
+    await stream.disconnect()
+    assert sample("streamsite_streams_open", NOTIFICATIONS) == open_before
 
 
 async def test_hand_over_is_gap_free_while_notifications_are_created(user, fast_stream):
@@ -211,11 +237,13 @@ async def test_overflow_ends_the_stream_and_resume_recovers(user, settings):
     await reader.until(lambda e: e["event"] == "unread")  # live; now stop reading
     created = [(await create(recipient=user, title=f"n{n}")).pk for n in range(8)]
     (subscription,) = get_hub()._keys[user_key(user.pk)].subscriptions
+    closed_before = sample("streamsite_slow_clients_closed_total", SSE_OVERFLOW)
     async with asyncio.timeout(5):
         while not subscription.overflowed:  # noqa: ASYNC110 - set by the hub task; bounded
             await asyncio.sleep(0.01)
     await reader.until_end()
     assert reader.notification_ids() == []
+    assert sample("streamsite_slow_clients_closed_total", SSE_OVERFLOW) == closed_before + 1
     await chunks.aclose()
 
     resumed = await Stream(user.pk, 0).live()

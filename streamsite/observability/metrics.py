@@ -12,7 +12,14 @@ workers (``streamsite.observability.exposition``). Gauges say how they combine:
 streams behind. Without the directory (runserver, tests) this is the normal registry.
 """
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
+
+# prometheus_client refuses a PROMETHEUS_MULTIPROC_DIR that does not exist yet (``serve``
+# creates or empties it only after settings, which import this, are loaded).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 #: Latency buckets for delivery: a local fan-out is sub-millisecond, a Redis hop a few ms.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)

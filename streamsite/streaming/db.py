@@ -1,11 +1,13 @@
 """Database access for long-lived streams: no thread and no connection kept while idle."""
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from streamsite.observability import metrics
 from streamsite.streaming.publish import apublish, deferred_publishing, publish_failed
 
 logger = logging.getLogger(__name__)
@@ -47,9 +49,16 @@ async def db_call(function, /, *args, **kwargs):
                     # so each kept its last 9,000 queries, ~4 KB per chat socket's join.
                     connection.queries_log.clear()
 
-    result, error, sends = await sync_to_async(
-        call_then_close, thread_sensitive=False, executor=_executor
-    )()
+    started = time.monotonic()
+    metrics.db_call_queue_depth.inc()  # waiting for, or running on, one of the threads
+    try:
+        result, error, sends = await sync_to_async(
+            call_then_close, thread_sensitive=False, executor=_executor
+        )()
+    finally:
+        metrics.db_call_queue_depth.dec()
+        metrics.db_call_seconds.observe(time.monotonic() - started)
+        _gauge_pool()
     # What the function published after its commits is sent from here, the event loop:
     # the database thread is free again at once (see deferred_publishing).
     for group, message in sends:
@@ -60,6 +69,15 @@ async def db_call(function, /, *args, **kwargs):
     if error is not None:
         raise error
     return result
+
+
+def _gauge_pool() -> None:
+    """``streamsite_db_pool_in_use``: connections checked out of this process' PostgreSQL
+    pool (psycopg_pool, DATABASE_POOL_MAX_SIZE). Nothing with SQLite, which has no pool."""
+    pool = getattr(connections["default"], "pool", None)
+    if pool is not None:
+        stats = pool.get_stats()
+        metrics.db_pool_in_use.set(stats.get("pool_size", 0) - stats.get("pool_available", 0))
 
 
 async def keyset_pages(fetch_page, after_id: int, *, page_size: int = 500):

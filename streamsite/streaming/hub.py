@@ -44,14 +44,17 @@ from contextlib import asynccontextmanager
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from streamsite.observability import metrics
 from streamsite.streaming.groups import apply_memberships
 from streamsite.streaming.heartbeats import HEARTBEAT, Heartbeats
 from streamsite.streaming.messages import (
     BATCH_CACHE,
     HUB_GROUP,
+    PUBLISHED_AT,
     batch_message,
     event_message,
     expand_message,
+    message_app,
 )
 from streamsite.streaming.outage import CHANNEL_LAYER, report_failure
 from streamsite.streaming.subscription import RESYNC, Subscription
@@ -105,6 +108,7 @@ class Hub:
         self._drained = asyncio.Event()
         self._settled = asyncio.Event()
         self._settled.set()
+        self._gauged_members = 0  # this hub's share of ``streamsite_hub_group_memberships``
         # Through a group only this hub is in (``heartbeats.group``): see heartbeats.py.
         self.heartbeats = Heartbeats(self)
 
@@ -141,7 +145,9 @@ class Hub:
         entry = self._keys.get(key)
         if entry is None:
             entry = self._keys[key] = _Key()
-        entry.subscriptions.add(subscription)
+        if subscription not in entry.subscriptions:
+            entry.subscriptions.add(subscription)
+            metrics.hub_subscriptions.inc()
         if entry.joined.is_set():
             return
         self._reconcile(key)
@@ -157,6 +163,7 @@ class Hub:
         if entry is None or subscription not in entry.subscriptions:
             return
         entry.subscriptions.discard(subscription)
+        metrics.hub_subscriptions.dec()
         if not entry.subscriptions:
             self._reconcile(key)
             if self._ending and not self.local_subscriber_count():
@@ -221,6 +228,9 @@ class Hub:
             except Exception as error:
                 _report("leaving groups on close", error)
         self._member_of.clear()
+        self._count_members()
+        # Subscriptions still held when the hub closes no longer count.
+        metrics.hub_subscriptions.dec(self.local_subscriber_count())
 
     # Lifecycle -------------------------------------------------------------------------
 
@@ -297,8 +307,14 @@ class Hub:
             if generation == self._generation:  # else the layer lost them: joined again
                 self._member_of.update(add)
                 self._reapply.difference_update(add)
+        self._count_members()
         for key in batch:
             self._settle(key)
+
+    def _count_members(self) -> None:
+        members = len(self._member_of)
+        metrics.hub_group_memberships.inc(members - self._gauged_members)
+        self._gauged_members = members
 
     def _settle(self, key: str) -> None:
         """Release ``key``'s subscribers if its membership is in place; forget a left key."""
@@ -358,6 +374,8 @@ class Hub:
             _report("hub re-joins", error)
         self._generation += 1
         self._member_of.clear()
+        self._count_members()
+        metrics.resyncs.labels("layer_error").inc()
         for key, entry in self._keys.items():
             entry.needs_resync = True
             self._reconcile(key)
@@ -367,14 +385,23 @@ class Hub:
     def _dispatch(self, message: dict) -> None:
         kind = message.get("type")
         if kind == "hub.resync":
+            metrics.resyncs.labels("publish_failed").inc()
             self._resync(message.get("keys"))
             return
         if kind == HEARTBEAT:
             # Dropped ones took whatever events were queued with them: every stream
             # re-reads the database.
             if self.heartbeats.arrived(message.get("n", 0)):
+                metrics.heartbeat_gaps.inc()
+                metrics.resyncs.labels("heartbeat_gap").inc()
                 self._resync(None)
             return
+        published_at = message.get(PUBLISHED_AT)
+        if published_at is not None:
+            # Publish (after commit) to this hub handing the event to its local streams.
+            metrics.delivery_latency.labels(message_app(message)).observe(
+                max(0.0, time.time() - published_at)
+            )
         keys = self._keys
         for key, event in expand_message(message, wanted=keys.__contains__, shared=True):
             for subscription in keys[key].subscriptions:
@@ -395,6 +422,7 @@ class Hub:
 
 def _report(what: str, error: Exception) -> None:
     """Log a failed layer call: counted if the layer is unreachable, else a traceback."""
+    metrics.layer_send_failures.inc()
     report_failure(CHANNEL_LAYER, what, error, logger)
 
 

@@ -20,6 +20,25 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The wall-clock time (``time.time()``, a float: JSON- and msgpack-safe) a message was
+#: published, set on the message around the event, never in it: the hub measures
+#: ``streamsite_delivery_latency_seconds`` from it and clients never see it.
+PUBLISHED_AT = "at"
+
+
+def message_app(message: dict) -> str:
+    """The app a hub message belongs to ("notifications", "chat"...), for a metric label.
+
+    The first part of its (first) key: keys are built by each app's one helper, so the
+    values are few and fixed.
+    """
+    key = message.get("key")
+    if key is None:
+        keys = message.get("keys")
+        key = keys[0] if keys else ""
+    return key.partition(".")[0] or "unknown"
+
+
 #: Every hub is a member of this group; batches for many keys are sent to it once.
 HUB_GROUP = "streamsite.hubs"
 

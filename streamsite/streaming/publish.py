@@ -15,6 +15,7 @@ So ``publish_failed`` hands it to ``streamsite.streaming.recovery``, which sends
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +23,9 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from streamsite.observability import metrics
 from streamsite.streaming.hub import HUB_GROUP, batch_message, event_message
+from streamsite.streaming.messages import PUBLISHED_AT, message_app
 from streamsite.streaming.outage import CHANNEL_LAYER, is_connection_error
 from streamsite.streaming.recovery import LOST
 
@@ -53,6 +56,8 @@ def publish_batch_on_commit(
 
 def _on_commit(group: str, message: dict, using: str | None) -> None:
     def publish_after_commit() -> None:
+        message[PUBLISHED_AT] = time.time()  # committed now: delivery latency starts here
+        metrics.events_published.labels(message_app(message), _event_type(message)).inc()
         # A failed send is not raised: what it announced is committed, and its readers
         # resync from the database. ``publish`` is looked up now so tests can wrap it.
         try:
@@ -61,6 +66,12 @@ def _on_commit(group: str, message: dict, using: str | None) -> None:
             publish_failed(group, message, error)
 
     transaction.on_commit(publish_after_commit, using=using)
+
+
+def _event_type(message: dict) -> str:
+    """The event's ``kind`` (each app's few fixed kinds), for a metric label."""
+    event = message.get("event") or message.get("base") or {}
+    return str(event.get("kind", "unknown"))
 
 
 _deferred = threading.local()
@@ -118,6 +129,7 @@ def publish_failed(group: str, message: dict, error: Exception) -> None:
     sent again, and every hub told to resync its keys, as soon as the layer takes a
     message again (``streamsite.streaming.recovery``).
     """
+    metrics.layer_send_failures.inc()
     unreachable = is_connection_error(error)
     if unreachable:
         CHANNEL_LAYER.failed("publishes", error)

@@ -4,13 +4,32 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from chat.protocol import MAX_FRAME_BYTES
+
+
+def fresh_metrics_dir() -> str:
+    """Return an empty directory for this run's Prometheus files (one set per worker).
+
+    ``PROMETHEUS_MULTIPROC_DIR`` if set (emptied: a previous run's counters would be added
+    to this one's), else a new temporary directory.
+    """
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not chosen:
+        return tempfile.mkdtemp(prefix="streamsite-metrics-")
+    path = Path(chosen)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return str(path)
+
 
 #: How long ``serve`` waits for its port to be free: the workers of a predecessor that was
 #: killed outright end by themselves (``streamsite.worker_process``), within a second or two.
@@ -96,5 +115,7 @@ class Command(BaseCommand):
             raise CommandError(f"cannot find the Python interpreter {argv[0]}")
         if fd is None and not wait_for_port(host, port, PORT_WAIT_SECONDS):
             raise CommandError(f"{host}:{port} is in use (waited {PORT_WAIT_SECONDS} s)")
+        # Every worker writes its metrics there; /metrics adds them up (streamsite.observability).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir()
         # exec, so the server has this process' pid and signals reach it directly.
         os.execv(argv[0], argv)
