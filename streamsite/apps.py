@@ -10,9 +10,13 @@ class StreamsiteConfig(AppConfig):
     def ready(self):
         from django.utils.autoreload import file_changed
 
+        from streamsite.lifespan import on_startup
+        from streamsite.observability.live import listen_in_background
         from streamsite.shutdown import end_streams_before_reload
         from streamsite.streaming.db import skip_request_started_db_cleanup
 
         skip_request_started_db_cleanup()
         # runserver's reload ends every stream and socket first (clients reconnect).
         file_changed.connect(end_streams_before_reload)
+        # Every server process hears when a dashboard is open (streamsite.observability.live).
+        on_startup(listen_in_background)

@@ -29,6 +29,17 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_HOOK_SECONDS = 5
 
 _shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+_startup_hooks: list[Callable[[], None]] = []
+
+
+def on_startup(hook: Callable[[], None]) -> None:
+    """Call ``hook()`` on the server's loop when it starts (uvicorn; daphne sends nothing).
+
+    For starting background work a process needs before its first request (the live
+    dashboard's listener): it must return at once and start tasks, not await them.
+    """
+    if hook not in _startup_hooks:
+        _startup_hooks.append(hook)
 
 
 def on_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
@@ -55,6 +66,13 @@ async def lifespan_app(scope, receive, send) -> None:
             if message["type"] == "lifespan.startup":
                 replaced = chain_shutdown_signals()
                 end_with_parent()  # a worker must not outlive its supervisor
+                for hook in list(_startup_hooks):
+                    try:
+                        hook()
+                    except Exception:
+                        logger.exception(
+                            "startup hook %s failed", getattr(hook, "__qualname__", hook)
+                        )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await run_shutdown_hooks()

@@ -11,6 +11,7 @@ from streamsite import lifespan
 def hooks(monkeypatch):
     registered = []
     monkeypatch.setattr(lifespan, "_shutdown_hooks", registered)
+    monkeypatch.setattr(lifespan, "_startup_hooks", [])  # the apps' (live.listen...) need a server
     return registered
 
 
@@ -76,3 +77,12 @@ async def test_a_hook_that_hangs_is_cut_off(hooks, monkeypatch, caplog):
     sent = await run_server_lifespan()
     assert sent[-1]["type"] == "lifespan.shutdown.complete"
     assert "TimeoutError" in caplog.text
+
+
+async def test_startup_calls_the_startup_hooks(monkeypatch):
+    started = []
+    monkeypatch.setattr(lifespan, "_shutdown_hooks", [])
+    monkeypatch.setattr(lifespan, "_startup_hooks", [])
+    lifespan.on_startup(lambda: started.append("live"))
+    await run_server_lifespan()
+    assert started == ["live"]
