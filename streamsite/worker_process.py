@@ -11,7 +11,6 @@ parent dies (``PR_SET_PDEATHSIG``), so it shuts down gracefully (ending its stre
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -21,6 +20,9 @@ import sys
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+#: libc's ``prctl``, looked up once at import: between fork and exec (a ``preexec_fn``) a
+#: library lookup is not safe (``find_library`` may even run programs), a call is.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def signal_when_parent_dies(parent_pid: int, signum: int = signal.SIGTERM) -> int:
@@ -32,10 +34,9 @@ def signal_when_parent_dies(parent_pid: int, signum: int = signal.SIGTERM) -> in
     thread that lives as long as the child should. If the parent (``parent_pid``) is
     already gone, the signal is sent now: none would ever come.
     """
-    if not sys.platform.startswith("linux"):
+    if _prctl is None:
         return 0
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+    if _prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
         return ctypes.get_errno()
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), signum)

@@ -164,7 +164,7 @@ NASTY_FRAMES = {
     "a huge limit": '{"type": "history", "limit": ' + "9" * 40 + "}",
     "a huge up_to": '{"type": "read", "up_to": -' + "9" * 40 + "}",
     "binary": b"\x00\xff\xfe" * 100,
-    "fragments of junk": ["{\"type\": ", "\"history\", ", "\"before\": [[[["],
+    "fragments of junk": ['{"type": ', '"history", ', '"before": [[[['],
 }
 
 
