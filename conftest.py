@@ -108,6 +108,36 @@ def django_db_setup(remove_sqlite_side_files, django_db_setup, django_db_blocker
             connection.close_pool()
 
 
+# Server logs ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def clean_server_logs(request):
+    """Fail the test if a server process it used logged an error or traceback it did not
+    declare (``server.expect_log(pattern)``, ``@pytest.mark.expect_log(pattern)``).
+
+    Autouse and function-scoped, so it is torn down after the test's own servers stopped:
+    what they log while stopping counts too; a record logged between two tests is reported
+    by the next one (with the window it read). See ``streamsite.testing.server_log``.
+    """
+    from streamsite.testing.server_log import check_watched
+
+    yield
+    expected = [p for mark in request.node.iter_markers("expect_log") for p in mark.args]
+    if report := check_watched(expected):
+        pytest.fail(f"a server logged what the test did not expect:\n{report}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_server_logs_at_exit():
+    """What session servers log while they stop, at the end of the run."""
+    yield
+    from streamsite.testing.server_log import check_watched
+
+    if report := check_watched():
+        pytest.fail(f"a server logged while stopping:\n{report}", pytrace=False)
+
+
 # Users and clients ---------------------------------------------------------------------
 
 

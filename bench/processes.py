@@ -7,7 +7,6 @@ only the harness, which then stops them all: ``stop_all()`` runs from its ``fina
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -19,19 +18,13 @@ import threading
 import time
 from pathlib import Path
 
+from streamsite.testing.child_process import end_with_this_process
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STARTUP_SECONDS = 60
 
 _children: list[subprocess.Popen] = []
-# Looked up before any fork: the child only calls it (see _die_with_parent).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: receive SIGTERM if the harness dies without cleaning up (SIGKILL)."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(argv: list[str], *, env: dict, **kwargs) -> subprocess.Popen:
@@ -41,7 +34,8 @@ def spawn(argv: list[str], *, env: dict, **kwargs) -> subprocess.Popen:
         cwd=BASE_DIR,
         env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent,  # one pre-resolved libc call: fork-safe
+        # SIGTERM if the harness dies without cleaning up (SIGKILL): fork-safe.
+        preexec_fn=end_with_this_process(),
         **kwargs,
     )
     _children.append(process)

@@ -11,7 +11,6 @@ parent dies (``PR_SET_PDEATHSIG``), so it shuts down gracefully (ending its stre
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -21,6 +20,27 @@ import sys
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+#: libc's ``prctl``, looked up once at import: between fork and exec (a ``preexec_fn``) a
+#: library lookup is not safe (``find_library`` may even run programs), a call is.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def signal_when_parent_dies(parent_pid: int, signum: int = signal.SIGTERM) -> int:
+    """Ask the kernel for ``signum`` when this process' parent dies (Linux only).
+
+    Returns 0, or the errno of a refusal. Safe between fork and exec (no logging, no
+    locks), so the test rig's children use it too (``streamsite.testing.child_process``).
+    The kernel sends it when the *thread* that forked this process ends, so fork from a
+    thread that lives as long as the child should. If the parent (``parent_pid``) is
+    already gone, the signal is sent now: none would ever come.
+    """
+    if _prctl is None:
+        return 0
+    if _prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        return ctypes.get_errno()
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signum)
+    return 0
 
 
 def end_with_parent() -> bool:
@@ -33,11 +53,7 @@ def end_with_parent() -> bool:
     parent = multiprocessing.parent_process()
     if parent is None or not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        logger.warning("could not ask to end with the supervisor: errno %d", ctypes.get_errno())
+    if errno := signal_when_parent_dies(parent.pid):
+        logger.warning("could not ask to end with the supervisor: errno %d", errno)
         return False
-    # The supervisor may have died before the request: then no signal will ever come.
-    if os.getppid() != parent.pid:
-        os.kill(os.getpid(), signal.SIGTERM)
     return True

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from streamsite.testing.child_process import start_on_socket, stop_group
+from streamsite.testing.server_log import watch
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 30
@@ -39,6 +40,7 @@ class FakeUpstreamProcess:
         handle, path = tempfile.mkstemp(prefix="streamsite-fake-upstream-", suffix=".log")
         os.close(handle)
         self.log_path = Path(path)
+        self.log_watch = watch("fake upstream", self.log_path)
 
     @property
     def url(self) -> str:

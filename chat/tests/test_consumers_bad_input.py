@@ -153,3 +153,35 @@ async def test_a_client_leaving_during_the_join_is_not_an_error(
 
     await asyncio.gather(*(leave_at_once() for _ in range(30)))
     assert_clean(await settled_log(live_server_asgi, mark, open_socket, user))
+
+
+#: Frames a parser could choke on, each refused as ``invalid`` with the socket left open
+#: (issue #13's fuzzing list: deep nesting, huge numbers, binary, fragments).
+NASTY_FRAMES = {
+    "deep nesting": "[" * 30_000 + "]" * 30_000,  # under the 64 KiB limit
+    "a 5,000-digit number": '{"type": "history", "before": ' + "9" * 5000 + "}",
+    "an infinite float": '{"type": "history", "before": 1e999}',
+    "a huge limit": '{"type": "history", "limit": ' + "9" * 40 + "}",
+    "a huge up_to": '{"type": "read", "up_to": -' + "9" * 40 + "}",
+    "binary": b"\x00\xff\xfe" * 100,
+    "fragments of junk": ['{"type": ', '"history", ', '"before": [[[['],
+}
+
+
+async def test_nasty_frames_are_refused_and_the_socket_stays_usable(
+    live_server_asgi, open_socket, user, lobby_room
+):
+    """After each refusal the same socket answers a ping and still sends a message; a
+    fragmented valid frame is handled like a whole one."""
+    socket = await open_socket(live_server_asgi, user)
+    mark = live_server_asgi.log_mark()
+    for name, frame in NASTY_FRAMES.items():
+        await socket.send(frame)
+        error = await socket.until_type("error")
+        assert error["code"] == "invalid", (name, error)
+        await socket.ping()
+        assert socket.close_code is None, name
+    await socket.connection.send(['{"type": ', '"ping"}'])  # a valid frame in fragments
+    await socket.until_type("pong")
+    await socket.send_message("still here", None)
+    assert_clean(await settled_log(live_server_asgi, mark, open_socket, user))

@@ -3,6 +3,8 @@
 No Django here: the fake upstream (``assistant.testing``) uses it too. The test process
 binds the listening socket and passes its descriptor, so there is no race for a free port,
 and each child runs in its own process group, so stopping it reaches its workers too.
+Each child also gets SIGTERM from the kernel when the test process dies, however it dies
+(``end_with_this_process``): a SIGKILLed pytest leaves no server holding a port.
 """
 
 from __future__ import annotations
@@ -12,6 +14,18 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+
+from streamsite.worker_process import signal_when_parent_dies
+
+
+def end_with_this_process():
+    """A ``preexec_fn`` for ``Popen``: the child gets SIGTERM when this process dies.
+
+    Call ``Popen`` from a thread that lives as long as the child (the kernel signals when
+    the forking thread ends): the main thread, or a long-lived executor's.
+    """
+    parent_pid = os.getpid()
+    return lambda: signal_when_parent_dies(parent_pid)
 
 
 def start_on_socket(
@@ -37,6 +51,7 @@ def start_on_socket(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop_group() reaches all
+                preexec_fn=end_with_this_process(),
             )
     finally:
         listener.close()  # the child has its own copy

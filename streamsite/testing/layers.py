@@ -11,6 +11,8 @@ from pathlib import Path
 
 from channels.layers import InMemoryChannelLayer
 
+from streamsite.testing.child_process import end_with_this_process
+
 
 async def group_members(layer, group: str) -> set[str]:
     """The channels currently in ``group``, read from the layer's own storage."""
@@ -58,6 +60,7 @@ class PrivateRedis:
                 self._dir,
             ],
             stdout=subprocess.DEVNULL,
+            preexec_fn=end_with_this_process(),  # gone with a killed pytest
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

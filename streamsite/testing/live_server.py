@@ -24,7 +24,8 @@ import httpx
 from django.conf import settings
 from django.db import connection
 
-from streamsite.testing.child_process import start_on_socket, stop_group
+from streamsite.testing.child_process import end_with_this_process, start_on_socket, stop_group
+from streamsite.testing.server_log import watch
 
 BASE_DIR = Path(settings.BASE_DIR)
 #: ``runserver`` is the development command itself (daphne, wrapped as ``runserver`` wraps
@@ -75,10 +76,16 @@ class LiveServer:
         handle, path = tempfile.mkstemp(prefix=f"streamsite-{kind}-", suffix=".log")
         os.close(handle)
         self.log_path = Path(path)
+        # Every test fails if this server logs an error it did not expect (server_log).
+        self.log_watch = watch(f"{kind} server", self.log_path)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def expect_log(self, pattern: str) -> None:
+        """Declare that this server may log a record matching ``pattern`` in this test."""
+        self.log_watch.expect(pattern)
 
     @property
     def ws_url(self) -> str:
@@ -149,6 +156,7 @@ class LiveServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=end_with_this_process(),
             )
         self._wait_until_ready()
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from streamsite.testing.child_process import stop_group
+from streamsite.testing.child_process import end_with_this_process, stop_group
 from streamsite.testing.live_server import database_url_for_tests
+from streamsite.testing.server_log import watch
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -30,6 +31,7 @@ class TaskWorker:
         handle, path = tempfile.mkstemp(prefix="streamsite-worker-", suffix=".log")
         os.close(handle)
         self.log_path = Path(path)
+        self.log_watch = watch("db_worker", self.log_path)
 
     @property
     def pid(self) -> int:
@@ -55,6 +57,7 @@ class TaskWorker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=end_with_this_process(),
             )
         return self
 
