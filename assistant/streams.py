@@ -220,7 +220,7 @@ async def _stream(
                         state.needs_catch_up = True
                     elif item.get("kind") in ("turn", "delta", "done"):
                         out.append(state.render_live(item))
-                        metrics.events_delivered.labels("assistant", item["kind"]).inc()
+                        metrics.delivered.add("assistant", item["kind"])
                 if out:
                     yield b"".join(out)
 

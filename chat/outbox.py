@@ -297,7 +297,7 @@ class RoomOutbox:
                 await self.close(protocol.CLOSE_NOT_LOGGED_IN)
         elif message is not None:
             await self._send_message(message)
-            metrics.events_delivered.labels("chat", event["kind"]).inc()
+            metrics.delivered.add("chat", event["kind"])
 
     def deliver_now(self, event) -> bool:
         """The hub's fast path: handle ``event`` at once if the writer has nothing queued.
@@ -321,7 +321,7 @@ class RoomOutbox:
             return False
         if message is None:
             return True
-        metrics.events_delivered.labels("chat", event["kind"]).inc()
+        metrics.delivered.add("chat", event["kind"])
         frames = self._frames  # the room's shared frame, written as it is when it can be
         shared = message is event.get("_send")
         if frames is not None and shared and frames.write(protocol.event_frame_bytes(event)):

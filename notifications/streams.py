@@ -312,7 +312,7 @@ async def live_events(
                 watching.refresh(item["event"])
             else:
                 out.append(state.render_live(item))
-                metrics.events_delivered.labels("notifications", item["kind"]).inc()
+                metrics.delivered.add("notifications", item["kind"])
         if state.recount:
             state.recount = False
             parts = await selectors.aunread_parts(user_id, up_to=state.last_id)

@@ -12,6 +12,7 @@ from notifications import services
 from notifications.events import user_key
 from notifications.streams import StreamState, notification_stream
 from notifications.tests.streaming import Stream
+from streamsite.observability import metrics
 from streamsite.streaming.hub import close_hub, get_hub
 from streamsite.testing.layers import group_members
 from streamsite.testing.sse import StreamReader
@@ -26,6 +27,7 @@ SSE_OVERFLOW = {"app": "notifications", "reason": "sse_overflow"}
 
 def sample(name: str, labels: dict) -> float:
     """A metric's value in this process' registry (0 before it was first touched)."""
+    metrics.flush_tallies()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 

@@ -20,11 +20,13 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from streamsite.observability import metrics
 from streamsite.observability.workers import MULTIPROC_ENV, forget_dead_workers
 
 
 def render_metrics() -> bytes:
     """Every metric, of every worker when there are several."""
+    metrics.flush_tallies()  # this process' own; other workers flush within a second
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
         forget_dead_workers(directory)

@@ -65,6 +65,7 @@ def process_label() -> str:
 def read_metrics(sources=SOURCES, latency=metrics.delivery_latency) -> dict:
     """This process' current figures: each source summed over its labels, and the latency
     histogram's cumulative buckets (``{upper_bound: count}``)."""
+    metrics.flush_tallies()
     figures = dict.fromkeys(sources, 0.0)
     for field, metric in sources.items():
         for family in metric.collect():
