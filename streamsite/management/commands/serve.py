@@ -5,6 +5,7 @@ import shutil
 import socket
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -15,6 +16,10 @@ from chat.protocol import MAX_FRAME_BYTES
 #: How long ``serve`` waits for its port to be free: the workers of a predecessor that was
 #: killed outright end by themselves (``streamsite.worker_process``), within a second or two.
 PORT_WAIT_SECONDS = 15
+#: uvicorn's logging configuration under LOG_FORMAT=json.
+UVICORN_JSON_LOG_CONFIG = (
+    Path(__file__).resolve().parents[2] / "observability" / "uvicorn_log_config.json"
+)
 
 
 def wait_for_port(host: str, port: int, seconds: float) -> bool:
@@ -59,6 +64,10 @@ def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -
         argv += ["--fd", str(fd)]
     else:
         argv += ["--host", host, "--port", str(port)]
+    if settings.LOG_FORMAT == "json":
+        # uvicorn's supervisor logs before any worker loads Django's LOGGING: its lines
+        # (and the workers' until then) are JSON through this configuration.
+        argv += ["--log-config", str(UVICORN_JSON_LOG_CONFIG)]
     return argv
 
 
