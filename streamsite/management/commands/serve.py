@@ -1,5 +1,6 @@
 """Run the production server: uvicorn (uvloop, httptools) with several worker processes."""
 
+import logging
 import os
 import shutil
 import socket
@@ -99,8 +100,12 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
         argv = uvicorn_argv(host=host, port=port, workers=workers, fd=fd)
         where = f"fd {fd}" if fd is not None else f"http://{host}:{port}/"
-        self.stdout.write(f"Serving streamsite on {where} with {workers} worker(s)")
-        self.stdout.flush()
+        serving = f"Serving streamsite on {where} with {workers} worker(s)"
+        if settings.LOG_FORMAT == "json":  # every line of the server's output is JSON
+            logging.getLogger("streamsite.serve").info(serving)
+        else:
+            self.stdout.write(serving)
+            self.stdout.flush()
         if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
             raise CommandError(f"cannot find the Python interpreter {argv[0]}")
         if fd is None and not wait_for_port(host, port, PORT_WAIT_SECONDS):
