@@ -23,6 +23,7 @@ from assistant.models import Answer, Conversation
 from assistant.runner import start_generation, start_generation_now
 from assistant.streams import conversation_stream, parse_cursor
 from assistant.upstream import get_provider
+from streamsite.observability.logs import logged_stream
 from streamsite.streaming.db import db_call
 
 
@@ -36,8 +37,10 @@ def json_error(message: str, status: int, **extra) -> JsonResponse:
 
 
 def event_stream_response(chunks) -> StreamingHttpResponse:
-    """An SSE response no cache, proxy or compressor holds back."""
-    response = StreamingHttpResponse(chunks, content_type="text/event-stream; charset=utf-8")
+    """An SSE response no cache, proxy or compressor holds back; its lifecycle is logged."""
+    response = StreamingHttpResponse(
+        logged_stream("assistant stream", chunks), content_type="text/event-stream; charset=utf-8"
+    )
     response["Cache-Control"] = "no-cache, no-store"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response

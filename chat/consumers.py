@@ -37,6 +37,7 @@ from chat.protocol import FORBIDDEN, INVALID, NOT_FOUND, RATE_LIMITED, TOO_LONG,
 from chat.ratelimit import acheck_send_rate
 from notifications.events import session_digest, user_key
 from streamsite.observability import metrics
+from streamsite.observability.logs import connection_event
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import HubUnavailable, Subscription, get_hub
 from streamsite.websocket import server_send
@@ -68,6 +69,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self._events: Subscription | None = None
         self._in_presence = False
         self._counted = False  # in ``streamsite_sockets_open``
+        self._opened_at: float | None = None  # for the lifecycle log line
         self._last_typing = float("-inf")
 
     async def __call__(self, scope, receive, send):
@@ -92,6 +94,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # Accept first, then refuse with a code: a refusal at the handshake reaches browsers
         # as 1006, which they cannot tell from a network failure.
         await self.accept()
+        self._opened_at = time.monotonic()
+        connection_event("chat socket", "opened")
         user = self.scope.get("user")
         if not permissions.is_active_user(user):
             await self.close(protocol.CLOSE_NOT_LOGGED_IN)
@@ -162,6 +166,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         await self._release()
+        if self._opened_at is not None:
+            connection_event("chat socket", "closed", started=self._opened_at, code=code)
 
     async def _release(self) -> None:
         """Stop the writer, leave the hub and presence. Idempotent, short."""

@@ -13,6 +13,7 @@ from notifications import selectors, services
 from notifications.events import session_digest
 from notifications.exports import export_lines
 from notifications.streams import notification_stream
+from streamsite.observability.logs import logged_stream
 from streamsite.params import parse_id
 from streamsite.streaming.db import db_call
 
@@ -58,10 +59,11 @@ async def stream(request):
     except ValueError as error:
         return plain_text(str(error), 400)
     session_key = request.session.session_key  # loaded by get_user above
+    stream = notification_stream(
+        user.pk, last_event_id, session=session_digest(session_key) if session_key else None
+    )
     response = StreamingHttpResponse(
-        notification_stream(
-            user.pk, last_event_id, session=session_digest(session_key) if session_key else None
-        ),
+        logged_stream("notifications stream", stream, user_id=user.pk),
         content_type="text/event-stream; charset=utf-8",
     )
     response["Cache-Control"] = "no-cache, no-store"

@@ -18,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from streamsite.lifespan import lifespan_app  # noqa: E402
+from streamsite.observability.logs import RequestIdMiddleware, WebSocketUserMiddleware  # noqa: E402
 from streamsite.routing import websocket_urlpatterns  # noqa: E402
 from streamsite.server_logs import install_client_fault_filter  # noqa: E402
 from streamsite.websocket import ServerSendMiddleware  # noqa: E402
@@ -25,15 +26,20 @@ from streamsite.websocket import ServerSendMiddleware  # noqa: E402
 # uvicorn logs a traceback per invalid UTF-8 frame a client sends: one line instead.
 install_client_fault_filter()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # The Origin check comes first, so a foreign page is refused before any session
-        # lookup: browsers send cookies with cross-site WebSocket handshakes.
-        "websocket": ServerSendMiddleware(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
-        ),
-        # uvicorn's graceful shutdown: apps' last words (streamsite/lifespan.py).
-        "lifespan": lifespan_app,
-    }
+# A request id per request and socket, for logs and the X-Request-ID response header.
+application = RequestIdMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # The Origin check comes first, so a foreign page is refused before any session
+            # lookup: browsers send cookies with cross-site WebSocket handshakes.
+            "websocket": ServerSendMiddleware(
+                AllowedHostsOriginValidator(
+                    AuthMiddlewareStack(WebSocketUserMiddleware(URLRouter(websocket_urlpatterns)))
+                )
+            ),
+            # uvicorn's graceful shutdown: apps' last words (streamsite/lifespan.py).
+            "lifespan": lifespan_app,
+        }
+    )
 )

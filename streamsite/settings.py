@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from streamsite.env import (
     ConfigError,
     channel_layer_from_url,
@@ -21,6 +23,7 @@ from streamsite.env import (
     secret_key,
     sqlite_database,
 )
+from streamsite.observability.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -218,23 +221,12 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # Django configures its own loggers; these add streamsite's (INFO, on stderr).
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "{levelname} {name}: {message}", "style": "{"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        name: {"handlers": ["console", "error_count"], "level": "INFO", "propagate": False}
-        for name in ("streamsite", "notifications", "chat", "assistant", "jobs")
-    },
-    # Counts ERROR+ records for `streamsite_log_errors_total`, whichever logger wrote them
-    # (and keeps Python's last-resort output for records no other handler takes).
-    "root": {"handlers": ["error_count"], "level": "WARNING"},
-}
-LOGGING["handlers"]["error_count"] = {
-    "class": "streamsite.observability.logcount.ErrorCountHandler",
-    "level": "WARNING",
-}
+# LOG_FORMAT=json: one JSON object per line (time, level, logger, message, request_id,
+# user_id, extra fields); the default "text" is the readable "LEVEL logger: message".
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+LOGGING = logging_config(LOG_FORMAT, ("streamsite", "notifications", "chat", "assistant", "jobs"))
 
 
 # Demo data (`manage.py seed_demo`): the password of every demo login.

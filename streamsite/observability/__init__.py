@@ -1,2 +1,3 @@
 """Observability: the Prometheus metrics every part of streamsite reports to (``metrics``),
-and the admin's live dashboard that shows them (``live``, ``aggregate``, ``dashboard``)."""
+health checks (``health``), structured logs (``logs``), and the admin's live dashboard that
+shows the metrics (``live``, ``aggregate``, ``dashboard``)."""

@@ -7,10 +7,11 @@ Probes and the scrape itself are left out: they would drown the figures.
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from streamsite.observability.health import UNLOGGED_PATHS
 from streamsite.observability.metrics import http_requests
 
-#: Not counted: the health probes (another part of the site) and /metrics.
-UNCOUNTED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Not counted: the health probes and /metrics.
+UNCOUNTED_PATHS = frozenset({*UNLOGGED_PATHS, "/metrics"})
 #: Methods outside this set are counted as "other" (the method is client-chosen text).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 

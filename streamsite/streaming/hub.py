@@ -114,6 +114,21 @@ class Hub:
 
     # Public API ------------------------------------------------------------------------
 
+    @property
+    def receiving(self) -> bool:
+        """Whether the receive loop can deliver: not yet started (nothing to receive yet)
+        or still running. False once the hub is closed or the loop's task has ended, which
+        only a bug or a close does (``_receive_forever`` retries every failure). For
+        ``/readyz``: a check without I/O."""
+        if self._closed:
+            return False
+        return not self._tasks or not self._tasks[0].done()
+
+    @property
+    def ending(self) -> bool:
+        """Whether the process is ending its streams (shutdown): why a stream ended."""
+        return self._ending
+
     @asynccontextmanager
     async def subscribe(
         self, key: str, *, maxsize: int, into: Subscription | None = None

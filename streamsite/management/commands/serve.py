@@ -1,5 +1,6 @@
 """Run the production server: uvicorn (uvloop, httptools) with several worker processes."""
 
+import logging
 import os
 import shutil
 import socket
@@ -34,6 +35,10 @@ def fresh_metrics_dir() -> str:
 #: How long ``serve`` waits for its port to be free: the workers of a predecessor that was
 #: killed outright end by themselves (``streamsite.worker_process``), within a second or two.
 PORT_WAIT_SECONDS = 15
+#: uvicorn's logging configuration under LOG_FORMAT=json.
+UVICORN_JSON_LOG_CONFIG = (
+    Path(__file__).resolve().parents[2] / "observability" / "uvicorn_log_config.json"
+)
 
 
 def wait_for_port(host: str, port: int, seconds: float) -> bool:
@@ -78,6 +83,10 @@ def uvicorn_argv(*, host: str, port: int, workers: int, fd: int | None = None) -
         argv += ["--fd", str(fd)]
     else:
         argv += ["--host", host, "--port", str(port)]
+    if settings.LOG_FORMAT == "json":
+        # uvicorn's supervisor logs before any worker loads Django's LOGGING: its lines
+        # (and the workers' until then) are JSON through this configuration.
+        argv += ["--log-config", str(UVICORN_JSON_LOG_CONFIG)]
     return argv
 
 
@@ -109,8 +118,12 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
         argv = uvicorn_argv(host=host, port=port, workers=workers, fd=fd)
         where = f"fd {fd}" if fd is not None else f"http://{host}:{port}/"
-        self.stdout.write(f"Serving streamsite on {where} with {workers} worker(s)")
-        self.stdout.flush()
+        serving = f"Serving streamsite on {where} with {workers} worker(s)"
+        if settings.LOG_FORMAT == "json":  # every line of the server's output is JSON
+            logging.getLogger("streamsite.serve").info(serving)
+        else:
+            self.stdout.write(serving)
+            self.stdout.flush()
         if shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
             raise CommandError(f"cannot find the Python interpreter {argv[0]}")
         if fd is None and not wait_for_port(host, port, PORT_WAIT_SECONDS):

@@ -1,0 +1,95 @@
+"""Structured logs: request ids, and LOG_FORMAT=json from a live production server."""
+
+import json
+import logging
+import sys
+import time
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+
+from streamsite.observability.logs import JsonFormatter, clean_request_id
+from streamsite.testing.live_server import session_cookies
+
+FIELDS = {"time", "level", "logger", "message", "request_id", "user_id"}
+
+
+@pytest.mark.parametrize("value", ["abc-123", "0f" * 16, "a.b_c-d"])
+def test_a_sane_request_id_is_kept(value):
+    assert clean_request_id(value) == value
+
+
+@pytest.mark.parametrize("value", [None, "", "x" * 65, "has space", 'quote"', "line\nbreak"])
+def test_an_unsafe_request_id_is_replaced(value):
+    replaced = clean_request_id(value)
+    assert replaced != value and len(replaced) == 32
+
+
+def test_json_formatter_carries_the_fields_and_the_exception():
+    record = logging.LogRecord("chat", logging.ERROR, __file__, 1, "failed %s", ("x",), None)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    record.request_id, record.user_id, record.room = "rid", 7, "lobby"
+    line = json.loads(JsonFormatter().format(record))
+    assert line.keys() >= FIELDS
+    assert (line["level"], line["logger"], line["message"]) == ("ERROR", "chat", "failed x")
+    assert (line["request_id"], line["user_id"], line["room"]) == ("rid", 7, "lobby")
+    assert line["time"].endswith("+00:00")
+    assert "ValueError: boom" in line["exception"]
+
+
+def json_lines(server) -> list[dict]:
+    """Every line the server logged, each parsed as JSON (fails on one that is not)."""
+    lines = []
+    for text in server.log_path.read_text(errors="replace").splitlines():
+        if text.strip():
+            try:
+                lines.append(json.loads(text))
+            except ValueError:
+                raise AssertionError(f"not a JSON line: {text!r}") from None
+    return lines
+
+
+def wait_for_line(server, predicate, within: float = 15) -> dict:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = [line for line in json_lines(server) if predicate(line)]
+        if found:
+            return found[0]
+        time.sleep(0.05)  # the server writes the line as it closes the stream
+    raise AssertionError(f"no such line in {json_lines(server)[-10:]}")
+
+
+@pytest.mark.live_server
+@pytest.mark.timeout(90)
+async def test_json_logs_from_a_live_server(live_server_factory, make_user):
+    server = await sync_to_async(live_server_factory)("uvicorn", LOG_FORMAT="json")
+    user = await sync_to_async(make_user)("reader")
+    cookies = await sync_to_async(session_cookies)(user)
+    async with httpx.AsyncClient(base_url=server.url, cookies=cookies, timeout=10) as http:
+        response = await http.get("/healthz", headers={"X-Request-ID": "probe-1"})
+        assert response.headers["x-request-id"] == "probe-1"
+        response = await http.get("/healthz", headers={"X-Request-ID": "bad id"})
+        assert len(response.headers["x-request-id"]) == 32
+        async with http.stream(
+            "GET", "/notifications/stream/", headers={"X-Request-ID": "stream-1"}
+        ) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["x-request-id"] == "stream-1"
+            await anext(stream.aiter_bytes())  # the stream is open
+    closed = await sync_to_async(wait_for_line)(
+        server, lambda line: line.get("connection") == "notifications stream"
+        and line.get("event") == "closed"
+    )  # fmt: skip
+    assert closed["level"] == "INFO" and closed["logger"] == "streamsite.connections"
+    assert (closed["request_id"], closed["user_id"]) == ("stream-1", user.pk)
+    assert closed["reason"] == "client left" and closed["duration_seconds"] >= 0
+    lines = json_lines(server)
+    for line in lines:
+        assert line.keys() >= FIELDS, line
+    assert any(line["logger"].startswith("uvicorn") for line in lines), lines
+    opened = [line for line in lines if line.get("event") == "opened"]
+    assert opened and opened[0]["request_id"] == "stream-1"
