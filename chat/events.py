@@ -69,15 +69,21 @@ def message_payload(message) -> dict:
     return payload
 
 
-def message_event(payload: dict, *, answer_id: int | None = None) -> dict:
+def message_event(
+    payload: dict, *, answer_id: int | None = None, previous_id: int | None = None
+) -> dict:
     """A new message in the room (``payload`` from ``message_payload``).
 
     For the assistant's answer, ``answer_id`` (the assistant's id, which clients never
-    see) lets each socket follow the answer's text (``chat.answers``).
+    see) lets each socket follow the answer's text (``chat.answers``). ``previous_id`` is
+    the room's message before this one (None: the room's first), so a socket can tell when
+    this event overtook an earlier message's (``chat.outbox``); never sent to clients.
     """
     event = {"kind": "message", "message": payload}
     if answer_id is not None:
         event["answer"] = int(answer_id)
+    if previous_id is not None:
+        event["previous"] = int(previous_id)
     return event
 
 

@@ -246,6 +246,11 @@ class RoomOutbox:
             message_id = payload["id"]
             if message_id in self.sent:
                 return None
+            previous = event.get("previous")
+            if previous is not None and previous > self.last_id:
+                # It overtook an earlier message (published by another process): the
+                # database has both, in order (``chat.services._latest_message_id``).
+                return NEEDS_TASK
             if payload.get("assistant"):
                 if self.answers.was_early(message_id):
                     return NEEDS_TASK  # its text came first: read the answer's state
@@ -282,6 +287,8 @@ class RoomOutbox:
             kind = event["kind"]
             if kind in ("assistant.delta", "assistant.done"):
                 await self._catch_up([event["message"]])
+            elif kind == "message" and event.get("previous", 0) > self.last_id:
+                await self._replay(self.last_id)  # the earlier message, then this one
             elif kind == "message":
                 payload = await self.answers.fresh(event["message"], event.get("answer"))
                 self.answers.shown(payload, event.get("answer"))

@@ -230,6 +230,7 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
     body = clean_message_body(body)
     with transaction.atomic():
         _lock_room_for_ids(room.pk)
+        previous_id = _latest_message_id(room.pk)
         try:
             # A savepoint: if a concurrent send with this client_id won, the outer
             # transaction stays usable (PostgreSQL aborts a transaction on any error).
@@ -254,11 +255,14 @@ def message_post(*, user, room: Room, client_id, body: str) -> tuple[Message, bo
         # The room hears of the message before a mentioned user's bell does, and of the
         # question before its answer.
         key = room_key(room.pk)
-        publish_on_commit(key, message_event(message_payload(message)))
+        publish_on_commit(key, message_event(message_payload(message), previous_id=previous_id))
         if answer is not None:
-            publish_on_commit(
-                key, message_event(message_payload(answer), answer_id=answer.assistant_answer_id)
+            answer_event = message_event(
+                message_payload(answer),
+                answer_id=answer.assistant_answer_id,
+                previous_id=message.pk,
             )
+            publish_on_commit(key, answer_event)
         _notify_mentioned(message, room, user)
         if joined:
             _unread_changed(user.pk)  # a room their notification streams do not follow yet
@@ -289,6 +293,20 @@ def _lock_room_for_ids(room_id: int) -> None:
     locked = Room.objects.select_for_update(no_key=True).filter(pk=room_id).values_list("pk")
     if not locked:
         raise PermissionDenied("This room no longer exists.")
+
+
+def _latest_message_id(room_id: int) -> int | None:
+    """The room's newest message id (under ``_lock_room_for_ids``: committed, and the one
+    the next message follows), or None for an empty room.
+
+    A message's event names it (``previous_id``). Ids are in commit order, but events from
+    different processes reach a socket in the order the channel layer delivers them: 8
+    can arrive before 7. A socket that has not sent 7 when 8 comes reads the room from the
+    database first (``chat.outbox``), so no client holds 8 without 7 and resumes past 7.
+    One step down the room's (room, id) index, whatever its history.
+    """
+    latest = Message.objects.filter(room_id=room_id).order_by("-id").values_list("id", flat=True)
+    return latest.first()
 
 
 def _parse_client_id(client_id) -> uuid.UUID:

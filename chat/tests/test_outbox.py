@@ -348,3 +348,48 @@ async def test_an_answer_s_text_arriving_before_its_message_is_not_lost(
     assert answer_frames(socket) == [
         {"type": "message.delta", "id": shown.pk, "position": 8, "text": " there"}
     ]
+
+
+def live_after(message, previous) -> dict:
+    """``message``'s event as ``message_post`` publishes it: naming the room's message
+    before it (``previous``)."""
+    return message_event(message_payload(message), previous_id=previous.pk if previous else None)
+
+
+async def test_a_message_that_overtakes_an_earlier_one_sends_both_in_order(
+    room, user, start_outbox
+):
+    """Two processes publish 2 and 3 (committed in that order); 3's event arrives first.
+    The socket must not hold 3 without 2 (a reconnect would resume after 3 and never get
+    2): it reads the room and sends 2 then 3; 2's own event, when it comes, is not sent
+    again."""
+    first, second, third = await sync_to_async(add_messages)(room, user, 3)
+    for message in (first, second, third):
+        message.room = room
+    outbox, socket = await start_outbox(room, user, history=[first])
+    outbox.events.push(live_after(third, second))
+    await socket.until(lambda s: len(s.message_ids()) >= 2)
+    assert socket.message_ids() == [second.pk, third.pk]
+    outbox.events.push(live_after(second, first))
+    fourth = (await sync_to_async(add_messages)(room, user, 1))[0]
+    fourth.room = room
+    outbox.events.push(live_after(fourth, third))
+    await socket.until(lambda s: len(s.message_ids()) >= 3)
+    assert socket.message_ids() == [second.pk, third.pk, fourth.pk]
+
+
+async def test_in_order_events_are_sent_as_they_come_without_reading_the_room(
+    room, user, start_outbox
+):
+    """The usual case costs no read: the fifth message is stored but its event never
+    comes, so it would show up only if the room were read."""
+    first, second, third, fourth, fifth = await sync_to_async(add_messages)(room, user, 5)
+    for message in (first, second, third, fourth):
+        message.room = room
+    outbox, socket = await start_outbox(room, user, history=[first])
+    outbox.events.push(live_after(second, first))
+    outbox.events.push(live_after(third, second))
+    outbox.events.push(live_after(fourth, third))
+    await socket.until(lambda s: len(s.message_ids()) >= 3)
+    assert socket.message_ids() == [second.pk, third.pk, fourth.pk]
+    assert fifth.pk not in socket.message_ids()

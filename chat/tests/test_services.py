@@ -164,6 +164,22 @@ def test_post_stores_trimmed_text_and_publishes_after_commit(capture_published, 
     ]
 
 
+def test_a_message_event_names_the_message_before_it_in_the_room(
+    capture_published, private_room, user
+):
+    """``previous``: what lets a socket notice an event that overtook an earlier one
+    (chat.outbox). The room's first message has none; the next names it."""
+    with capture_published() as events:
+        first, _ = services.message_post(
+            user=user, room=private_room, client_id=uuid.uuid4(), body="a"
+        )
+        second, _ = services.message_post(
+            user=user, room=private_room, client_id=uuid.uuid4(), body="b"
+        )
+    assert [event.get("previous") for _key, event in events] == [None, first.pk]
+    assert second.pk > first.pk
+
+
 def test_sending_the_same_client_id_again_stores_and_publishes_nothing(
     capture_published, private_room, user
 ):
