@@ -311,7 +311,7 @@ async def test_marking_read_in_one_tab_updates_the_others(browser, live_server_a
     await expect(bell_count(one)).to_have_text("1")
 
     await one.locator("[data-bell-button]").click()
-    item = one.locator(f'[data-notification-id="{notification.pk}"]')
+    item = one.locator(f'.bell-item[data-notification-id="{notification.pk}"]')
     await item.get_by_role("button", name="Mark read").click()
 
     await expect(item).to_have_class(re.compile(r"\bis-read\b"))
@@ -447,7 +447,7 @@ async def test_the_bell_and_mark_read_work_without_javascript(browser, live_serv
     await expect(bell_count(page)).to_have_text("1")
 
     await page.locator("[data-bell-button]").click()  # a <details>: opens by itself
-    item = page.locator(f'[data-notification-id="{notification.pk}"]')
+    item = page.locator(f'.bell-item[data-notification-id="{notification.pk}"]')
     await expect(item).to_contain_text("No JS")
     await item.get_by_role("button", name="Mark read").click()
 
