@@ -8,13 +8,15 @@ database backend's ``db_worker`` here) is the ``TASKS`` setting.
 import gzip
 import logging
 import tempfile
-from contextlib import aclosing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing, asynccontextmanager
 from functools import partial
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files import File
+from django.db import connections
 
 from chat import exports as chat_exports
 from chat import permissions
@@ -91,29 +93,58 @@ async def _run_export(progress, *, bounds, lines, filename: str) -> None:
     only a complete file goes to storage, so a cancelled or failed export leaves nothing
     behind. A cancel is noticed at the next progress write and recorded with how far it
     got; any other error fails the job with a reason for its owner (and is logged).
+
+    The job's writes go through a connection of their own (``_writer``), never the one
+    whose cursor streams the rows: see there why.
     """
-    try:
-        with progress.kept_alive():
-            up_to, total = await sync_to_async(bounds)()
-            await sync_to_async(progress.set_total)(total)
-            with tempfile.TemporaryFile(prefix="streamsite-export-") as spool:
-                with gzip.GzipFile(fileobj=spool, mode="wb") as compressed:
-                    chunks = lines(rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS, up_to=up_to)
-                    async with aclosing(chunks):
-                        async for chunk in chunks:
-                            compressed.write(chunk)
-                            await sync_to_async(progress.advance)(chunk.rows)
-                spool.seek(0)
-                await sync_to_async(progress.succeed)(filename, File(spool))
-    except JobCancelled:
-        await sync_to_async(progress.cancelled)()
-    except Exception:
-        logger.exception("job %s failed", progress.job.pk)
-        await sync_to_async(progress.fail)("The export failed on our side. Try again later.")
-        raise
-    finally:
-        # Workers are what runs all the time: each clears out expired results as it goes.
+    async with _writer(progress.job.pk) as write:
         try:
-            await sync_to_async(services.jobs_expire)()
+            with progress.kept_alive():
+                up_to, total = await sync_to_async(bounds)()
+                await write(progress.set_total, total)
+                with tempfile.TemporaryFile(prefix="streamsite-export-") as spool:
+                    with gzip.GzipFile(fileobj=spool, mode="wb") as compressed:
+                        chunks = lines(rows_per_chunk=settings.JOB_EXPORT_CHUNK_ROWS, up_to=up_to)
+                        async with aclosing(chunks):
+                            async for chunk in chunks:
+                                compressed.write(chunk)
+                                await write(progress.advance, chunk.rows)
+                    spool.seek(0)
+                    await write(progress.succeed, filename, File(spool))
+        except JobCancelled:
+            logger.info("job %s cancelled by its owner", progress.job.pk)
+            await write(progress.cancelled)
         except Exception:
-            logger.exception("deleting expired jobs failed")
+            logger.exception("job %s failed", progress.job.pk)
+            await write(progress.fail, "The export failed on our side. Try again later.")
+            raise
+        finally:
+            # Workers are what runs all the time: each clears out expired results as it goes.
+            try:
+                await write(services.jobs_expire)
+            except Exception:
+                logger.exception("deleting expired jobs failed")
+
+
+@asynccontextmanager
+async def _writer(job_id: int):
+    """Yield ``write(function, *args)``: run ``function`` on a thread (so a database
+    connection) of the job's own, closed at the end.
+
+    The rows are read by a cursor left open between chunks. On SQLite an open cursor keeps
+    its connection's read snapshot, and once another connection has committed (the
+    owner's cancel, any new notification) that connection can no longer write: ``BEGIN
+    IMMEDIATE`` fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which the
+    busy timeout does not retry), and a cancel would fail the job instead of stopping it.
+    A connection that only writes waits its turn for the lock like any other writer.
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"job-{job_id}-writes")
+
+    async def write(function, *args):
+        return await sync_to_async(function, thread_sensitive=False, executor=executor)(*args)
+
+    try:
+        yield write
+    finally:
+        await write(connections.close_all)
+        executor.shutdown()

@@ -142,6 +142,24 @@ async def test_cancel_stops_the_worker_between_units_and_leaves_no_file(
     assert not list(media_root.rglob("*.gz"))
 
 
+async def test_a_write_elsewhere_mid_export_does_not_fail_it(
+    task_worker_factory, user, other_user, make_notifications, media_root
+):
+    """Another process commits while the export streams its rows (someone else's new
+    notification): the job still writes its progress and succeeds. On SQLite the cursor
+    reading the rows pins a snapshot, so a job writing through that same connection
+    failed here with "database is locked"."""
+    worker = task_worker_factory(JOB_PROGRESS_MILLISECONDS="20")
+    await sync_to_async(make_notifications)(user, ROWS)
+    job = await sync_to_async(queued_job)(user, task=tasks.notifications_export)
+    await wait_job(job.pk, lambda job: job.done > 0)
+    # The worker held still, so the write lands mid-export, not after it.
+    await while_stopped(worker, sync_to_async(lambda: make_notifications(other_user, 1)))
+    job = await wait_job(job.pk, lambda job: not job.is_active)
+    assert (job.state, job.done, job.total, job.error) == (Job.State.SUCCEEDED, ROWS, ROWS, "")
+    assert list(media_root.rglob("*.ndjson.gz"))
+
+
 async def test_a_job_whose_worker_is_killed_fails_within_the_bound_and_its_owner_is_told(
     task_worker_factory, user, make_notifications, settings
 ):
