@@ -31,6 +31,12 @@ class Deliveries:
         self.ids: list[int] = []
         self.reconnects = 0
         self.floor = 0
+        #: Set on every delivery: the campaign waits on it, not on a timer.
+        self.changed = asyncio.Event()
+
+    def deliver(self, ids: list[int]) -> None:
+        self.ids += ids
+        self.changed.set()
 
     @property
     def last(self) -> int:
@@ -102,7 +108,7 @@ class ResumingStream(Deliveries):
                     return
                 event = reading.result()
                 if event["event"] == "notification":
-                    self.ids.append(int(event["id"]))
+                    self.deliver([int(event["id"])])
         finally:
             dropped.cancel()
 
@@ -143,9 +149,7 @@ class ResumingSocket(Deliveries):
                 _, history = await socket.joined()
                 # The history frame counts as sent: a resume skips what it held, so the
                 # browser merges it, and so does this client (ids it holds are not new).
-                known = set(self.ids)
-                self.ids += [m["id"] for m in history["messages"] if m["id"] > self.last
-                             or (self.ids and m["id"] not in known and m["id"] > self.ids[0])]  # fmt: skip
+                self.deliver([m["id"] for m in history["messages"] if m["id"] > self.last])
                 if self.ids:
                     await socket.send({"type": "resume", "after": self.last})
                 self.socket = socket
@@ -169,12 +173,12 @@ class ResumingSocket(Deliveries):
                 await self.connect()
                 continue
             if frame.get("type") == "message":
-                self.ids.append(frame["message"]["id"])
+                self.deliver([frame["message"]["id"]])
             elif frame.get("type") == "ack":
                 self.acked.append(frame["id"])
                 self._acks.put_nowait(frame["client_id"])
 
-    async def write(self, count: int | None, stop: asyncio.Event) -> None:
+    async def write(self, count: int | None, stop: asyncio.Event, after_ack=None) -> None:
         """Send messages one after another (each until acked) until ``stop`` or ``count``."""
         for n in itertools.count():
             if stop.is_set() or (count is not None and n >= count):
@@ -187,6 +191,8 @@ class ResumingSocket(Deliveries):
                     async with asyncio.timeout(5):
                         while await self._acks.get() != client_id:
                             pass
+                    if after_ack is not None:
+                        await after_ack()
                     break
                 except TimeoutError:
                     continue  # the socket went away mid-send: send it again, same client_id

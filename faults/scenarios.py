@@ -40,12 +40,16 @@ class Load:
 async def open_load(urls: list[str], users, cookies, writers: int) -> Load:
     """Readers on every server in turn, and ``writers`` writing sockets."""
     streams, readers = [], []
-    for n, (user, cookie) in enumerate(zip(users, cookies, strict=True)):
+    for n, cookie in enumerate(cookies):
         rotated = urls[n % len(urls) :] + urls[: n % len(urls)]
         streams.append(ResumingStream([u.replace("ws://", "http://") for u in rotated], cookie))
         readers.append(ResumingSocket(rotated, ROOM, cookie))
-    writer_sockets = [ResumingSocket(urls[n % len(urls) :] + urls[: n % len(urls)], ROOM,
-                                     cookies[n % len(cookies)]) for n in range(writers)]  # fmt: skip
+    writer_sockets = [
+        ResumingSocket(
+            urls[n % len(urls) :] + urls[: n % len(urls)], ROOM, cookies[n % len(cookies)]
+        )
+        for n in range(writers)
+    ]
     load = Load(streams, readers, writer_sockets, users)
     load.floors = await sync_to_async(_floors)()
     connected = [asyncio.Event() for _ in streams]
@@ -64,16 +68,15 @@ def _notify(users, n: int) -> None:
 
 
 async def write(load: Load, per_writer: int | None) -> None:
-    """Writers send (each until acked) and notifications are created until ``load.stop``."""
+    """Writers send (each until acked) until ``load.stop``; each ack also creates a
+    notification, so the load follows what the servers take (not a free-running loop that
+    piles thousands of notifications up while a server is down)."""
 
-    async def notifications() -> None:
-        for n in range(10**9):
-            if load.stop.is_set() or (per_writer is not None and n >= per_writer):
-                return
-            await sync_to_async(_notify)(load.users, n)
-            load.notifications += 1
+    async def notify() -> None:
+        await sync_to_async(_notify)(load.users, load.notifications)
+        load.notifications += 1
 
-    await asyncio.gather(notifications(), *(w.write(per_writer, load.stop) for w in load.writers))
+    await asyncio.gather(*(w.write(per_writer, load.stop, notify) for w in load.writers))
 
 
 def _floors() -> tuple[int, int]:
@@ -112,8 +115,12 @@ async def settle(load: Load, name: str, writing: asyncio.Task) -> dict:
     ]:
         client.floor = floor
     deadline = time.monotonic() + CATCH_UP_SECONDS
-    while time.monotonic() < deadline and any(not want <= set(c.ids) for c, want in pairs):
-        await asyncio.sleep(0.1)  # readers run in their own tasks: poll their progress
+    for client, want in pairs:
+        while not want <= set(client.ids) and time.monotonic() < deadline:
+            client.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await client.changed.wait()
     problems = {"lost": 0, "doubled": 0, "out_of_order": 0, "unknown": 0}
     examples, socket_reordered = [], 0
     for client, want in pairs:
