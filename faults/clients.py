@@ -31,16 +31,19 @@ class Deliveries:
         self.ids: list[int] = []
         self.reconnects = 0
         self.floor = 0
+        self.high = 0
         #: Set on every delivery: the campaign waits on it, not on a timer.
         self.changed = asyncio.Event()
 
     def deliver(self, ids: list[int]) -> None:
         self.ids += ids
+        self.high = max([self.high, *ids])
         self.changed.set()
 
     @property
     def last(self) -> int:
-        return self.ids[-1] if self.ids else 0
+        # The highest id held, as the browser resumes: chat frames may come out of id order.
+        return max(self.ids[-1], self.high) if self.ids else self.floor
 
     def problems(self, stored: set[int]) -> dict[str, list[int]]:
         """What went wrong against the ids stored for this client: lost, doubled, out of order."""
@@ -75,7 +78,8 @@ class ResumingStream(Deliveries):
     async def run(self, connected: asyncio.Event | None = None) -> None:
         async with httpx.AsyncClient(cookies=self.cookies, timeout=httpx.Timeout(30)) as client:
             while True:
-                headers = {"Last-Event-ID": str(self.last)} if self.ids else {}
+                # From the id stored last before the scenario, as a page rendered then does.
+                headers = {"Last-Event-ID": str(self.last)}
                 try:
                     async with client.stream(
                         "GET", f"{self.url}/notifications/stream/", headers=headers
@@ -150,7 +154,7 @@ class ResumingSocket(Deliveries):
                 # The history frame counts as sent: a resume skips what it held, so the
                 # browser merges it, and so does this client (ids it holds are not new).
                 self.deliver([m["id"] for m in history["messages"] if m["id"] > self.last])
-                if self.ids:
+                if self.ids or self.floor:
                     await socket.send({"type": "resume", "after": self.last})
                 self.socket = socket
                 return

@@ -52,6 +52,10 @@ async def open_load(urls: list[str], users, cookies, writers: int) -> Load:
     ]
     load = Load(streams, readers, writer_sockets, users)
     load.floors = await sync_to_async(_floors)()
+    for client in streams:
+        client.floor = load.floors[0]
+    for client in readers:
+        client.floor = load.floors[1]
     connected = [asyncio.Event() for _ in streams]
     load.tasks += [asyncio.create_task(s.run(c)) for s, c in zip(streams, connected, strict=True)]
     await asyncio.gather(*(s.connect() for s in readers + writer_sockets))
@@ -110,10 +114,6 @@ async def settle(load: Load, name: str, writing: asyncio.Task) -> dict:
     acked = {i for w in load.writers for i in w.acked}
     pairs = [(s, by_user[u.pk]) for s, u in zip(load.streams, load.users, strict=True)]
     pairs += [(r, messages) for r in load.readers]
-    for client, floor in [(s, load.floors[0]) for s in load.streams] + [
-        (r, load.floors[1]) for r in load.readers
-    ]:
-        client.floor = floor
     deadline = time.monotonic() + CATCH_UP_SECONDS
     for client, want in pairs:
         while not want <= set(client.ids) and time.monotonic() < deadline:
@@ -129,7 +129,7 @@ async def settle(load: Load, name: str, writing: asyncio.Task) -> dict:
                 socket_reordered += len(ids)
                 continue
             problems[kind] += len(ids)
-            if ids and len(examples) < 5:
+            if (ids and len(examples) < 5 and kind != "lost") or (ids and not examples):
                 examples.append(f"{type(client).__name__} {kind}: {ids[:5]} of {client.ids}")
     delivered = sum(len(c.ids) for c, _ in pairs)
     return {
