@@ -10,7 +10,7 @@ PORT ?= 8000
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: run test serve migrate lint format bench bench-chat bench-assistant clean
+.PHONY: run test serve migrate lint format bench bench-chat bench-assistant faults clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -63,6 +63,12 @@ bench-chat: $(VENV)/.installed-dev
 ## (~4 min); `ARGS=--help` lists the options.
 bench-assistant: $(VENV)/.installed-dev
 	$(PY) -m bench.assistant $(ARGS)
+
+## Fault campaign (docs/reliability.md): forced reconnects, Redis and server restarts and a
+## rolling restart under load on live servers, PostgreSQL + Redis (DATABASE_URL, REDIS_URL).
+## `make faults ARGS=--small` is the size CI runs.
+faults: $(VENV)/.installed-dev
+	$(PY) -m faults $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

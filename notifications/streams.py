@@ -167,6 +167,10 @@ class StreamState:
             if notification_id in self.replayed:
                 self.replayed.discard(notification_id)
                 return self._take_counts(event)
+            if notification_id <= self.last_id:
+                # The client has it already (ids follow commit order per user): a hub
+                # lagging behind another process' hub delivers it after the reconnect.
+                return self._take_counts(event)
             if notification_id > self.last_id:
                 self.last_id = notification_id
             return notification_bytes(event) + self._take_counts(event)
