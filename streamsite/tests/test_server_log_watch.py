@@ -45,3 +45,17 @@ def test_a_declared_record_is_allowed_for_one_check_only(tmp_path):
     with path.open("a") as log:
         log.write(TRACEBACK)
     assert len(watch.failures()) == 1  # expectations last for one test
+
+
+def test_uvicorns_refusal_of_a_handshake_at_shutdown_is_no_failure(tmp_path):
+    """uvicorn answers a WebSocket handshake in flight at shutdown with a 500 and an INFO
+    line: a restart under load meets it. Django's own 500 still fails."""
+    path = tmp_path / "server.log"
+    path.write_text("")
+    watch = LogWatch("uvicorn server", path)
+    with path.open("a") as log:
+        log.write("INFO:     connection rejected (500 Internal Server Error)\n")
+        log.write("ERROR django.request: Internal Server Error: /chat/\n")
+    assert [record.splitlines()[0] for record in watch.failures()] == [
+        "ERROR django.request: Internal Server Error: /chat/"
+    ]
