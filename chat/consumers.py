@@ -37,7 +37,7 @@ from chat.protocol import FORBIDDEN, INVALID, NOT_FOUND, RATE_LIMITED, TOO_LONG,
 from chat.ratelimit import acheck_send_rate
 from notifications.events import session_digest, user_key
 from streamsite.observability import metrics
-from streamsite.observability.logs import connection_event
+from streamsite.observability.logs import accept_headers, connection_event
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import HubUnavailable, Subscription, get_hub
 from streamsite.websocket import server_send
@@ -93,7 +93,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         # Accept first, then refuse with a code: a refusal at the handshake reaches browsers
         # as 1006, which they cannot tell from a network failure.
-        await self.accept()
+        await self.accept(headers=accept_headers(self.scope))
         self._opened_at = time.monotonic()
         connection_event("chat socket", "opened")
         user = self.scope.get("user")

@@ -2,6 +2,8 @@
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from streamsite.observability.logs import accept_headers
+
 CLOSE_NOT_FOUND = 4404
 
 
@@ -13,5 +15,5 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
     """
 
     async def connect(self):
-        await self.accept()
+        await self.accept(headers=accept_headers(self.scope))
         await self.close(code=CLOSE_NOT_FOUND)

@@ -332,3 +332,16 @@ async def test_an_answer_generated_in_one_process_is_seen_and_stopped_from_anoth
     await fake_upstream.await_disconnected(0, timeout=5)
     stored = await Answer.objects.aget(room_message_id=answer_id)
     assert (stored.status, stored.text) == ("stopped", shown[:3])
+
+
+async def test_the_handshake_answers_with_a_request_id(
+    live_server_asgi, open_socket, user, lobby_room
+):
+    """``X-Request-ID`` on the accept (streamsite.observability.logs), added by the
+    consumer: the server's ``send`` stays unwrapped for the chat's direct frame writes."""
+    alice = await open_socket(live_server_asgi, user)
+    request_id = alice.connection.response.headers.get("X-Request-ID")
+    if live_server_asgi.kind == "daphne":
+        assert request_id is None  # daphne (runserver) drops an accept's headers
+    else:
+        assert request_id and len(request_id) <= 64

@@ -137,6 +137,16 @@ def bind_user(user_id: int | None) -> None:
     user_id_var.set(user_id)
 
 
+#: Where ``RequestIdMiddleware`` leaves a WebSocket's request id for its consumer.
+REQUEST_ID_SCOPE_KEY = "streamsite.request_id"
+
+
+def accept_headers(scope: dict) -> list[tuple[bytes, bytes]]:
+    """The headers a consumer accepts a WebSocket with: its ``X-Request-ID``."""
+    request_id = scope.get(REQUEST_ID_SCOPE_KEY)
+    return [(REQUEST_ID_HEADER, request_id.encode())] if request_id else []
+
+
 class RequestIdMiddleware:
     """ASGI middleware: a request id per HTTP request and per WebSocket, in logs and headers.
 
@@ -157,12 +167,19 @@ class RequestIdMiddleware:
                 break
         request_id = clean_request_id(incoming)
         header = (REQUEST_ID_HEADER, request_id.encode())
-        start = "http.response.start" if scope["type"] == "http" else "websocket.accept"
+        if scope["type"] == "http":
 
-        async def send_with_id(message):
-            if message["type"] == start:
-                message = {**message, "headers": [*message.get("headers", ()), header]}
-            await send(message)
+            async def send_with_id(message):
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", ()), header]}
+                await send(message)
+
+        else:
+            # A socket's ``send`` is left as the server's: the chat writes frames through it
+            # directly and tells daphne's from uvicorn's by it (streamsite/websocket.py). Its
+            # consumers add the header when they accept (``accept_headers``).
+            send_with_id = send
+            scope = {**scope, REQUEST_ID_SCOPE_KEY: request_id}
 
         request_token = request_id_var.set(request_id)
         user_token = user_id_var.set(None)

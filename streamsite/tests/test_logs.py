@@ -93,3 +93,25 @@ async def test_json_logs_from_a_live_server(live_server_factory, make_user):
     assert any(line["logger"].startswith("uvicorn") for line in lines), lines
     opened = [line for line in lines if line.get("event") == "opened"]
     assert opened and opened[0]["request_id"] == "stream-1"
+
+
+async def test_a_sockets_send_reaches_the_app_unwrapped():
+    """The chat writes frames with the server's own ``send`` and tells daphne's from
+    uvicorn's by it (streamsite/websocket.py): the request-id middleware must not wrap it
+    for WebSockets. HTTP responses get the header through a wrapper."""
+    from streamsite.observability.logs import REQUEST_ID_SCOPE_KEY, RequestIdMiddleware
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen[scope["type"]] = (send, scope.get(REQUEST_ID_SCOPE_KEY))
+
+    async def server_send(message):
+        pass
+
+    middleware = RequestIdMiddleware(app)
+    headers = [(b"x-request-id", b"abc-1")]
+    await middleware({"type": "websocket", "headers": headers}, None, server_send)
+    await middleware({"type": "http", "headers": headers}, None, server_send)
+    assert seen["websocket"] == (server_send, "abc-1")
+    assert seen["http"][0] is not server_send
