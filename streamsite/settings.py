@@ -226,7 +226,13 @@ X_FRAME_OPTIONS = "DENY"
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
-LOGGING = logging_config(LOG_FORMAT, ("streamsite", "notifications", "chat", "assistant", "jobs"))
+# The task framework's loggers too: its worker (``db_worker``) gives them a bare handler of
+# its own only when none is configured anywhere up the tree, and the root has one (the
+# error counter), so without these its lines ("Starting worker", task results) vanished.
+LOGGING = logging_config(
+    LOG_FORMAT,
+    ("streamsite", "notifications", "chat", "assistant", "jobs", "django_tasks", "django_tasks_db"),
+)
 
 
 # Demo data (`manage.py seed_demo`): the password of every demo login.
