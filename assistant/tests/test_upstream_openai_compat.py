@@ -336,6 +336,63 @@ async def test_a_finished_answer_leaves_its_connection_for_the_next(fake_upstrea
     assert first["client_port"] == second["client_port"]
 
 
+class HangingUpServer:
+    """A raw HTTP server that closes its first ``hangups`` connections after reading the
+    request, without a byte of response (a keep-alive connection closed by the server as
+    the request went out looks the same to the client), then answers with ``body``."""
+
+    def __init__(self, hangups: int, body: bytes) -> None:
+        self.hangups, self.body, self.requests = hangups, body, 0
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def handle(self, reader, writer) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        self.requests += 1
+        if self.requests <= self.hangups:
+            writer.close()
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"connection: close\r\n\r\n" + self.body
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def test_a_request_the_server_hangs_up_on_unanswered_is_sent_again(fake_upstream):
+    """The keep-alive race (CI, 2026-12): nothing was answered, so nothing was lost."""
+    upstream = HangingUpServer(hangups=1, body=openai_stream(["again"]))
+    async with upstream as base_url:
+        chunks = await collect(provider_for(fake_upstream, base_url=base_url))
+
+    assert text_of(chunks) == "again"
+    assert upstream.requests == 2
+
+
+async def test_a_server_that_never_answers_fails_after_one_retry(fake_upstream):
+    upstream = HangingUpServer(hangups=10, body=b"")
+    async with upstream as base_url:
+        chunks, error = await collect_until_error(provider_for(fake_upstream, base_url=base_url))
+
+    assert chunks == []
+    assert error.reason == "the model server closed the connection without answering"
+    assert upstream.requests == 2
+
+
 async def test_closing_early_disconnects_from_the_upstream(fake_upstream):
     """Stop must reach the upstream, so it stops generating (genkit issue 6308)."""
     tokens = [f" t{n}" for n in range(200)]

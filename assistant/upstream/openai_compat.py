@@ -43,6 +43,8 @@ MALFORMED = "the model server sent malformed data"
 ENDED_EARLY = "the model's stream ended early"
 #: How long the rest of a response after ``[DONE]`` is read, to keep its connection.
 AFTER_DONE_SECONDS = 0.5
+#: Tries for a request whose connection breaks before the response starts.
+UNANSWERED_ATTEMPTS = 2
 
 
 class OpenAICompatibleProvider:
@@ -91,35 +93,44 @@ class OpenAICompatibleProvider:
 
         Raises ``UpstreamError`` for every failure. ``CancelledError`` and ``GeneratorExit``
         pass through untouched, closing the response on their way out.
+
+        A request whose connection breaks before any response comes is sent once more: a
+        pooled keep-alive connection that the server closes just as the request goes out
+        (uvicorn closes idle ones after 5 s, httpx keeps them 5 s) is not an answer failing,
+        and nothing was generated or billed for it. The OpenAI SDK retries the same way.
         """
-        stream = _StreamReading()
-        try:
-            async with shared_client().stream(
-                "POST",
-                self.url,
-                json=self.request_body(messages),
-                headers=self.request_headers(),
-                timeout=self.timeout,
-            ) as response:
-                stream.started = True
-                await self._check_response(response)
-                async with aclosing(EventSource(response).aiter_sse()) as events:
-                    while (event := await self._next_event(events, stream)) is not None:
-                        chunk = stream.read(event, self._safe)
-                        if stream.done:
-                            await self._read_to_end(events)
-                            return
-                        if chunk is not None:
-                            yield chunk
-        except httpx.HTTPError as error:
-            if stream.finished:
-                # The answer was complete; only its [DONE] (or trailing usage) was lost.
-                return
-            raise UpstreamError(self._transport_reason(error, stream)) from error
-        except httpx.InvalidURL as error:
-            raise UpstreamError("LLM_BASE_URL is not a valid URL") from error
-        if not stream.finished:
-            raise UpstreamError(ENDED_EARLY)
+        for attempt in range(1, UNANSWERED_ATTEMPTS + 1):
+            stream = _StreamReading()
+            try:
+                async with shared_client().stream(
+                    "POST",
+                    self.url,
+                    json=self.request_body(messages),
+                    headers=self.request_headers(),
+                    timeout=self.timeout,
+                ) as response:
+                    stream.started = True
+                    await self._check_response(response)
+                    async with aclosing(EventSource(response).aiter_sse()) as events:
+                        while (event := await self._next_event(events, stream)) is not None:
+                            chunk = stream.read(event, self._safe)
+                            if stream.done:
+                                await self._read_to_end(events)
+                                return
+                            if chunk is not None:
+                                yield chunk
+            except httpx.HTTPError as error:
+                if stream.finished:
+                    # The answer was complete; only its [DONE] (or trailing usage) was lost.
+                    return
+                if attempt < UNANSWERED_ATTEMPTS and _unanswered(error, stream):
+                    continue
+                raise UpstreamError(self._transport_reason(error, stream)) from error
+            except httpx.InvalidURL as error:
+                raise UpstreamError("LLM_BASE_URL is not a valid URL") from error
+            if not stream.finished:
+                raise UpstreamError(ENDED_EARLY)
+            return
 
     async def _read_to_end(self, events: AsyncIterator[ServerSentEvent]) -> None:
         """Read what follows ``[DONE]`` (normally only the body's end) for a short while.
@@ -268,6 +279,12 @@ class _StreamReading:
         if not (text or finish_reason or usage or model):
             return None
         return Chunk(text=text, finish_reason=finish_reason, usage=usage, model=model)
+
+
+def _unanswered(error: httpx.HTTPError, stream: _StreamReading) -> bool:
+    """The connection broke before the response began: the request can be sent again."""
+    broken = httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError
+    return not stream.started and isinstance(error, broken)
 
 
 def _first_choice(choices: object) -> tuple[str, str | None]:
