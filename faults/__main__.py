@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
 
 COLUMNS = ("scenario", "passed", "acked_messages", "stored_messages", "notifications",
            "deliveries", "reconnects", "lost", "doubled", "out_of_order",
-           "socket_frames_not_in_id_order", "seconds")  # fmt: skip
+           "socket_frames_not_in_id_order", "disconnects", "leaked", "rss_growth_kb",
+           "rss_second_half_kb", "seconds")  # fmt: skip
 
 
 def table(results: Path) -> None:

@@ -12,6 +12,7 @@ class StreamsiteConfig(AppConfig):
 
         from streamsite.lifespan import on_startup
         from streamsite.observability.live import listen_in_background
+        from streamsite.observability.tasks import count_tasks_forever
         from streamsite.shutdown import end_streams_before_reload
         from streamsite.streaming.db import skip_request_started_db_cleanup
 
@@ -20,3 +21,4 @@ class StreamsiteConfig(AppConfig):
         file_changed.connect(end_streams_before_reload)
         # Every server process hears when a dashboard is open (streamsite.observability.live).
         on_startup(listen_in_background)
+        on_startup(count_tasks_forever)

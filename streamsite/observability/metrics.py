@@ -105,6 +105,11 @@ http_requests = Counter(
     "HTTP requests by url name, method and status (not /healthz, /readyz, /metrics).",
     ["view", "method", "status"],
 )
+event_loop_tasks = Gauge(
+    "streamsite_event_loop_tasks",
+    "Tasks on the server's event loop, counted every 2 s (streamsite.observability.tasks).",
+    multiprocess_mode="livesum",
+)
 log_errors = Counter(
     "streamsite_log_errors",
     "Log records at ERROR or above.",
