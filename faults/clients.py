@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import uuid
 
 import httpx
@@ -112,7 +113,9 @@ class ResumingStream(Deliveries):
                     return
                 event = reading.result()
                 if event["event"] == "notification":
-                    self.deliver([int(event["id"])])
+                    # The notification's own id (data): the SSE id is where to resume,
+                    # which for one that came after a later announcement is not its own.
+                    self.deliver([int(json.loads(event["data"])["id"])])
         finally:
             dropped.cancel()
 

@@ -18,14 +18,18 @@ def user_key(user_id: int) -> str:
 ANNOUNCEMENTS_KEY = "notifications.announcements"
 
 
-def created_event(notification: dict, unread: int | None) -> dict:
+def created_event(notification: dict, unread: int | None, previous: int = 0) -> dict:
     """A new notification, with the recipient's unread count after it.
 
     ``unread`` counts the user's own unread notifications. It is None for an announcement:
     that goes to everyone, and each stream adds it to the unread announcements it counts
     (an announcement is unread for everybody when sent).
+
+    ``previous`` is the id before it in the recipient's feed (for an announcement, the
+    announcement before it): a stream that has not sent that one reads the feed first, so
+    it never sends an id past one still on its way (``notifications.streams``).
     """
-    return {"kind": "created", **notification, "unread": unread}
+    return {"kind": "created", **notification, "unread": unread, "previous": previous}
 
 
 def read_event(

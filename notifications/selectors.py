@@ -23,6 +23,7 @@ from contextlib import aclosing
 from functools import partial
 from typing import NamedTuple
 
+from django.db import connection
 from django.db.models import (
     BooleanField,
     Case,
@@ -193,6 +194,48 @@ def latest_notification_id(user_id: int) -> int:
 async def alatest_notification_id(user_id: int) -> int:
     """``latest_notification_id`` for streams (see db_call)."""
     return await db_call(latest_notification_id, user_id)
+
+
+def feed_positions_before(new_ids: dict[int, int]) -> dict[int, int]:
+    """For each user's new notification (``{user_id: new_id}``, one statement's inserts),
+    the newest id of their feed below it: the event's ``previous`` (docs/architecture.md,
+    "Resume positions in commit order").
+
+    Read after the insert, inside its transaction: the user's counter lock and the
+    announcements' table lock make every lower id of the feed committed by then. One
+    index probe per user (``(recipient, id)``) and one for the announcements (below the
+    statement's lowest new id: no announcement can fall between ids one insert drew), so
+    the cost does not grow with anyone's history.
+    """
+    if not new_ids:
+        return {}
+    table = connection.ops.quote_name(Notification._meta.db_table)
+    users = sorted(new_ids)
+    ids = [new_ids[user] for user in users]
+    if connection.vendor == "postgresql":
+        rows, params = "unnest(%s::bigint[], %s::bigint[]) AS given (user_id, new_id)", [users, ids]
+    else:
+        placeholders = ", ".join(["(%s, %s)"] * len(users))
+        rows = (
+            "(SELECT column1 AS user_id, column2 AS new_id "  # noqa: S608
+            f"FROM (VALUES {placeholders})) AS given"
+        )
+        params = [value for pair in zip(users, ids, strict=True) for value in pair]
+    sql = (
+        f"SELECT given.user_id, (SELECT MAX(n.id) FROM {table} n "  # noqa: S608
+        "WHERE n.recipient_id = given.user_id AND n.id < given.new_id) FROM " + rows
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        own = dict(cursor.fetchall())
+    announced = announcement_before(min(ids))
+    return {user: max(own.get(user) or 0, announced) for user in users}
+
+
+def announcement_before(notification_id: int) -> int:
+    """The newest announcement's id below ``notification_id`` (0 if none): an index probe."""
+    below = Notification.objects.filter(recipient__isnull=True, id__lt=notification_id)
+    return below.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def notifications_page_after(user_id: int, after_id: int, limit: int) -> list[Notification]:

@@ -45,8 +45,10 @@ def notification_create(
         # The counter first: it is the user's commit-order lock (notifications/counters.py).
         unread = counters.counters_increment([notification.recipient_id])[notification.recipient_id]
         notification.save()
+        recipient_id = notification.recipient_id
+        previous = selectors.feed_positions_before({recipient_id: notification.pk})[recipient_id]
         publish_on_commit(
-            user_key(notification.recipient_id), created_event(notification.as_event(), unread)
+            user_key(recipient_id), created_event(notification.as_event(), unread, previous)
         )
     return notification
 
@@ -82,12 +84,14 @@ def notifications_create_many(
             chunk = recipient_ids[start : start + BATCH_SIZE]
             unread = counters.counters_increment(chunk)
             ids = _insert_same_notification(template, chunk, created_at)
+            previous = selectors.feed_positions_before(ids)
             publish_batch_on_commit(
                 [user_key(recipient_id) for recipient_id in chunk],
                 base,
                 {
                     "id": [ids[recipient_id] for recipient_id in chunk],
                     "unread": [unread[recipient_id] for recipient_id in chunk],
+                    "previous": [previous[recipient_id] for recipient_id in chunk],
                 },
             )
     return len(recipient_ids)
@@ -107,7 +111,8 @@ def announcement_create(
     with transaction.atomic():
         _lock_ids_in_commit_order()
         announcement.save()
-        publish_on_commit(ANNOUNCEMENTS_KEY, created_event(announcement.as_event(), None))
+        previous = selectors.announcement_before(announcement.pk)
+        publish_on_commit(ANNOUNCEMENTS_KEY, created_event(announcement.as_event(), None, previous))
     return announcement
 
 

@@ -12,6 +12,13 @@ The order of operations is the guarantee:
 An event published at any moment is either committed before the replay query (replayed) or
 delivered live after the subscription: no gap. Ids replayed and also delivered live are sent
 once. If the hub reports lost events (``RESYNC``), step 2 runs again from the last id sent.
+
+Events published by two processes can arrive in the opposite order of their ids. Each
+``created`` event names the id before it in the user's feed (``previous``): when the
+stream has not sent that one, it replays from the database first, so the ids it sends
+(and the client resumes after) never pass one still on its way. Only an announcement
+(one event for everyone, naming only the announcement before it) can still overtake a
+user's own notification: that one is sent when it comes, under the current resume id.
 If the client reads too slowly and its buffer overflows, the stream ends and the browser
 reconnects with ``Last-Event-ID``: the database has everything it missed.
 
@@ -42,9 +49,9 @@ from streamsite.streaming.sse import (
     encode_retry,
 )
 
-#: Replayed ids remembered to drop their live duplicates. Only notifications committed
-#: around the moment of subscription can arrive both ways, so the last few suffice.
-REMEMBERED_REPLAYED_IDS = 1024
+#: Live ids remembered (since the last read of the database) to drop a redelivery: only
+#: the last few can arrive twice (a publish recovered after a Redis restart).
+REMEMBERED_LIVE_IDS = 1024
 #: Rows per chunk written while replaying.
 REPLAY_CHUNK_ROWS = 100
 #: How often a stream re-reads the extras' snapshot while one of them is active and the
@@ -55,7 +62,7 @@ EXTRA_POLL_SECONDS = 0.25
 
 
 class StreamState:
-    """What one stream has sent: the last id, the unread count, recently replayed ids.
+    """What one stream has sent: the resume id, what the client holds, the unread count.
 
     The unread count is kept in two parts (``selectors.UnreadParts``): the user's own,
     which every event for the user carries as it is after the event, and announcements,
@@ -70,17 +77,22 @@ class StreamState:
         "extras_active",
         "extras_pending",
         "extras_sent",
+        "floor",
         "last_id",
         "own",
         "recount",
-        "replayed",
-        "replayed_order",
+        "sent_live",
+        "sent_live_order",
         "session",
         "unread",
     )
 
     def __init__(self, last_id: int, session: str | None = None) -> None:
+        #: The resume position: the highest id sent (the SSE ``id`` the client holds).
         self.last_id = last_id
+        #: Every id of the feed at or below it is held by the client: it was read from the
+        #: database (replayed or before ``Last-Event-ID``), and ids commit in order.
+        self.floor = last_id
         self.session = session
         self.ended = False
         self.recount = False
@@ -88,19 +100,31 @@ class StreamState:
         self.own = 0
         self.announcements = 0
         self.announcements_counted_up_to = 0
-        self.replayed: set[int] = set()
-        self.replayed_order: deque[int] = deque()
+        #: Ids above ``floor`` sent live (a redelivery of one is dropped).
+        self.sent_live: set[int] = set()
+        self.sent_live_order: deque[int] = deque()
         # Extra events (notifications.extras) by (event, key): the version sent, the newest
         # version waiting to be sent, and the things that may still change.
         self.extras_sent: dict[tuple[str, int], int] = {}
         self.extras_pending: dict[tuple[str, int], dict] = {}
         self.extras_active: set[tuple[str, int]] = set()
 
-    def remember_replayed(self, notification_id: int) -> None:
-        self.replayed.add(notification_id)
-        self.replayed_order.append(notification_id)
-        if len(self.replayed_order) > REMEMBERED_REPLAYED_IDS:
-            self.replayed.discard(self.replayed_order.popleft())
+    def caught_up(self) -> None:
+        """The database was read up to ``last_id``: the client holds all of it now."""
+        self.floor = self.last_id
+        self.sent_live.clear()
+        self.sent_live_order.clear()
+
+    def behind(self, event: dict) -> bool:
+        """Whether a live ``created`` event comes before one this stream has not sent yet
+        (it overtook that one in the channel layer): then the database is read first."""
+        return event["id"] > self.last_id and event.get("previous", 0) > self.last_id
+
+    def _remember_sent(self, notification_id: int) -> None:
+        self.sent_live.add(notification_id)
+        self.sent_live_order.append(notification_id)
+        if len(self.sent_live_order) > REMEMBERED_LIVE_IDS:
+            self.sent_live.discard(self.sent_live_order.popleft())
 
     def counted(self, parts: selectors.UnreadParts) -> bytes:
         """Take the counts read from the database; the ``unread`` event if it changed."""
@@ -164,16 +188,21 @@ class StreamState:
             if event["unread"] is None and notification_id > self.announcements_counted_up_to:
                 self.announcements += 1  # an announcement: unread for everyone when sent
                 self.announcements_counted_up_to = notification_id
-            if notification_id in self.replayed:
-                self.replayed.discard(notification_id)
+            if notification_id <= self.floor or notification_id in self.sent_live:
+                # The client has it already: replayed, or before its Last-Event-ID (a hub
+                # lagging behind another process' hub delivers it after the reconnect),
+                # or delivered twice.
                 return self._take_counts(event)
-            if notification_id <= self.last_id:
-                # The client has it already (ids follow commit order per user): a hub
-                # lagging behind another process' hub delivers it after the reconnect.
-                return self._take_counts(event)
+            self._remember_sent(notification_id)
             if notification_id > self.last_id:
                 self.last_id = notification_id
-            return notification_bytes(event) + self._take_counts(event)
+                return notification_bytes(event) + self._take_counts(event)
+            # Overtaken by an announcement with a higher id, already sent: sent now, under
+            # the resume id the client already has, so a reconnect does not resume before
+            # the announcement and get it twice.
+            late = {field: event[field] for field in NOTIFICATION_FIELDS}
+            encoded = encode_json_event(late, event="notification", id=self.last_id)
+            return encoded + self._take_counts(event)
         if kind == "read":
             payload = {"ids": event["ids"], "up_to": event["up_to"]}
             return encode_json_event(payload, event="read") + self._take_counts(event)
@@ -315,6 +344,9 @@ async def live_events(
             elif item["kind"] == "watch.refresh":
                 watching.refresh(item["event"])
             else:
+                if item["kind"] == "created" and state.behind(item):
+                    async with aclosing(catch_up(user_id, state, extras=False)) as chunks:
+                        out += [chunk async for chunk in chunks]
                 out.append(state.render_live(item))
                 metrics.delivered.add("notifications", item["kind"])
         if state.recount:
@@ -350,7 +382,6 @@ async def catch_up(
     buffered: list[bytes] = []
     async with aclosing(selectors.notifications_after(user_id, state.last_id)) as rows:
         async for notification in rows:
-            state.remember_replayed(notification.pk)
             state.last_id = notification.pk
             buffered.append(
                 encode_json_event(notification.as_event(), event="notification", id=notification.pk)
@@ -358,6 +389,7 @@ async def catch_up(
             if len(buffered) >= REPLAY_CHUNK_ROWS:
                 yield b"".join(buffered)
                 buffered = []
+    state.caught_up()
     # Announcements are counted up to the last id replayed: later ones arrive live and
     # are counted then (their ids come after every id committed before them).
     parts = await selectors.aunread_parts(user_id, up_to=state.last_id)

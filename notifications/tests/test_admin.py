@@ -122,7 +122,10 @@ def test_adding_stores_one_row_and_publishes_it_after_commit(
         "success",
     )
     assert events == [
-        (user_key(user.pk), {"kind": "created", **notification.as_event(), "unread": 1})
+        (
+            user_key(user.pk),
+            {"kind": "created", **notification.as_event(), "unread": 1, "previous": 0},
+        )
     ]
     entry = LogEntry.objects.get()
     assert (entry.user, entry.action_flag, entry.object_id) == (
@@ -309,7 +312,10 @@ def test_submitting_notifies_the_selected_users_and_publishes(
     assert {(n.title, n.url, n.level) for n in rows.values()} == {("Hello", "/chat/", "warning")}
     assert sorted(events, key=lambda e: e[0]) == sorted(
         [
-            (user_key(u.pk), {"kind": "created", **rows[u.pk].as_event(), "unread": 1})
+            (
+                user_key(u.pk),
+                {"kind": "created", **rows[u.pk].as_event(), "unread": 1, "previous": 0},
+            )
             for u in (user, other_user)
         ],
         key=lambda e: e[0],

@@ -1,10 +1,11 @@
 """Unread counters: exact, independent of history on the publish path, and a commit-order lock."""
 
+import json
 import re
 
 import pytest
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.test.utils import CaptureQueriesContext
 
 from notifications import counters, selectors, services
@@ -63,8 +64,10 @@ def publish_queries(recipients) -> list[str]:
 def test_publishing_reads_no_notification_rows_whatever_the_backlog(make_user):
     """Regression: every publish counted every unread row of every recipient (44 % of a
     broadcast's time at 300 unread each, and growing forever). Now the queries a publish
-    runs are the same for recipients with no backlog and with a large one, and none of
-    them reads the notifications table: rows are only inserted or updated by id."""
+    runs are the same for recipients with no backlog and with a large one, and the only
+    reads of the notifications table are the feed positions before the new rows (the
+    events' ``previous``): one newest id below a given id per recipient and one for the
+    announcements, each an index probe, never a scan of anyone's history."""
     fresh = [make_user(f"fresh{n}") for n in range(5)]
     loaded = [make_user(f"loaded{n}") for n in range(5)]
     give_backlog(loaded, 300)
@@ -73,9 +76,44 @@ def test_publishing_reads_no_notification_rows_whatever_the_backlog(make_user):
     with_backlog = publish_queries(loaded)
 
     assert [shape(sql) for sql in with_backlog] == [shape(sql) for sql in without_backlog]
-    for sql in with_backlog:
-        reads_notifications = NOTIFICATION_TABLE in sql and sql.lstrip().startswith("SELECT")
-        assert not reads_notifications, sql
+    reads = [
+        sql
+        for sql in with_backlog
+        if NOTIFICATION_TABLE in sql and sql.lstrip().startswith("SELECT")
+    ]
+    for sql in reads:
+        newest_below = "MAX(n.id)" in sql and "n.id < given.new_id" in sql
+        announcement_below = (
+            '"recipient_id" IS NULL' in sql and "LIMIT 1" in sql and '"id" <' in sql
+        )
+        assert newest_below or announcement_below, sql
+    assert len(reads) == 4  # the batch's two probes, and the single notification's two
+
+
+def test_the_feed_position_probe_is_an_index_probe_whatever_the_history(make_user):
+    """On PostgreSQL the ``previous`` read finds each recipient's newest row through the
+    ``(recipient, id)`` index, not by walking the table back from the new id past
+    everyone else's rows: a user notified rarely on a busy site costs the same."""
+    if connection.vendor != "postgresql":
+        skip_or_fail("the plan is PostgreSQL's")
+    rare = [make_user(f"rare{n}") for n in range(3)]
+    busy = [make_user(f"busy{n}") for n in range(50)]
+    give_backlog(rare, 1)
+    give_backlog(busy, 100)  # 5,000 rows of others after the rare users' one each
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE notifications_notification")
+    newest = dict(Notification.objects.filter(recipient__in=rare).values_list("recipient_id", "id"))
+    beyond = Notification.objects.aggregate(top=Max("id"))["top"] + 1
+    with CaptureQueriesContext(connection) as queries:
+        positions = selectors.feed_positions_before({u.pk: beyond for u in rare})
+    assert positions == {u.pk: newest[u.pk] for u in rare}
+    probe = queries.captured_queries[0]["sql"]
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + probe)
+        plan = json.dumps(cursor.fetchone()[0])
+    rows_read = sum(int(n) for n in re.findall(r'"Actual Rows": (\d+)', plan))
+    filtered = sum(int(n) for n in re.findall(r'"Rows Removed by Filter": (\d+)', plan))
+    assert rows_read + filtered < 50, plan  # a handful per recipient, not 5,000
 
 
 def test_events_carry_the_counter_including_the_backlog(capture_published, make_user):

@@ -137,7 +137,10 @@ def test_notifies_one_user_and_publishes_after_commit(capture_published, people)
     )
     assert (notification.url, notification.level) == ("/chat/", "success")
     assert events == [
-        (user_key(alice.pk), {"kind": "created", **notification.as_event(), "unread": 1})
+        (
+            user_key(alice.pk),
+            {"kind": "created", **notification.as_event(), "unread": 1, "previous": 0},
+        )
     ]
 
 

@@ -15,9 +15,9 @@ from notifications.models import Notification
 from streamsite.streaming.hub import HUB_GROUP, expand_message
 
 
-def created(notification: Notification, unread: int) -> dict:
+def created(notification: Notification, unread: int, previous: int = 0) -> dict:
     """The ``created`` event clients should get for ``notification``."""
-    return {"kind": "created", **notification.as_event(), "unread": unread}
+    return {"kind": "created", **notification.as_event(), "unread": unread, "previous": previous}
 
 
 def inserts(queries: CaptureQueriesContext) -> list[str]:
@@ -51,6 +51,7 @@ def test_create_stores_and_publishes_a_created_event(capture_published, user):
     _, event = events[0]
     assert set(event) == {
         "kind", "id", "title", "body", "url", "level", "created_at", "read", "unread",
+        "previous",
     }  # fmt: skip
     assert event["created_at"] == stored.created_at.isoformat()
 
@@ -88,7 +89,7 @@ def test_rolled_back_transaction_stores_and_publishes_nothing(capture_published,
 
 def test_create_many_is_one_insert_and_one_event_per_recipient(capture_published, make_user):
     users = [make_user(name) for name in ("ann", "ben", "cat")]
-    services.notification_create(recipient=users[1], title="already unread")
+    earlier = services.notification_create(recipient=users[1], title="already unread")
     with capture_published() as events, CaptureQueriesContext(connection) as queries:
         count = services.notifications_create_many(
             recipients=users, title="Maintenance", body="at noon", level="warning"
@@ -98,7 +99,15 @@ def test_create_many_is_one_insert_and_one_event_per_recipient(capture_published
     rows = {n.recipient_id: n for n in Notification.objects.filter(title="Maintenance")}
     assert sorted(rows) == sorted(u.pk for u in users)
     assert events == [
-        (user_key(u.pk), created(rows[u.pk], unread=2 if u is users[1] else 1)) for u in users
+        (
+            user_key(u.pk),
+            created(
+                rows[u.pk],
+                unread=2 if u is users[1] else 1,
+                previous=earlier.pk if u is users[1] else 0,  # the feed's id before it
+            ),
+        )
+        for u in users
     ]
 
 

@@ -13,11 +13,14 @@ from notifications.events import user_key
 from notifications.streams import StreamState, notification_stream
 from notifications.tests.streaming import Stream
 from streamsite.observability import metrics
-from streamsite.streaming.hub import close_hub, get_hub
+from streamsite.streaming.hub import get_hub
 from streamsite.testing.layers import group_members
 from streamsite.testing.sse import StreamReader
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel_layer")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel_layer", "close_the_hub"),
+]
 
 create = sync_to_async(services.notification_create)
 
@@ -29,13 +32,6 @@ def sample(name: str, labels: dict) -> float:
     """A metric's value in this process' registry (0 before it was first touched)."""
     metrics.flush_tallies()
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture(autouse=True)
-async def close_the_hub():
-    """Streams use the running loop's hub; close it with the test."""
-    yield
-    await close_hub()
 
 
 @pytest.fixture
@@ -270,8 +266,8 @@ async def test_lost_events_are_recovered_after_a_resync(user, settings, channel_
 
 def test_state_drops_live_duplicates_of_replayed_ids():
     state = StreamState(last_id=10)
-    state.remember_replayed(11)
-    state.last_id = 11
+    state.last_id = 11  # replayed from the database
+    state.caught_up()
     state.unread = 1
     fields = {"title": "t", "body": "", "url": "", "level": "info", "created_at": "x"}
     duplicate = {"kind": "created", "id": 11, "read": False, "unread": 1, **fields}
@@ -281,14 +277,18 @@ def test_state_drops_live_duplicates_of_replayed_ids():
     assert rendered.startswith(b"event: notification\nid: 12\n")
     assert rendered.endswith(b'event: unread\ndata: {"count":2}\n\n')
     assert state.last_id == 12
+    assert state.render_live(fresh) == b""  # delivered twice (a recovered publish)
 
 
-def test_state_forgets_old_replayed_ids():
+def test_state_forgets_old_live_ids_and_all_of_them_once_caught_up():
     state = StreamState(last_id=0)
     for notification_id in range(1, 3001):
-        state.remember_replayed(notification_id)
-    assert len(state.replayed) == 1024
-    assert 3000 in state.replayed and 1 not in state.replayed
+        state._remember_sent(notification_id)
+    assert len(state.sent_live) == 1024
+    assert 3000 in state.sent_live and 1 not in state.sent_live
+    state.last_id = 3000
+    state.caught_up()
+    assert state.sent_live == set() and state.floor == 3000
 
 
 async def test_keepalives_never_cancel_the_layer_receive(user, settings, channel_layer):
