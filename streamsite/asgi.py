@@ -13,7 +13,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamsite.settings")
 # Django must be set up before anything imports models (consumers, routing, auth).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
@@ -21,6 +20,7 @@ from streamsite.lifespan import lifespan_app  # noqa: E402
 from streamsite.observability.logs import RequestIdMiddleware, WebSocketUserMiddleware  # noqa: E402
 from streamsite.routing import websocket_urlpatterns  # noqa: E402
 from streamsite.server_logs import install_client_fault_filter  # noqa: E402
+from streamsite.socket_auth import SocketAuthMiddleware  # noqa: E402
 from streamsite.websocket import ServerSendMiddleware  # noqa: E402
 
 # uvicorn logs a traceback per invalid UTF-8 frame a client sends: one line instead.
@@ -32,10 +32,11 @@ application = RequestIdMiddleware(
         {
             "http": django_asgi_app,
             # The Origin check comes first, so a foreign page is refused before any session
-            # lookup: browsers send cookies with cross-site WebSocket handshakes.
+            # lookup: browsers send cookies with cross-site WebSocket handshakes. The
+            # session and user come in one database call (streamsite/socket_auth.py).
             "websocket": ServerSendMiddleware(
                 AllowedHostsOriginValidator(
-                    AuthMiddlewareStack(WebSocketUserMiddleware(URLRouter(websocket_urlpatterns)))
+                    SocketAuthMiddleware(WebSocketUserMiddleware(URLRouter(websocket_urlpatterns)))
                 )
             ),
             # uvicorn's graceful shutdown: apps' last words (streamsite/lifespan.py).

@@ -191,8 +191,8 @@ class RequestIdMiddleware:
 
 
 class WebSocketUserMiddleware:
-    """Channels middleware inside ``AuthMiddlewareStack``: bind the socket's user id (the
-    stack has loaded ``scope["user"]`` by then, so reading its id costs nothing)."""
+    """Channels middleware inside ``SocketAuthMiddleware``: bind the socket's user id (it
+    has loaded ``scope["user"]`` by then, so reading its id costs nothing)."""
 
     def __init__(self, app) -> None:
         self.app = app
