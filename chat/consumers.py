@@ -144,7 +144,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
         self._in_presence = True
         presence = await get_presence().join(room.pk, user.pk, user.get_username())
-        messages, has_more = await selectors.aroom_history(room)
+        messages, has_more = await selectors.ajoining_history(room)
         await self.outbox.start(presence, messages, has_more)
         self._writer = asyncio.create_task(self._write(), name=f"chat-outbox-{room.pk}")
         self._counted = True

@@ -33,6 +33,7 @@ from chat.events import MISSING_ANSWER
 from chat.models import Membership, Message, Room
 from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
+from streamsite.streaming.shared_reads import shared_reads
 
 #: The most unread messages counted, per room and in all: from there pages show "99+".
 #: Counting stops at the cap, so a long backlog costs no more than this many rows.
@@ -248,6 +249,16 @@ async def aroom_history(
 ) -> tuple[list[Message], bool]:
     """``room_history`` for consumers (see db_call)."""
     return await db_call(room_history, room, before=before, limit=limit)
+
+
+async def ajoining_history(room: Room) -> tuple[list[Message], bool]:
+    """``room_history``'s latest page for a socket that has just subscribed to the room.
+
+    Shared with the sockets joining the same room at the same moment, all subscribed
+    before the read starts (``streamsite.streaming.shared_reads``): a crowd arriving in a
+    room costs a few reads, not one each. The messages are shared: read them only.
+    """
+    return await shared_reads().read(("chat.room_history", room.pk), room_history, room)
 
 
 def messages_page_after(room_id: int, after_id: int, limit: int) -> list[Message]:
