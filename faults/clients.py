@@ -108,8 +108,9 @@ class ResumingStream(Deliveries):
                 done, _ = await asyncio.wait({reading, dropped}, return_when="FIRST_COMPLETED")
                 if reading not in done:
                     reading.cancel()
-                    with contextlib.suppress(BaseException):
-                        await reading
+                    await asyncio.wait({reading})  # a cancel of ours still propagates
+                    if not reading.cancelled():
+                        reading.exception()  # retrieved: the connection goes anyway
                     return
                 event = reading.result()
                 if event["event"] == "notification":

@@ -61,13 +61,15 @@ async def vanish(host: str, port: int, path: str, cookie: str, *, websocket: boo
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(_request(path, f"{host}:{port}", cookie, websocket))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        async with asyncio.timeout(30):
+            head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         taken = status == (101 if websocket else 200)
         if taken:
             # The stream's retry line, or the socket's first frame (presence or history):
             # by then the server has subscribed the client.
-            await asyncio.wait_for(reader.read(1), 30)
+            async with asyncio.timeout(30):
+                await reader.read(1)
         return taken
     finally:
         sock = writer.get_extra_info("socket")

@@ -147,16 +147,27 @@ async def settle(load: Load, name: str, writing: asyncio.Task) -> dict:
     }
 
 
+#: How long the clients may take to stop once cancelled (an outcome: a client that
+#: swallowed its cancellation would otherwise hang the campaign without a word).
+CLOSE_SECONDS = 30
+
+
 async def close(load: Load) -> None:
     for task in load.tasks:
         task.cancel()
-    for task in load.tasks:
-        with contextlib.suppress(BaseException):
-            await task
+    if load.tasks:
+        _, running = await asyncio.wait(load.tasks, timeout=CLOSE_SECONDS)
+        for task in load.tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the scenario's judgement is the result
+        if running:
+            names = sorted({t.get_coro().__qualname__ for t in running})
+            raise AssertionError(f"{len(running)} client task(s) ignored cancel: {names}")
     for s in load.readers + load.writers:
         if s.socket is not None:
             with contextlib.suppress(Exception):
-                await s.socket.disconnect()
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await s.socket.disconnect()
 
 
 async def forced_reconnects(load: Load, count: int) -> None:

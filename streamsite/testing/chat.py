@@ -234,7 +234,11 @@ class RemoteChatSocket(_Frames):
         from websockets.exceptions import ConnectionClosed
 
         try:
-            text = await asyncio.wait_for(self.connection.recv(), within)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a frame that
+            # arrives as the task is cancelled and swallows the cancellation, so a reader
+            # cancelled under traffic could read on forever (the fault campaign hung so).
+            async with asyncio.timeout(within):
+                text = await self.connection.recv()
         except ConnectionClosed as closed:
             self.close_code = closed.rcvd.code if closed.rcvd else 1006
             raise ChatClosed(self.close_code) from None

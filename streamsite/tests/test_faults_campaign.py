@@ -27,7 +27,11 @@ FULL = os.environ.get("FAULTS_SIZE") == "full"
 READERS = 40 if FULL else 6
 WRITERS = 4 if FULL else 2
 RECONNECTS = 100 if FULL else 10
-DISCONNECTS = 10_000 if FULL else 400
+DISCONNECTS = int(os.environ.get("FAULTS_DISCONNECTS", 10_000 if FULL else 600))
+#: Disconnects before the baseline: the allocator's arenas grow over the first thousand or
+#: so (+6.8 MB over 1,500, then +0.7 MB over the next 1,500 on uvicorn + Redis), so memory
+#: is judged only once they have.
+WARMUP = 1600
 
 
 def record(result: dict) -> None:
@@ -185,7 +189,7 @@ async def test_abrupt_disconnects_leave_nothing_behind(live_server_factory, laye
             earlier = now
             await asyncio.sleep(2.5)  # polling the server's own figures, not a timing guess
 
-    warmup = await disconnects.vanish_many(target, headers, disconnects.WAVE)
+    warmup = await disconnects.vanish_many(target, headers, WARMUP)
     baseline = await settled(None)
     started = time.monotonic()
     taken = await disconnects.vanish_many(target, headers, DISCONNECTS // 2)
@@ -194,9 +198,9 @@ async def test_abrupt_disconnects_leave_nothing_behind(live_server_factory, laye
     seconds = time.monotonic() - started
     after = await settled(baseline)
     # Memory: CPython rarely hands freed memory back, and the first disconnects grow the
-    # allocator's arenas, so "back to the baseline" is "not growing with the disconnects":
-    # the second half may add at most 1 KB a disconnect (the issue saw 3.4 KB under
-    # runserver, without a plateau), with 2 MB of slack.
+    # allocator's arenas (hence WARMUP), so "back to the baseline" is "not growing with the
+    # disconnects": the second half may add at most 1 KB a disconnect (the issue saw 3.4 KB
+    # under runserver, without a plateau), with 512 KB of slack (28-60 KB seen over 200).
     second_half_kb = after["rss_kb"] - halfway["rss_kb"]
     leaked = {k: (baseline[k], after[k]) for k in leak_free if after[k] > baseline[k]}
     result = {
@@ -213,7 +217,7 @@ async def test_abrupt_disconnects_leave_nothing_behind(live_server_factory, laye
         "rss_second_half_kb": second_half_kb,
         "passed": taken == DISCONNECTS
         and not leaked
-        and second_half_kb < 2048 + (DISCONNECTS - DISCONNECTS // 2),
+        and second_half_kb < 512 + (DISCONNECTS - DISCONNECTS // 2),
     }
     judged(result)
     assert_clean([server])
