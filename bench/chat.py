@@ -19,7 +19,9 @@ end to end. Scenarios:
   socket, idle CPU once joined, then one message: latency to all and how many got it.
 
 Configurations: ``streamsite``, ``baseline`` (the Channels tutorial) and ``floor`` (a plain
-``websockets`` broadcast server, ``bench.floor_ws``, one process: not in ``room2``).
+``websockets`` broadcast server, ``bench.floor_ws``, one process: not in ``room2``); and,
+only when named, ``streamsite-nometrics``: the same server with every metric update a
+no-op (``bench/nometrics/sitecustomize.py``), for the metrics' cost.
 ``--compression both`` (the default) repeats ``idle`` and ``room`` at the highest rate
 with permessage-deflate offered as Chromium offers it. Every room created for ``room`` and
 ``bigroom`` already holds ``--history-messages`` messages.
@@ -52,6 +54,9 @@ from bench.sse import prepare_run, redis_client, server_environment
 
 SCENARIOS = ("idle", "room", "room2", "bigroom")
 CONFIGS = ("streamsite", "baseline", "floor")
+#: Run only when named: streamsite with every metric update a no-op (bench/nometrics), to
+#: measure what the metrics cost the delivery path (issue #11: at most 5 %).
+NOMETRICS = "streamsite-nometrics"
 RESULTS_DIR = BASE_DIR / "bench" / "results"
 SLACK = 30
 
@@ -78,7 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small N, short runs (~3 min)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="of: " + ",".join(SCENARIOS))
     parser.add_argument(
-        "--configs", help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first)"
+        "--configs",
+        help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first); "
+        f"{NOMETRICS} when named: streamsite with every metric update a no-op",
     )
     parser.add_argument("--idle-n", type=int, help="idle sockets held (full: 10000)")
     parser.add_argument("--idle-rooms", type=int, default=100, help="rooms the idle sockets use")
@@ -135,7 +142,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.configs is None:
         args.configs = CONFIGS[0] if args.soak else ",".join(CONFIGS)
     args.configs = [c for c in args.configs.split(",") if c]
-    for name, allowed in (("only", SCENARIOS), ("configs", CONFIGS)):
+    for name, allowed in (("only", SCENARIOS), ("configs", (*CONFIGS, NOMETRICS))):
         unknown = set(getattr(args, name)) - set(allowed)
         if unknown:
             parser.error(f"unknown {name}: {', '.join(sorted(unknown))}")

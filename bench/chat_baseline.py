@@ -9,8 +9,9 @@ reads ``{"type": "message.send", "client_id", "body"}`` and sends
 ``{"type": "message", "message": {client_id, room, author, body}}``; a socket that is not
 logged in is closed with 4401, as streamsite does.
 
-The stack in front of it is streamsite's: ``AllowedHostsOriginValidator`` then
-``AuthMiddlewareStack`` (session cookie, user looked up in PostgreSQL), HTTP to the same
+The stack in front of it is the tutorial's: ``AllowedHostsOriginValidator`` then
+``AuthMiddlewareStack`` (session cookie, user looked up in PostgreSQL; streamsite reads
+both in one ``db_call``, ``streamsite.socket_auth``), HTTP to the same
 Django application (``bench.urls``, for the harness' readiness probe). It is served by
 uvicorn with the production command's flags (``bench.chat_servers``):
 

@@ -382,6 +382,10 @@ def render(records: list[dict], results_path: str, elapsed_minutes: float | None
             ratio_table(records, "floor"),
         ),
         ("streamsite ÷ baseline (medians)", ratio_table(records, "baseline")),
+        (
+            "streamsite ÷ streamsite-nometrics (what the metrics cost; medians)",
+            ratio_table(records, "streamsite-nometrics"),
+        ),
     ):
         if body:
             parts += [f"#### {title}", "", body, ""]

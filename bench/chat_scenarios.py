@@ -29,7 +29,7 @@ def ready_on(app: str) -> str:
     """When a socket counts as ready: streamsite's history frame comes after its subscribe;
     the tutorial joins its group before ``accept()``, and the floor joins its room on the
     upgrade, so the upgrade is enough for them."""
-    return "history" if app == "streamsite" else "upgrade"
+    return "history" if app.startswith("streamsite") else "upgrade"
 
 
 def settle(pids: list[int], *, quiet_percent: float = 25, timeout: float = 20) -> None:

@@ -16,10 +16,14 @@ import contextlib
 import os
 import sys
 import time
+from pathlib import Path
 
 from bench.processes import Server, cpu_seconds, status_kb, uvicorn_serving
 
 BASELINE_APP = "bench.chat_baseline:application"
+#: streamsite with every metric update a no-op: ``bench/nometrics`` first on PYTHONPATH.
+NOMETRICS = "streamsite-nometrics"
+NOMETRICS_PATH = Path(__file__).resolve().parent / "nometrics"
 
 
 class ChatServer(Server):
@@ -29,6 +33,9 @@ class ChatServer(Server):
     def __init__(
         self, app: str, workers: int, env: dict, log_dir, label: str, deflate: bool = False
     ) -> None:
+        if app == NOMETRICS:
+            path = [str(NOMETRICS_PATH), env.get("PYTHONPATH", "")]
+            env = {**env, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
         super().__init__("uvicorn", env, log_dir, label)
         self.app = app
         self.workers = workers
@@ -43,7 +50,7 @@ class ChatServer(Server):
             argv = uvicorn_argv(host="", port=0, workers=self.workers, fd=fd)
             argv[argv.index("--ws-per-message-deflate") + 1] = "true"
             return argv
-        if self.app == "streamsite":
+        if self.app in ("streamsite", NOMETRICS):
             return [
                 sys.executable, "manage.py", "serve", "--fd", str(fd),
                 "--workers", str(self.workers), "--no-collectstatic",

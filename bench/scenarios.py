@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import secrets
 import statistics
 import time
@@ -27,6 +28,10 @@ from bench.processes import (
 )
 from bench.report import PRODUCTION
 
+#: streamsite with every metric update a no-op (``bench/nometrics/sitecustomize.py``).
+NOMETRICS = "nometrics"
+NOMETRICS_PATH = Path(__file__).resolve().parent / "nometrics"
+
 #: Seconds a command to the load generator may take, beyond what it is asked to wait.
 SLACK = 30
 #: A fan-out run at ≤ 10/s, or a broadcast, is repeated (``--repeats``) only while one
@@ -36,7 +41,8 @@ CHEAP_SECONDS = 15
 
 @dataclass(frozen=True)
 class Config:
-    """What serves the streams: ``app`` (streamsite or baseline) on ``server``."""
+    """What serves the streams: ``app`` (streamsite, baseline, floor, or ``nometrics``:
+    streamsite with every metric update a no-op, bench/nometrics) on ``server``."""
 
     app: str
     server: str
@@ -46,16 +52,21 @@ class Config:
         return f"{self.app}-{self.server}"
 
     @property
+    def site(self) -> str:
+        """The application served: ``nometrics`` is streamsite."""
+        return "streamsite" if self.app == NOMETRICS else self.app
+
+    @property
     def stream_path(self) -> str:
         return {"streamsite": "/notifications/stream/", "floor": "/stream/"}.get(
-            self.app, "/bench/baseline/stream/"
+            self.site, "/bench/baseline/stream/"
         )
 
     @property
     def export_path(self) -> str:
         return (
             "/notifications/export.ndjson"
-            if self.app == "streamsite"
+            if self.site == "streamsite"
             else "/bench/baseline/export.ndjson"
         )
 
@@ -77,7 +88,11 @@ class Bench:
     keep_notifications: bool = False
 
     def server(self, config: Config, label: str) -> Server:
-        return Server(config.server, self.env, self.log_dir, f"{config.name}-{label}")
+        env = self.env
+        if config.app == NOMETRICS:
+            path = [str(NOMETRICS_PATH), env.get("PYTHONPATH", "")]
+            env = {**env, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+        return Server(config.server, env, self.log_dir, f"{config.name}-{label}")
 
     def recipients_file(self, count: int) -> Path:
         path = self.log_dir / f"recipients-{count}.json"
@@ -178,7 +193,7 @@ def publish_run(
     if not bench.keep_notifications:
         data.delete_notifications()
     max_seconds = max_seconds or args.max_publish_seconds
-    mode = mode or config.app
+    mode = mode or config.site
     run = secrets.token_hex(4)
     recipients = bench.recipients_file(n)
     profiler = None
@@ -393,7 +408,7 @@ def idle(bench: Bench, config: Config) -> None:
     args = bench.args
     # streamsite: a notification to every user is an announcement (one row); the per-user
     # rows of notifications_create_many and the layer alone are measured beside it.
-    modes = ["streamsite-announce", None] if config.app == "streamsite" else [None]
+    modes = ["streamsite-announce", None] if config.site == "streamsite" else [None]
     if config.name == PRODUCTION and args.layer_only:
         modes.append("streamsite-layer")
     with bench.server(config, "idle") as server:

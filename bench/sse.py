@@ -40,6 +40,9 @@ CONFIGS = (
     "baseline-daphne",
     "floor-starlette",
 )
+#: Run only when named: the production server with every metric update a no-op
+#: (bench/nometrics), to measure what the metrics cost the delivery path (issue #11).
+ON_REQUEST = ("nometrics-uvicorn",)
 RESULTS_DIR = BASE_DIR / "bench" / "results"
 DOCS = BASE_DIR / "docs" / "benchmarks.md"
 
@@ -80,7 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--scenarios", default=",".join(SCENARIOS), help="of: " + ",".join(SCENARIOS)
     )
     parser.add_argument(
-        "--configs", help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first)"
+        "--configs",
+        help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first); "
+        "nometrics-uvicorn when named: streamsite with every metric update a no-op",
     )
     parser.add_argument("--fanout-n", help="streams per fan-out measurement (full: 1000,5000)")
     parser.add_argument("--rates", help="RATE:COUNT publishes per fan-out (full: 10:50,100:300)")
@@ -163,7 +168,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.configs is None:
         args.configs = CONFIGS[0] if args.soak else ",".join(CONFIGS)
     args.configs = [c for c in args.configs.split(",") if c]
-    for name, allowed in (("scenarios", SCENARIOS), ("configs", CONFIGS)):
+    for name, allowed in (("scenarios", SCENARIOS), ("configs", (*CONFIGS, *ON_REQUEST))):
         unknown = set(getattr(args, name)) - set(allowed)
         if unknown:
             parser.error(f"unknown {name}: {', '.join(sorted(unknown))}")
