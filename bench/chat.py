@@ -47,16 +47,13 @@ from pathlib import Path
 
 from bench import chat_report, data
 from bench.chat_scenarios import bigroom, create_room, idle, room
-from bench.chat_servers import ChatServer
+from bench.chat_servers import NOMETRICS, ChatServer
 from bench.machine import describe
 from bench.processes import BASE_DIR, LineChild, stop_all
 from bench.sse import prepare_run, redis_client, server_environment
 
 SCENARIOS = ("idle", "room", "room2", "bigroom")
 CONFIGS = ("streamsite", "baseline", "floor")
-#: Run only when named: streamsite with every metric update a no-op (bench/nometrics), to
-#: measure what the metrics cost the delivery path (issue #11: at most 5 %).
-NOMETRICS = "streamsite-nometrics"
 RESULTS_DIR = BASE_DIR / "bench" / "results"
 SLACK = 30
 

@@ -16,14 +16,12 @@ import contextlib
 import os
 import sys
 import time
-from pathlib import Path
 
-from bench.processes import Server, cpu_seconds, status_kb, uvicorn_serving
+from bench.processes import Server, cpu_seconds, status_kb, uvicorn_serving, without_metrics
 
 BASELINE_APP = "bench.chat_baseline:application"
-#: streamsite with every metric update a no-op: ``bench/nometrics`` first on PYTHONPATH.
+#: streamsite with every metric update a no-op (``bench.processes.without_metrics``).
 NOMETRICS = "streamsite-nometrics"
-NOMETRICS_PATH = Path(__file__).resolve().parent / "nometrics"
 
 
 class ChatServer(Server):
@@ -34,8 +32,7 @@ class ChatServer(Server):
         self, app: str, workers: int, env: dict, log_dir, label: str, deflate: bool = False
     ) -> None:
         if app == NOMETRICS:
-            path = [str(NOMETRICS_PATH), env.get("PYTHONPATH", "")]
-            env = {**env, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+            env = without_metrics(env)
         super().__init__("uvicorn", env, log_dir, label)
         self.app = app
         self.workers = workers

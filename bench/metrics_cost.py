@@ -14,6 +14,8 @@ measures directly.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -27,8 +29,6 @@ ROUNDS = 5
 
 def measure() -> dict[str, float]:
     """µs per operation, in this process (the mode is chosen by the environment)."""
-    import asyncio
-
     from streamsite.observability import metrics
 
     published = metrics.events_published.labels("chat", "message")
@@ -78,8 +78,6 @@ def child(mode: str) -> dict[str, float]:
         output = subprocess.run(
             [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
         ).stdout
-    import json
-
     return json.loads(output.strip().splitlines()[-1])
 
 

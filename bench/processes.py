@@ -66,6 +66,17 @@ def stop_all() -> None:
 FLOOR_SSE_APP = "bench.floor_sse:app"
 
 
+#: A ``sitecustomize`` that turns every metric update into a no-op (its docstring says how).
+NOMETRICS_PATH = BASE_DIR / "bench" / "nometrics"
+
+
+def without_metrics(env: dict) -> dict:
+    """``env`` with bench/nometrics first on ``PYTHONPATH``: a server started with it is
+    streamsite whose metrics are never updated (the benchmarks' metrics-off twin)."""
+    path = [str(NOMETRICS_PATH), env.get("PYTHONPATH", "")]
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
 def uvicorn_serving(app: str, fd: int, workers: int = 1) -> list[str]:
     """The production uvicorn command line (``manage.py serve``'s), serving ``app``."""
     from streamsite.management.commands.serve import uvicorn_argv

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import secrets
 import statistics
 import time
@@ -25,12 +24,12 @@ from bench.processes import (
     publisher,
     reset_peak_rss,
     status_kb,
+    without_metrics,
 )
 from bench.report import PRODUCTION
 
-#: streamsite with every metric update a no-op (``bench/nometrics/sitecustomize.py``).
+#: streamsite with every metric update a no-op (``bench.processes.without_metrics``).
 NOMETRICS = "nometrics"
-NOMETRICS_PATH = Path(__file__).resolve().parent / "nometrics"
 
 #: Seconds a command to the load generator may take, beyond what it is asked to wait.
 SLACK = 30
@@ -88,10 +87,7 @@ class Bench:
     keep_notifications: bool = False
 
     def server(self, config: Config, label: str) -> Server:
-        env = self.env
-        if config.app == NOMETRICS:
-            path = [str(NOMETRICS_PATH), env.get("PYTHONPATH", "")]
-            env = {**env, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+        env = without_metrics(self.env) if config.app == NOMETRICS else self.env
         return Server(config.server, env, self.log_dir, f"{config.name}-{label}")
 
     def recipients_file(self, count: int) -> Path:
