@@ -280,6 +280,43 @@ def test_state_drops_live_duplicates_of_replayed_ids():
     assert state.render_live(fresh) == b""  # delivered twice (a recovered publish)
 
 
+def test_state_floor_follows_live_notifications_that_name_the_one_before():
+    """Each own notification names the one before it in the feed: when that one is held,
+    the floor moves up and no live id is remembered (none for the collector to traverse)."""
+    state = StreamState(last_id=10)
+    state.unread = 0
+    fields = {"title": "t", "body": "", "url": "", "level": "info", "created_at": "x"}
+    previous = 10
+    for notification_id in (14, 15, 19):
+        event = {"kind": "created", "id": notification_id, "read": False, "unread": 1, **fields}
+        event["previous"] = previous
+        assert state.render_live(event).startswith(
+            b"event: notification\nid: %d\n" % notification_id
+        )
+        assert (state.floor, state.last_id, state.sent_live) == (
+            notification_id,
+            notification_id,
+            set(),
+        )
+        assert state.render_live(event) == b""  # a redelivery is still dropped
+        previous = notification_id
+
+
+def test_state_floor_stays_under_an_announcement_sent_live():
+    """An announcement names only the announcement before it: what came between is not
+    known to be held, so ids above the floor are remembered until the next read."""
+    state = StreamState(last_id=10)
+    state.unread = 0
+    fields = {"title": "t", "body": "", "url": "", "level": "info", "created_at": "x"}
+    announcement = {"kind": "created", "id": 20, "read": False, "unread": None, **fields}
+    announcement["previous"] = 5
+    assert state.render_live(announcement)
+    own = {"kind": "created", "id": 21, "read": False, "unread": 1, "previous": 20, **fields}
+    assert state.render_live(own)
+    assert state.floor == 10 and state.sent_live == {20, 21} and state.last_id == 21
+    assert state.render_live(own) == b"" and state.render_live(announcement) == b""
+
+
 def test_state_forgets_old_live_ids_and_all_of_them_once_caught_up():
     state = StreamState(last_id=0)
     for notification_id in range(1, 3001):
