@@ -19,6 +19,9 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from django.conf import settings
+
+from streamsite.gc_policy import garbage_collector_tune
 from streamsite.observability.workers import worker_ended
 from streamsite.shutdown import chain_shutdown_signals
 from streamsite.worker_process import end_with_parent
@@ -73,6 +76,8 @@ async def lifespan_app(scope, receive, send) -> None:
                         logger.exception(
                             "startup hook %s failed", getattr(hook, "__qualname__", hook)
                         )
+                # The app is loaded: freeze it and run the collector for serving.
+                garbage_collector_tune(settings.GC_YOUNG_THRESHOLD)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await run_shutdown_hooks()

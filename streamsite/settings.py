@@ -58,6 +58,9 @@ try:
     # Each hub sends itself a heartbeat through the channel layer this often; when three go
     # missing (Redis restarted and lost the groups) it re-joins and its streams resync.
     STREAM_HUB_HEARTBEAT_SECONDS = env_int("STREAM_HUB_HEARTBEAT_SECONDS", 5, minimum=1)
+    # Allocations between two young garbage collections in a server process (CPython's
+    # default is 700; 0 keeps CPython's defaults): streamsite/gc_policy.py.
+    GC_YOUNG_THRESHOLD = env_int("GC_YOUNG_THRESHOLD", 20_000, minimum=0)
     # Longest chat message, in characters after trimming (longer ones are refused: too_long).
     CHAT_MAX_MESSAGE_LENGTH = env_int("CHAT_MAX_MESSAGE_LENGTH", 4000, minimum=1)
     # Messages one user may send per window, across all their sockets and processes;

@@ -7,6 +7,14 @@ import pytest
 from streamsite import lifespan
 
 
+@pytest.fixture(autouse=True)
+def collector_tunes(monkeypatch):
+    """What startup asked of the garbage collector; the test process' own is left alone."""
+    asked = []
+    monkeypatch.setattr(lifespan, "garbage_collector_tune", asked.append)
+    return asked
+
+
 @pytest.fixture
 def hooks(monkeypatch):
     registered = []
@@ -86,3 +94,16 @@ async def test_startup_calls_the_startup_hooks(monkeypatch):
     lifespan.on_startup(lambda: started.append("live"))
     await run_server_lifespan()
     assert started == ["live"]
+
+
+async def test_startup_tunes_the_garbage_collector_after_the_hooks(
+    monkeypatch, settings, collector_tunes
+):
+    """The app and what the hooks started are loaded by then: they are what gets frozen."""
+    monkeypatch.setattr(lifespan, "_shutdown_hooks", [])
+    monkeypatch.setattr(lifespan, "_startup_hooks", [])
+    lifespan.on_startup(lambda: collector_tunes.append("hook"))
+    settings.GC_YOUNG_THRESHOLD = 12_345
+    sent = await run_server_lifespan()
+    assert collector_tunes == ["hook", 12_345]
+    assert sent[0] == {"type": "lifespan.startup.complete"}

@@ -1,0 +1,68 @@
+"""Garbage-collector pauses of every process of a benchmark, for finding latency tails.
+
+Put this directory first on ``PYTHONPATH`` for a benchmark run (the benchmarks pass their
+environment on to the servers, load generators and publishers they start):
+
+    PYTHONPATH=bench/gcstats python -m bench.sse ...
+
+Every Python process then times each collection (``gc.callbacks``) and, every 5 seconds,
+writes ``$GCSTATS_DIR/gc-<pid>.json`` (default ``/tmp/gcstats``): per generation the
+collections, their total and longest time, and every pause of 20 ms or more with its wall
+time, so it can be set against the benchmark's timeline. This is how the notification
+p99's 240-345 ms full collections were found (streamsite/gc_policy.py).
+"""
+
+import gc
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+
+_DIR = os.environ.get("GCSTATS_DIR") or os.path.join(tempfile.gettempdir(), "gcstats")
+_LONG_SECONDS = 0.02
+_started = [0.0]
+_by_generation = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+_long_pauses: list[tuple[float, int, float]] = []
+
+
+def _timed(phase: str, info: dict) -> None:
+    if phase == "start":
+        _started[0] = time.perf_counter()
+        return
+    seconds = time.perf_counter() - _started[0]
+    tally = _by_generation[info["generation"]]
+    tally[0] += 1
+    tally[1] += seconds
+    tally[2] = max(tally[2], seconds)
+    if seconds >= _LONG_SECONDS:
+        _long_pauses.append((round(time.time(), 1), info["generation"], round(seconds * 1e3, 1)))
+
+
+def _write_forever() -> None:
+    os.makedirs(_DIR, exist_ok=True)
+    path = os.path.join(_DIR, f"gc-{os.getpid()}.json")
+    while True:
+        time.sleep(5)
+        report = {
+            "argv": sys.argv[:3],
+            "generations": {
+                str(generation): {
+                    "collections": n,
+                    "seconds": round(total, 3),
+                    "max_ms": round(top * 1e3, 1),
+                }
+                for generation, (n, total, top) in _by_generation.items()
+            },
+            "threshold": gc.get_threshold(),
+            "frozen": gc.get_freeze_count(),
+            "pauses_over_20ms": _long_pauses,
+        }
+        with open(path + ".tmp", "w") as out:
+            json.dump(report, out)
+        os.replace(path + ".tmp", path)
+
+
+gc.callbacks.append(_timed)
+threading.Thread(target=_write_forever, name="gcstats", daemon=True).start()
