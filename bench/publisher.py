@@ -101,8 +101,31 @@ def announce(*, recipients: list[int], title: str) -> None:
     announcement_create(title=title)
 
 
-#: Made-up notification ids for ``publish_only``, increasing like real ones.
+#: Made-up notification ids for ``publish_floor``, increasing like real ones.
 _ids = itertools.count(1)
+
+#: The Redis counter ``publish_only`` draws its made-up ids from.
+LAYER_IDS_KEY = "bench:layer-only-ids"
+
+
+def made_up_ids(count: int) -> list[int]:
+    """``count`` notification ids above every real one and every one drawn before.
+
+    A stream drops an id at or below what its client holds (the user's latest real id
+    when it connected): made-up ids counting from 1 were all dropped, and a later run (or
+    the second publisher) must not repeat the first's. So they come from one Redis
+    counter, started at the table's highest id.
+    """
+    from django.db.models import Max
+
+    from notifications.models import Notification
+
+    client = floor_redis()
+    if not client.exists(LAYER_IDS_KEY):
+        highest = Notification.objects.aggregate(highest=Max("pk"))["highest"] or 0
+        client.set(LAYER_IDS_KEY, highest, nx=True)
+    last = client.incrby(LAYER_IDS_KEY, count)
+    return list(range(last - count + 1, last + 1))
 
 
 def publish_only(*, recipients: list[int], title: str) -> int:
@@ -124,9 +147,12 @@ def publish_only(*, recipients: list[int], title: str) -> int:
     }  # fmt: skip
     for start in range(0, len(recipients), BATCH_SIZE):
         chunk = recipients[start : start + BATCH_SIZE]
-        ids = [next(_ids) for _ in chunk]
+        ids = made_up_ids(len(chunk))
         keys = [user_key(user_id) for user_id in chunk]
-        publish(HUB_GROUP, batch_message(keys, base, {"id": ids, "unread": [1] * len(chunk)}))
+        # previous 0: each event follows what the stream holds, as the service's do in
+        # order (the stream's floor moves up, nothing is read from the database).
+        fields = {"id": ids, "unread": [1] * len(chunk), "previous": [0] * len(chunk)}
+        publish(HUB_GROUP, batch_message(keys, base, fields))
     return len(recipients)
 
 
@@ -147,7 +173,7 @@ def publish_floor(*, recipients: list[int], title: str) -> int:
 
 @functools.cache
 def floor_redis():
-    """The publisher's one Redis connection to the floor's channel."""
+    """The publisher's one Redis connection (the floor's channel, the made-up ids)."""
     import redis
 
     return redis.Redis.from_url(os.environ["REDIS_URL"])
