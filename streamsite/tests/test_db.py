@@ -20,3 +20,21 @@ async def test_db_call_leaves_no_query_log_behind_with_debug_on(transactional_db
 
     wrapper = await db_call(query_then_hand_over_the_connection)
     assert len(wrapper.queries_log) == 0
+
+
+async def test_db_call_makes_no_connection_in_the_callers_context(transactional_db):
+    """``connections`` is per async context: a wrapper made on the event loop stays with the
+    stream or socket that called for as long as it lives (about 5 KB each; the pool gauge
+    made one). The call's work, and the gauge, happen on the database thread."""
+    import asyncio
+    import contextvars
+
+    async def a_stream():
+        users = await db_call(lambda: get_user_model().objects.count())
+        return users, hasattr(connections._connections, DEFAULT_DB_ALIAS)
+
+    # A task of its own, with an empty context, as each connection's task is.
+    task = asyncio.get_running_loop().create_task(a_stream(), context=contextvars.Context())
+    users, made_one = await task
+    assert users >= 0
+    assert not made_one
