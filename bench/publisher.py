@@ -108,35 +108,24 @@ _ids = itertools.count(1)
 LAYER_IDS_KEY = "bench:layer-only-ids"
 
 
+#: Where made-up ids start: above any id a benchmark's database draws (its sequence keeps
+#: counting when a run empties the table, so the table's highest id is not enough).
+LAYER_IDS_BASE = 10**12
+
+
 def made_up_ids(count: int) -> list[int]:
     """``count`` notification ids above every real one and every one drawn before.
 
     A stream drops an id at or below what its client holds (the user's latest real id):
     made-up ids counting from 1 were all dropped, and a later run (or the second
-    publisher) must not repeat the first's. So they come from one Redis counter, raised
-    above the table's highest id by each publisher process as it starts (service runs
-    in between add real ids).
+    publisher) must not repeat the first's. So they come from one Redis counter (the
+    benchmark empties its Redis database when it starts), from ``LAYER_IDS_BASE`` up.
+    Layer-only runs come last on their streams, so no real id follows one of these.
     """
-    _counter_above_the_table()
-    last = floor_redis().incrby(LAYER_IDS_KEY, count)
+    client = floor_redis()
+    client.set(LAYER_IDS_KEY, LAYER_IDS_BASE, nx=True)
+    last = client.incrby(LAYER_IDS_KEY, count)
     return list(range(last - count + 1, last + 1))
-
-
-_RAISE_TO = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-    redis.call('SET', KEYS[1], ARGV[1])
-end
-"""
-
-
-@functools.cache
-def _counter_above_the_table() -> None:
-    from django.db.models import Max
-
-    from notifications.models import Notification
-
-    highest = Notification.objects.aggregate(highest=Max("pk"))["highest"] or 0
-    floor_redis().eval(_RAISE_TO, 1, LAYER_IDS_KEY, highest)
 
 
 def publish_only(*, recipients: list[int], title: str) -> int:
