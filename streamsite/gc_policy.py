@@ -3,14 +3,14 @@
 With CPython's defaults (a collection every 700 net allocations, a full one whenever the
 objects promoted since the last full one reach a quarter of the old generation), a server
 fanning events out to a thousand streams stopped the world for 240-345 ms every 4.4 s
-(``bench/results/20261202T*-gc-*.txt``; docs/benchmarks.md, "Garbage collection"):
+(``bench/results/20261202T-gc/``; docs/benchmarks.md, "garbage collection was the p99"):
 
 - the events of one publish wait in a thousand streams' buffers for the tens of
   milliseconds the fan-out takes, long enough to survive two young collections, so they
   were promoted to the old generation by the thousand, where only a full collection
   frees them: one every few seconds;
 - a full collection traverses everything the process holds, and most of it is what it
-  imported at startup (Django, the models, the URL patterns: about 220,000 objects) and
+  imported at startup (Django, the models, the URL patterns: 120,000-220,000 objects) and
   never frees.
 
 Every delivery in flight during such a pause waits for it: that was the notifications'
