@@ -105,11 +105,47 @@ async def vanish_many(target: Target, cookies: list[str], count: int) -> int:
     return taken
 
 
-def process_figures(pid: int) -> dict[str, int]:
-    """File descriptors and resident memory (KB) of a server process, from /proc."""
+#: Ports of the services whose client pools a server keeps (PostgreSQL, Redis).
+SERVICE_PORTS = frozenset({5432, 6379})
+
+
+def _tcp_remote_ports(pid: int) -> dict[str, int]:
+    """Socket inode -> remote port of the process' TCP connections (/proc/<pid>/net)."""
+    ports = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            ports[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    return ports
+
+
+def process_figures(pid: int) -> dict:
+    """File descriptors and resident memory (KB) of a server process, from /proc.
+
+    ``fds`` leaves out the connections to PostgreSQL and Redis: their pools open one more
+    when a burst needs it and keep it (bounded by the pools' sizes, and the database's are
+    counted apart), which is not a descriptor left behind by a client. ``fd_kinds`` says
+    what every descriptor is, so one left behind says what it was.
+    """
     status = Path(f"/proc/{pid}/status").read_text()
     rss_kb = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))
-    return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "rss_kb": rss_kb}
+    remote_ports = _tcp_remote_ports(pid)
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        kind = target.split(":[", 1)[0] if ":[" in target else "file"
+        if kind == "socket" and remote_ports.get(target[8:-1]) in SERVICE_PORTS:
+            kind = "service pool"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    fds = sum(count for kind, count in kinds.items() if kind != "service pool")
+    return {"fds": fds, "fd_kinds": kinds, "rss_kb": rss_kb}
 
 
 def gauges(metrics_text: str) -> dict[str, float]:
