@@ -122,10 +122,15 @@ def made_up_ids(count: int) -> list[int]:
     benchmark empties its Redis database when it starts), from ``LAYER_IDS_BASE`` up.
     Layer-only runs come last on their streams, so no real id follows one of these.
     """
-    client = floor_redis()
-    client.set(LAYER_IDS_KEY, LAYER_IDS_BASE, nx=True)
-    last = client.incrby(LAYER_IDS_KEY, count)
+    _start_layer_ids()
+    last = floor_redis().incrby(LAYER_IDS_KEY, count)
     return list(range(last - count + 1, last + 1))
+
+
+@functools.cache
+def _start_layer_ids() -> None:
+    """Once per publisher: the counter at ``LAYER_IDS_BASE`` unless a publisher set it."""
+    floor_redis().set(LAYER_IDS_KEY, LAYER_IDS_BASE, nx=True)
 
 
 def publish_only(*, recipients: list[int], title: str) -> int:

@@ -140,8 +140,10 @@ def process_figures(pid: int) -> dict:
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:  # closed meanwhile
             continue
-        kind = target.split(":[", 1)[0] if ":[" in target else "file"
-        if kind == "socket" and remote_ports.get(target[8:-1]) in SERVICE_PORTS:
+        kind, _, inode = target.partition(":[")  # "socket:[12345]", "pipe:[6789]"
+        if not inode:
+            kind = "file"
+        elif kind == "socket" and remote_ports.get(inode.rstrip("]")) in SERVICE_PORTS:
             kind = "service pool"
         kinds[kind] = kinds.get(kind, 0) + 1
     fds = sum(count for kind, count in kinds.items() if kind != "service pool")

@@ -196,10 +196,8 @@ class StreamState:
                 return self._take_counts(event)
             if notification_id > self.last_id:
                 self.last_id = notification_id
-                if (
-                    event["unread"] is not None
-                    and event.get("previous", self.last_id) <= self.floor
-                ):
+                previous = event.get("previous")
+                if event["unread"] is not None and previous is not None and previous <= self.floor:
                     # The user's own, and the one before it in the feed is at or under the
                     # floor: the client holds the feed up to this one, the floor moves up
                     # and nothing needs remembering. The usual case: a stream's memory of
