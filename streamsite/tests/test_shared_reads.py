@@ -14,16 +14,21 @@ class Gate:
 
     def __init__(self, closed: bool = False) -> None:
         self.calls = 0
+        self._counting = threading.Lock()
         self.started = threading.Event()
         self.opened = threading.Event()
         if not closed:
             self.opened.set()
 
     def __call__(self, value):
-        self.calls += 1
+        # The call's number is taken before waiting: two reads can wait at the gate at
+        # once, and the first must not report the second's count.
+        with self._counting:
+            self.calls += 1
+            number = self.calls
         self.started.set()
         assert self.opened.wait(10)
-        return [value, self.calls]
+        return [value, number]
 
 
 async def test_callers_who_ask_before_the_read_starts_share_it():
