@@ -144,8 +144,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
         self._in_presence = True
         presence = await get_presence().join(room.pk, user.pk, user.get_username())
-        messages, has_more = await selectors.ajoining_history(room)
-        await self.outbox.start(presence, messages, has_more)
+        await self.outbox.start(presence, await selectors.ajoining_history(room))
         self._writer = asyncio.create_task(self._write(), name=f"chat-outbox-{room.pk}")
         self._counted = True
         SOCKETS_OPEN.inc()

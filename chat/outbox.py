@@ -142,18 +142,23 @@ class RoomOutbox:
 
     # What the consumer calls ---------------------------------------------------------------
 
-    async def start(self, presence, messages: list, has_more: bool) -> None:
+    async def start(self, presence, page: selectors.JoiningPage) -> None:
         """Send the first frames: presence, then the latest messages as one history frame.
 
         ``presence`` is what joining returned (``chat.presence.PresencePage``): the first
         names, the count and their version, so older presence changes are left out.
+        ``page`` may be shared with other sockets: its frame is built once, by the first
+        (the payloads are the same for every socket; what each socket notes is its own).
         """
         await self.send_presence(presence)
-        payloads = []
-        for message in messages:
+        if page.frame is None:
+            page.payloads = [message_payload(message) for message in page.messages]
+            page.frame = protocol.history_frame(page.payloads, page.has_more)
+        for message, payload in zip(page.messages, page.payloads, strict=True):
             self._mark_sent(message.pk)
-            payloads.append(self._payload(message))
-        await self._send_text(protocol.history_frame(payloads, has_more))
+            if message.assistant_answer_id is not None:
+                self.answers.shown(payload, message.assistant_answer_id)
+        await self._send_text(page.frame)
 
     def request_history(self, before: int, limit: int) -> bool:
         """Queue a history read; False if too many reads are already waiting."""

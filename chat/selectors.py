@@ -12,6 +12,7 @@ call as the page (``attach_answer_states``).
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
+from dataclasses import dataclass
 from functools import partial
 
 from django.db.models import (
@@ -251,14 +252,34 @@ async def aroom_history(
     return await db_call(room_history, room, before=before, limit=limit)
 
 
-async def ajoining_history(room: Room) -> tuple[list[Message], bool]:
+@dataclass(eq=False)
+class JoiningPage:
+    """The latest page of a room, shared by the sockets that join it at the same moment.
+
+    Read-only for them, except ``payloads`` and ``frame``: the first socket to send the
+    page builds them (``chat.outbox.RoomOutbox.start``) and the others send the same
+    frame, instead of encoding 50 messages each (building the frame was half of a join's
+    time on the event loop: py-spy, docs/benchmarks.md).
+    """
+
+    messages: list[Message]
+    has_more: bool
+    payloads: list[dict] | None = None
+    frame: str | None = None
+
+
+def joining_page(room: Room) -> JoiningPage:
+    return JoiningPage(*room_history(room))
+
+
+async def ajoining_history(room: Room) -> JoiningPage:
     """``room_history``'s latest page for a socket that has just subscribed to the room.
 
     Shared with the sockets joining the same room at the same moment, all subscribed
     before the read starts (``streamsite.streaming.shared_reads``): a crowd arriving in a
-    room costs a few reads, not one each. The messages are shared: read them only.
+    room costs a few reads, not one each.
     """
-    return await shared_reads().read(("chat.room_history", room.pk), room_history, room)
+    return await shared_reads().read(("chat.room_history", room.pk), joining_page, room)
 
 
 def messages_page_after(room_id: int, after_id: int, limit: int) -> list[Message]:

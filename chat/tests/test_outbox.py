@@ -76,7 +76,8 @@ async def start_outbox():
     async def start(room, user, *, online=(), history=(), maxsize=1000):
         socket = Socket()
         outbox = outbox_for(room, user, socket, maxsize)
-        await outbox.start(PresencePage(list(online), len(online), False, 10), list(history), False)
+        presence = PresencePage(list(online), len(online), False, 10)
+        await outbox.start(presence, selectors.JoiningPage(list(history), False))
         tasks.append(asyncio.create_task(outbox.run()))
         return outbox, socket
 
@@ -100,6 +101,31 @@ async def test_live_messages_already_in_the_join_history_are_not_sent_again(
     for message in messages:
         outbox.events.push(live(message))
     await socket.until(lambda s: s.message_ids() == [messages[2].pk])
+
+
+async def test_sockets_joining_together_send_the_page_s_frame_built_once(room, user):
+    """The page is shared by the sockets whose joins shared its read: the first builds the
+    history frame, the next sends that very string; each still notes what it sent."""
+    messages = await sync_to_async(add_messages)(room, user, 3)
+    for message in messages:
+        message.room = room
+    page = selectors.JoiningPage(messages, has_more=True)
+    texts: list[str] = []
+
+    class RawSocket(Socket):
+        async def send(self, message: dict) -> None:
+            texts.append(message["text"])  # the string itself, to compare the objects
+
+    outboxes = []
+    for _ in range(2):
+        outbox = outbox_for(room, user, RawSocket())
+        await outbox.start(PresencePage([], 0, False, 10), page)
+        outboxes.append(outbox)
+    history = [text for text in texts if json.loads(text)["type"] == "history"]
+    assert len(history) == 2 and history[0] is history[1]
+    assert json.loads(history[0])["has_more"] is True
+    assert [m["id"] for m in json.loads(history[0])["messages"]] == [m.pk for m in messages]
+    assert all(outbox.last_id == messages[-1].pk for outbox in outboxes)
 
 
 async def test_live_messages_wait_for_a_resume_and_none_is_sent_twice(room, user, start_outbox):
