@@ -12,8 +12,6 @@ kind of socket.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 
@@ -78,63 +76,10 @@ class ChatServer(Server):
 
     def worker_pids(self) -> list[int]:
         """The processes that serve: the server itself, or its uvicorn workers."""
-        if self.workers == 1:
-            return [self.pid]
-        return [pid for pid in children(self.pid) if b"spawn_main" in cmdline(pid)]
+        return self.pids
 
     def rss_kb(self) -> int:
         return sum(status_kb(pid, "VmRSS") for pid in self.worker_pids())
 
     def threads(self) -> int:
         return sum(status_kb(pid, "Threads") for pid in self.worker_pids())
-
-    def sockets_per_worker(self) -> list[int]:
-        """Established client connections to the server's port held by each worker."""
-        inodes = established_inodes(self.port)
-        return [len(socket_inodes(pid) & inodes) for pid in self.worker_pids()]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{entry}/stat") as file:
-                fields = file.read().rpartition(")")[2].split()
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return sorted(found)
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read()
-    except OSError:
-        return b""
-
-
-def established_inodes(port: int) -> set[int]:
-    """Inodes of ESTABLISHED TCP sockets whose local port is ``port`` (the server side)."""
-    inodes = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(name) as file:
-            next(file)
-            for line in file:
-                fields = line.split()
-                local, state, inode = fields[1], fields[3], fields[9]
-                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
-                    inodes.add(int(inode))
-    return inodes
-
-
-def socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes

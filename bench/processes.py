@@ -87,10 +87,13 @@ def uvicorn_serving(app: str, fd: int, workers: int = 1) -> list[str]:
 
 
 class Server:
-    """One server process (``workers 1``) on a socket bound here and passed with ``--fd``."""
+    """A server on a socket bound here and passed with ``--fd``: one process, or for the
+    kind ``uvicorn2`` streamsite's ``serve --workers 2`` (uvicorn's supervisor and two
+    worker processes sharing the socket; ``pids`` are the workers)."""
 
     def __init__(self, kind: str, env: dict, log_dir: Path, label: str) -> None:
         self.kind = kind
+        self.workers = 2 if kind == "uvicorn2" else 1
         self.env = env
         self.log_path = log_dir / f"{label}.log"
         self.process: subprocess.Popen | None = None
@@ -98,8 +101,21 @@ class Server:
 
     @property
     def pid(self) -> int:
+        """The process started (with several workers, their supervisor)."""
         assert self.process is not None
         return self.process.pid
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes that serve: the server itself, or its workers."""
+        if self.workers == 1:
+            return [self.pid]
+        return [pid for pid in child_pids(self.pid) if b"spawn_main" in cmdline(pid)]
+
+    def sockets_per_worker(self) -> list[int]:
+        """Established client connections to the server's port held by each worker."""
+        inodes = established_inodes(self.port)
+        return [len(socket_inodes(pid) & inodes) for pid in self.pids]
 
     def command(self, fd: int) -> list[str]:
         if self.kind == "daphne":
@@ -107,8 +123,8 @@ class Server:
         if self.kind == "starlette":
             return uvicorn_serving(FLOOR_SSE_APP, fd)
         return [
-            sys.executable, "manage.py", "serve", "--fd", str(fd), "--workers", "1",
-            "--no-collectstatic",
+            sys.executable, "manage.py", "serve", "--fd", str(fd),
+            "--workers", str(self.workers), "--no-collectstatic",
         ]  # fmt: skip
 
     def start(self) -> Server:
@@ -133,7 +149,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited at start-up:\n{self.log_tail()}")
             status = http_status(self.port, "/bench/ready/")
-            if status == 200:
+            if status == 200 and len(self.pids) == self.workers:
                 return
             if status is not None:
                 raise RuntimeError(f"{self.kind} answered {status}:\n{self.log_tail()}")
@@ -254,15 +270,20 @@ def publisher(env: dict, **options) -> LineChild:
 # /proc probes ----------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+def cpu_seconds(pid: int | list[int]) -> float:
+    """User + system CPU time of a process (or the sum of several) so far."""
+    if isinstance(pid, list):
+        return sum(cpu_seconds(one) for one in pid)
     with open(f"/proc/{pid}/stat") as file:
         fields = file.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def status_kb(pid: int, field: str) -> int:
-    """A ``kB`` line of /proc/<pid>/status (VmRSS, VmHWM), or ``Threads``."""
+def status_kb(pid: int | list[int], field: str) -> int:
+    """A ``kB`` line of /proc/<pid>/status (VmRSS, VmHWM), or ``Threads`` (summed over a
+    list of processes; VmHWM so summed is the sum of each one's peak)."""
+    if isinstance(pid, list):
+        return sum(status_kb(one, field) for one in pid)
     with open(f"/proc/{pid}/status") as file:
         for line in file:
             if line.startswith(field + ":"):
@@ -270,10 +291,30 @@ def status_kb(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def reset_peak_rss(pid: int) -> None:
+def reset_peak_rss(pid: int | list[int]) -> None:
     """Make VmHWM start again from the current RSS."""
-    with open(f"/proc/{pid}/clear_refs", "w") as file:
-        file.write("5")
+    for one in pid if isinstance(pid, list) else [pid]:
+        with open(f"/proc/{one}/clear_refs", "w") as file:
+            file.write("5")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as file:
+                if int(file.read().rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry))
+    return sorted(found)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
 
 
 def pids_named(name: str) -> list[int]:
@@ -310,7 +351,7 @@ class Sampler:
 
     def __init__(
         self,
-        pids: dict[str, int],
+        pids: dict[str, int | list[int]],
         interval: float = 0.1,
         *,
         others: bool = True,
@@ -404,8 +445,35 @@ class Sampler:
         return self.samples[index][2], fds
 
 
-def open_fds(pid: int) -> int:
+def open_fds(pid: int | list[int]) -> int:
+    if isinstance(pid, list):
+        return sum(open_fds(one) for one in pid)
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
+
+
+def established_inodes(port: int) -> set[int]:
+    """Inodes of ESTABLISHED TCP sockets whose local port is ``port`` (the server side)."""
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name) as file:
+            next(file)
+            for line in file:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(int(inode))
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes

@@ -97,8 +97,9 @@ class Bench:
         return path
 
 
-def settle(pid: int, *, quiet_percent: float = 25, timeout: float = 20) -> None:
-    """Wait (bounded) until the server's CPU use falls below ``quiet_percent`` of a core."""
+def settle(pid: int | list[int], *, quiet_percent: float = 25, timeout: float = 20) -> None:
+    """Wait (bounded) until the server's CPU use (its workers' together) falls below
+    ``quiet_percent`` of a core."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = cpu_seconds(pid)
@@ -113,18 +114,18 @@ def hold(bench: Bench, server: Server, config: Config, count: int, *, warm_up: b
     if warm_up:  # imports, the hub, pools: not per-stream memory
         connect(bench, server, config, bench.cookies[:20])
         bench.client.request({"cmd": "close"}, SLACK)
-        settle(server.pid)
+        settle(server.pids)
         time.sleep(1)
-    rss_before = status_kb(server.pid, "VmRSS")
-    threads_before = status_kb(server.pid, "Threads")
+    rss_before = status_kb(server.pids, "VmRSS")
+    threads_before = status_kb(server.pids, "Threads")
     reply = connect(bench, server, config, bench.cookies[:count])
     time.sleep(2)
-    settle(server.pid)
+    settle(server.pids)
     # Idle cost: keepalives only.
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before = cpu_seconds(server.pids)
     time.sleep(args.idle_cpu_seconds)
-    idle_cpu = 100 * (cpu_seconds(server.pid) - cpu_before) / args.idle_cpu_seconds
-    rss_after = status_kb(server.pid, "VmRSS")
+    idle_cpu = 100 * (cpu_seconds(server.pids) - cpu_before) / args.idle_cpu_seconds
+    rss_after = status_kb(server.pids, "VmRSS")
     ready = reply["ready"]
     result = {
         "kind": "hold",
@@ -139,10 +140,12 @@ def hold(bench: Bench, server: Server, config: Config, count: int, *, warm_up: b
         "rss_after_kb": rss_after,
         "kb_per_stream": round((rss_after - rss_before) / ready, 2) if ready else None,
         "threads_before": threads_before,
-        "threads_after": status_kb(server.pid, "Threads"),
+        "threads_after": status_kb(server.pids, "Threads"),
         "idle_cpu_percent": round(idle_cpu, 1),
         "pg_connections": data.server_connections(bench.database),
         "warmed_up": warm_up,
+        "workers": server.workers,
+        "streams_per_worker": server.sockets_per_worker(),
     }
     bench.record(result)
     return result
@@ -214,13 +217,13 @@ def publish_run(
         start = {"cmd": "start", "run": run, "count": count, "window": window}
         bench.client.request(start, SLACK)
         drops_before = server.log_count("over capacity")
-        reset_peak_rss(server.pid)
-        rss_before = status_kb(server.pid, "VmRSS")
-        pids = {"server": server.pid, "client": bench.client.pid}
+        reset_peak_rss(server.pids)
+        rss_before = status_kb(server.pids, "VmRSS")
+        pids = {"server": server.pids, "client": bench.client.pid}
         pids |= {f"publisher{i}": child.pid for i, child in enumerate(children)}
         if bench.profile_dir is not None:
             name = f"{config.name}-{kind}-n{n}-r{rate}-p{publishers}-{mode}-{repeat}.txt"
-            profiler = Profiler(server.pid, bench.profile_dir / name, bench.env)
+            profiler = Profiler(server.pids[0], bench.profile_dir / name, bench.env)
         with Sampler(pids, fds=steady) as sampler:
             t0 = time.time() + 0.2
             for child in children:
@@ -236,7 +239,7 @@ def publish_run(
                     break
                 time.sleep(0.1)
             summary = bench.client.request({"cmd": "stop"}, 120)
-        peak_kb = max(status_kb(server.pid, "VmHWM"), sampler.peak_rss_kb())
+        peak_kb = max(status_kb(server.pids, "VmHWM"), sampler.peak_rss_kb())
     finally:
         for child in children:
             child.close()
@@ -305,7 +308,7 @@ def publish_run(
         | {"publishers": _sum(cpu(f"publisher{i}") for i in range(publishers))},
         "rss_before_kb": rss_before,
         "rss_peak_kb": peak_kb,
-        "threads": status_kb(server.pid, "Threads"),
+        "threads": status_kb(server.pids, "Threads"),
         "layer_drops_logged": server.log_count("over capacity") - drops_before,
         "streams_ended_by_server": summary["closed_during_run"],
         "duplicates": summary["duplicates"],
@@ -320,13 +323,18 @@ def publish_run(
         },
     }
     bench.record(result)
-    settle(server.pid)
+    settle(server.pids)
     return result
 
 
 def _sum(values) -> float | None:
     values = [v for v in values if v is not None]
     return round(sum(values), 1) if values else None
+
+
+#: The production server with two worker processes (``serve --workers 2``): fan-out only,
+#: measured like the production server to compare deliveries/s and CPU per delivery.
+TWO_WORKERS = "streamsite-uvicorn2"
 
 
 def fanout(bench: Bench, config: Config) -> None:
@@ -362,7 +370,7 @@ def fanout(bench: Bench, config: Config) -> None:
                         run(rate=rate, count=count, repeat=repeat)
                         if time.monotonic() - started > CHEAP_SECONDS:
                             break  # repeated only while a run is cheap
-            if config.name == PRODUCTION:
+            if config.name in (PRODUCTION, TWO_WORKERS):
                 # Is the publisher the limit? Several publishers, and the fan-out alone.
                 rate, count = max(args.rates)
                 if n == min(args.fanout_n) and args.extra_publishers > 1:

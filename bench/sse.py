@@ -30,7 +30,7 @@ from bench import data, report
 from bench.machine import describe
 from bench.processes import BASE_DIR, load_client, machine_busy_seconds, stop_all
 from bench.scenario_export import export
-from bench.scenarios import Bench, Config, fanout, idle, pg_connections, soak
+from bench.scenarios import TWO_WORKERS, Bench, Config, fanout, idle, pg_connections, soak
 
 SCENARIOS = ("fanout", "pg", "idle", "export")
 CONFIGS = (
@@ -41,8 +41,9 @@ CONFIGS = (
     "floor-starlette",
 )
 #: Run only when named: the production server with every metric update a no-op
-#: (bench/nometrics), to measure what the metrics cost the delivery path (issue #11).
-ON_REQUEST = ("nometrics-uvicorn",)
+#: (bench/nometrics), to measure what the metrics cost the delivery path (issue #11); the
+#: production server with two workers (fan-out only).
+ON_REQUEST = ("nometrics-uvicorn", TWO_WORKERS)
 RESULTS_DIR = BASE_DIR / "bench" / "results"
 DOCS = BASE_DIR / "docs" / "benchmarks.md"
 
@@ -85,7 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--configs",
         help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first); "
-        "nometrics-uvicorn when named: streamsite with every metric update a no-op",
+        "nometrics-uvicorn when named: streamsite with every metric update a no-op; "
+        f"{TWO_WORKERS} when named: manage.py serve --workers 2 (fanout only)",
     )
     parser.add_argument("--fanout-n", help="streams per fan-out measurement (full: 1000,5000)")
     parser.add_argument("--rates", help="RATE:COUNT publishes per fan-out (full: 10:50,100:300)")
@@ -172,6 +174,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         unknown = set(getattr(args, name)) - set(allowed)
         if unknown:
             parser.error(f"unknown {name}: {', '.join(sorted(unknown))}")
+    if TWO_WORKERS in args.configs and (args.soak or set(args.scenarios) != {"fanout"}):
+        parser.error(f"{TWO_WORKERS} runs the fanout scenario only (--scenarios fanout)")
     if args.redis_db in range(5):
         parser.error("--redis-db 0-4 are used by development and tests; pick another")
     if args.history_users is None:
