@@ -32,6 +32,12 @@ DISCONNECTS = int(os.environ.get("FAULTS_DISCONNECTS", 10_000 if FULL else 600))
 #: so (+6.8 MB over 1,500, then +0.7 MB over the next 1,500 on uvicorn + Redis), so memory
 #: is judged only once they have.
 WARMUP = 1600
+#: Descriptors the server may hold over its baseline once the disconnects are done. CI
+#: twice ended one plain socket over (34 -> 35 -> 35, 30 -> 31 -> 31: the same at halfway
+#: and after, not growing), most likely a closed connection's socket in a reference cycle,
+#: open until a garbage collection reaches it (rarer under streamsite/gc_policy.py). A
+#: leak grows with the disconnects, which this still fails on.
+LINGERING_FDS = 2
 
 
 def record(result: dict) -> None:
@@ -183,7 +189,7 @@ async def test_abrupt_disconnects_leave_nothing_behind(live_server_factory, laye
         while True:
             now = await figures()
             released = now["streams_open"] == now["sockets_open"] == 0
-            back = baseline is None or all(now[k] <= baseline[k] for k in leak_free)
+            back = baseline is None or all(back_to(baseline, now, k) for k in leak_free)
             # Unchanged since a reading taken after the task gauge was refreshed at least
             # once (every 2 s): what is closing has closed.
             still = earlier is not None and all(now[k] == earlier[k] for k in leak_free)
@@ -205,7 +211,7 @@ async def test_abrupt_disconnects_leave_nothing_behind(live_server_factory, laye
     # disconnects": the second half may add at most 1 KB a disconnect (the issue saw 3.4 KB
     # under runserver, without a plateau), with 512 KB of slack (28-60 KB seen over 200).
     second_half_kb = after["rss_kb"] - halfway["rss_kb"]
-    leaked = {k: (baseline[k], after[k]) for k in leak_free if after[k] > baseline[k]}
+    leaked = {k: (baseline[k], after[k]) for k in leak_free if not back_to(baseline, after, k)}
     result = {
         "scenario": "abrupt_disconnects",
         "disconnects": DISCONNECTS,
@@ -224,6 +230,11 @@ async def test_abrupt_disconnects_leave_nothing_behind(live_server_factory, laye
     }
     judged(result)
     assert_clean([server])
+
+
+def back_to(baseline: dict, now: dict, key: str) -> bool:
+    """Whether the figure ``key`` is back to its baseline (``LINGERING_FDS`` for ``fds``)."""
+    return now[key] <= baseline[key] + (LINGERING_FDS if key == "fds" else 0)
 
 
 def database_connections() -> int:
