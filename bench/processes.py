@@ -66,6 +66,10 @@ def stop_all() -> None:
 FLOOR_SSE_APP = "bench.floor_sse:app"
 
 
+#: ASGI servers other than uvicorn and daphne that serve streamsite on request, to compare
+#: (issue #8): each with uvloop and one worker, its own defaults otherwise.
+OTHER_ASGI_SERVERS = ("granian", "hypercorn")
+
 #: A ``sitecustomize`` that turns every metric update into a no-op (its docstring says how).
 NOMETRICS_PATH = BASE_DIR / "bench" / "nometrics"
 
@@ -89,7 +93,9 @@ def uvicorn_serving(app: str, fd: int, workers: int = 1) -> list[str]:
 class Server:
     """A server on a socket bound here and passed with ``--fd``: one process, or for the
     kind ``uvicorn2`` streamsite's ``serve --workers 2`` (uvicorn's supervisor and two
-    worker processes sharing the socket; ``pids`` are the workers)."""
+    worker processes sharing the socket; ``pids`` are the workers). ``granian`` and
+    ``hypercorn`` serve streamsite with their own command lines (granian on the port
+    found here, as it takes no inherited socket)."""
 
     def __init__(self, kind: str, env: dict, log_dir: Path, label: str) -> None:
         self.kind = kind
@@ -107,10 +113,19 @@ class Server:
 
     @property
     def pids(self) -> list[int]:
-        """The processes that serve: the server itself, or its workers."""
-        if self.workers == 1:
+        """The processes that serve: the server itself, or its workers (uvicorn with
+        several; granian and hypercorn may serve from a worker process even with one)."""
+        if self.workers == 1 and self.kind not in OTHER_ASGI_SERVERS:
             return [self.pid]
-        return [pid for pid in child_pids(self.pid) if b"spawn_main" in cmdline(pid)]
+        # uvicorn and hypercorn spawn their workers (multiprocessing's spawn_main);
+        # granian forks them (the same command line as its supervisor).
+        own = cmdline(self.pid)
+        workers = [
+            pid
+            for pid in child_pids(self.pid)
+            if b"spawn_main" in cmdline(pid) or cmdline(pid) == own
+        ]
+        return workers or [self.pid]
 
     def sockets_per_worker(self) -> list[int]:
         """Established client connections to the server's port held by each worker."""
@@ -120,6 +135,17 @@ class Server:
     def command(self, fd: int) -> list[str]:
         if self.kind == "daphne":
             return [sys.executable, "-m", "daphne", "--fd", str(fd), "streamsite.asgi:application"]
+        if self.kind == "hypercorn":
+            return [
+                sys.executable, "-m", "hypercorn", "--bind", f"fd://{fd}",
+                "--worker-class", "uvloop", "--workers", "1", "streamsite.asgi:application",
+            ]  # fmt: skip
+        if self.kind == "granian":  # binds the port itself (start() freed it)
+            return [
+                str(Path(sys.executable).parent / "granian"), "--interface", "asgi",
+                "--host", "127.0.0.1", "--port", str(self.port), "--loop", "uvloop",
+                "--workers", "1", "streamsite.asgi:application",
+            ]  # fmt: skip
         if self.kind == "starlette":
             return uvicorn_serving(FLOOR_SSE_APP, fd)
         return [
@@ -133,10 +159,14 @@ class Server:
         listener.listen(4096)
         self.port = listener.getsockname()[1]
         fd = listener.fileno()
+        passed = (fd,)
+        if self.kind == "granian":  # it takes no inherited socket: the port is its to bind
+            listener.close()
+            passed = ()
         with open(self.log_path, "ab") as log:
             try:
                 self.process = spawn(
-                    self.command(fd), env=self.env, pass_fds=(fd,), stdout=log, stderr=log
+                    self.command(fd), env=self.env, pass_fds=passed, stdout=log, stderr=log
                 )
             finally:
                 listener.close()  # the child has its own copy

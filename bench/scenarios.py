@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench import data
 from bench.processes import (
+    OTHER_ASGI_SERVERS,
     LineChild,
     Profiler,
     Sampler,
@@ -333,7 +334,8 @@ def _sum(values) -> float | None:
 
 
 #: The production server with two worker processes (``serve --workers 2``): fan-out only,
-#: measured like the production server to compare deliveries/s and CPU per delivery.
+#: measured like the production server to compare deliveries/s and CPU per delivery (as
+#: are streamsite on the other ASGI servers, ``bench.processes.OTHER_ASGI_SERVERS``).
 TWO_WORKERS = "streamsite-uvicorn2"
 
 
@@ -370,7 +372,7 @@ def fanout(bench: Bench, config: Config) -> None:
                         run(rate=rate, count=count, repeat=repeat)
                         if time.monotonic() - started > CHEAP_SECONDS:
                             break  # repeated only while a run is cheap
-            if config.name in (PRODUCTION, TWO_WORKERS):
+            if config.name in (PRODUCTION, TWO_WORKERS) or config.server in OTHER_ASGI_SERVERS:
                 # Is the publisher the limit? Several publishers, and the fan-out alone.
                 rate, count = max(args.rates)
                 if n == min(args.fanout_n) and args.extra_publishers > 1:

@@ -42,8 +42,8 @@ CONFIGS = (
 )
 #: Run only when named: the production server with every metric update a no-op
 #: (bench/nometrics), to measure what the metrics cost the delivery path (issue #11); the
-#: production server with two workers (fan-out only).
-ON_REQUEST = ("nometrics-uvicorn", TWO_WORKERS)
+#: production server with two workers (fan-out only); streamsite on granian and hypercorn.
+ON_REQUEST = ("nometrics-uvicorn", TWO_WORKERS, "streamsite-granian", "streamsite-hypercorn")
 RESULTS_DIR = BASE_DIR / "bench" / "results"
 DOCS = BASE_DIR / "docs" / "benchmarks.md"
 
@@ -87,7 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--configs",
         help="of: " + ",".join(CONFIGS) + " (default: all; with --soak: the first); "
         "nometrics-uvicorn when named: streamsite with every metric update a no-op; "
-        f"{TWO_WORKERS} when named: manage.py serve --workers 2 (fanout only)",
+        f"{TWO_WORKERS} when named: manage.py serve --workers 2 (fanout only); "
+        "streamsite-granian, streamsite-hypercorn when named: on those servers",
     )
     parser.add_argument("--fanout-n", help="streams per fan-out measurement (full: 1000,5000)")
     parser.add_argument("--rates", help="RATE:COUNT publishes per fan-out (full: 10:50,100:300)")
