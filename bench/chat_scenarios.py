@@ -258,7 +258,7 @@ def room(
     count = max(1, round(rate * seconds))
     label = f"{'soak' if soak else 'room'}-r{rate}-{repeat}{'-deflate' if compression else ''}"
     with bench.server(app, workers, label, deflate=compression) as server:
-        pids = server.worker_pids()
+        pids = server.pids
         rss_start = server.rss_kb()
         frames_before = sum(s["frames"] for s in bench.clients.all({"cmd": "stats"}, SLACK))
         reply = bench.clients.connect(

@@ -63,9 +63,9 @@ class ChatServer(Server):
     def _wait_for_workers(self, timeout: float = 60) -> None:
         """Until every worker exists and has finished starting (its CPU use has settled)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.worker_pids()) < self.workers:
+        while time.monotonic() < deadline and len(self.pids) < self.workers:
             time.sleep(0.1)
-        pids = self.worker_pids()
+        pids = self.pids
         if len(pids) < self.workers:
             raise RuntimeError(f"{len(pids)} of {self.workers} workers started:\n{self.log_tail()}")
         while time.monotonic() < deadline:
@@ -74,12 +74,8 @@ class ChatServer(Server):
             if all(cpu_seconds(pid) - before[pid] < 0.05 for pid in pids):
                 return
 
-    def worker_pids(self) -> list[int]:
-        """The processes that serve: the server itself, or its uvicorn workers."""
-        return self.pids
-
     def rss_kb(self) -> int:
-        return sum(status_kb(pid, "VmRSS") for pid in self.worker_pids())
+        return status_kb(self.pids, "VmRSS")
 
     def threads(self) -> int:
-        return sum(status_kb(pid, "Threads") for pid in self.worker_pids())
+        return status_kb(self.pids, "Threads")
