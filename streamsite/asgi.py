@@ -32,8 +32,9 @@ application = RequestIdMiddleware(
         {
             "http": django_asgi_app,
             # The Origin check comes first, so a foreign page is refused before any session
-            # lookup: browsers send cookies with cross-site WebSocket handshakes. The
-            # session and user come in one database call (streamsite/socket_auth.py).
+            # lookup: browsers send cookies with cross-site WebSocket handshakes. Sessions
+            # and users of handshakes arriving together are read together
+            # (streamsite/socket_auth.py).
             "websocket": ServerSendMiddleware(
                 AllowedHostsOriginValidator(
                     SocketAuthMiddleware(WebSocketUserMiddleware(URLRouter(websocket_urlpatterns)))

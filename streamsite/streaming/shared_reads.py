@@ -62,15 +62,21 @@ class SharedReads:
             task.exception()  # retrieved: its callers got it, or none was left to
 
 
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedReads] = (
-    weakref.WeakKeyDictionary()
-)
+class LoopLocal:
+    """One ``factory()`` per running event loop, made when first asked for: its futures
+    belong to that loop (a test's loop, the server's)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __call__(self) -> Any:
+        loop = asyncio.get_running_loop()
+        instance = self._per_loop.get(loop)
+        if instance is None:
+            instance = self._per_loop[loop] = self._factory()
+        return instance
 
 
-def shared_reads() -> SharedReads:
-    """The running loop's shared reads (futures belong to one loop)."""
-    loop = asyncio.get_running_loop()
-    reads = _per_loop.get(loop)
-    if reads is None:
-        reads = _per_loop[loop] = SharedReads()
-    return reads
+#: ``shared_reads()``: the running loop's shared reads.
+shared_reads = LoopLocal(SharedReads)
