@@ -101,7 +101,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(protocol.CLOSE_NOT_LOGGED_IN)
             return
         slug = self.scope["url_route"]["kwargs"]["slug"]
-        room = await db_call(selectors.room_by_slug, slug)
+        room = await selectors.ajoining_room(slug)
         if room is None:
             await self.close(protocol.CLOSE_NOT_FOUND)
             return

@@ -58,6 +58,13 @@ def room_by_slug(slug: str) -> Room | None:
     return Room.objects.filter(slug=slug).first()
 
 
+async def ajoining_room(slug: str) -> Room | None:
+    """``room_by_slug`` for a socket's handshake, shared with the sockets joining the same
+    room at the same moment (``streamsite.streaming.shared_reads``): the same ``Room``
+    object, which its holders only read."""
+    return await shared_reads().read(("chat.room_by_slug", slug), room_by_slug, slug)
+
+
 def room_by_id(room_id: int) -> Room | None:
     return Room.objects.filter(pk=room_id).first()
 

@@ -1,5 +1,6 @@
 """Reads: room lists with unread counts, history pages, resume in pages, export rows."""
 
+import asyncio
 import uuid
 from contextlib import aclosing
 
@@ -255,3 +256,23 @@ async def test_export_rows_are_the_rooms_messages_oldest_first(make_room, make_u
     assert [row["id"] for row in exported] == [m.pk for m in messages]
     assert set(exported[0]) == set(selectors.EXPORT_FIELDS)
     assert exported[0]["author__username"] == "writer"
+
+
+# ajoining_room -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sockets_joining_a_room_together_share_one_read_of_it(make_room, monkeypatch):
+    room = await sync_to_async(make_room)("crowded")
+    reads = []
+    real = selectors.room_by_slug
+
+    def counted(slug):
+        reads.append(slug)
+        return real(slug)
+
+    monkeypatch.setattr(selectors, "room_by_slug", counted)
+    rooms = await asyncio.gather(*(selectors.ajoining_room("crowded") for _ in range(5)))
+    assert reads == ["crowded"]
+    assert all(found is rooms[0] for found in rooms) and rooms[0].pk == room.pk
+    assert await selectors.ajoining_room("no-such-room") is None
