@@ -32,6 +32,49 @@ def pytest_configure(config):
         )
 
 
+#: The fixtures whose parameter is the kind of live server a test runs against.
+SERVER_FIXTURES = ("live_server_asgi", "assistant_server")
+
+
+def browser_server_for_this_pass() -> str | None:
+    """The one server the browser tests use on this backend, or None for both.
+
+    Each browser test is parametrised over daphne and uvicorn, and the suite runs on both
+    backends: four runs of every page. A page's script does not change with the backend,
+    so each pass drives the pages through the server that goes with its backend, as
+    people run them: daphne (``runserver``) on the embedded default, uvicorn (``serve``)
+    on PostgreSQL + Redis. Every browser test still meets both servers in CI; the tests
+    without a browser run against both servers on both backends. ``BROWSER_SERVERS=both``
+    runs all four.
+    """
+    import os
+
+    from django.conf import settings
+
+    if os.environ.get("BROWSER_SERVERS", "").strip() == "both":
+        return None
+    embedded = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    return "daphne" if embedded else "uvicorn"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests: only this pass's server (``browser_server_for_this_pass``)."""
+    server = browser_server_for_this_pass()
+    if server is None:
+        return
+    kept, deselected = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        kinds = {params[name] for name in SERVER_FIXTURES if name in params}
+        if item.get_closest_marker("browser") and kinds and server not in kinds:
+            deselected.append(item)
+        else:
+            kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 def pytest_report_header(config):
     from django.conf import settings
 
