@@ -335,9 +335,10 @@ class RoomOutbox:
             return True
         metrics.delivered.add("chat", event["kind"])
         frames = self._frames  # the room's shared frame, written as it is when it can be
-        shared = message is event.get("_send")
-        if frames is not None and shared and frames.write(protocol.event_frame_bytes(event)):
-            return True
+        if frames is not None:
+            shared = protocol.shared_frame_bytes(event, message)
+            if shared is not None and frames.write(shared):
+                return True
         sending = self._send(message)
         try:
             blocked_on = sending.send(None)

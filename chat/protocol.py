@@ -380,10 +380,17 @@ def event_send(event: dict) -> dict:
     return message
 
 
-def event_frame_bytes(event: dict) -> bytes:
-    """``event_send``'s frame as the bytes on the wire, for ``FrameWriter``: built once per
-    event and written as they are to every plain socket of the room."""
-    frame = event.get("_frame_bytes")
-    if frame is None:
-        frame = event["_frame_bytes"] = text_frame(event_send(event)["text"])
+def shared_frame_bytes(event: dict, message: dict) -> bytes | None:
+    """The bytes on the wire of ``message`` when it is the frame every socket of the room
+    gets for ``event`` (its ``event_send``, or its presence delta's shared frame), for
+    ``FrameWriter``: built once per event and written as they are to every plain socket.
+    None for a message of one socket's own (a delta cut to an older snapshot)."""
+    cached = event.get("_frame_bytes")
+    if cached is not None and cached[0] is message:
+        return cached[1]
+    accepted = event.get("_accepted")
+    if message is not event.get("_send") and (accepted is None or message is not accepted.send):
+        return None
+    frame = text_frame(message["text"])
+    event["_frame_bytes"] = (message, frame)
     return frame

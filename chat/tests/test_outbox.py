@@ -288,6 +288,44 @@ async def test_a_direct_send_that_must_wait_keeps_the_order(room, user, start_ou
     assert socket.message_ids() == [m.pk for m in messages]
 
 
+class RecordingFrames:
+    """Stands in for ``FrameWriter`` (uvicorn's plain connection): records the bytes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, frame: bytes) -> bool:
+        self.written.append(frame)
+        return True
+
+
+async def test_an_idle_socket_gets_the_room_s_presence_delta_as_its_shared_bytes(
+    room, user, start_outbox
+):
+    """A crowd joining sends each joined socket the same delta: its wire bytes are built
+    once, not framed again per socket through ``send``; a socket whose snapshot already
+    holds part of it gets its own cut, through ``send``."""
+    outboxes = [await start_outbox(room, user, online=["alice"]) for _ in range(2)]
+    late, late_socket = await start_outbox(room, user, online=["alice", "dave"])
+    late.presence_version = 12  # its snapshot holds dave's change (12), not erin's (13)
+    recorders = []
+    for outbox, _socket in [*outboxes, (late, late_socket)]:
+        await wait_until_idle(outbox)
+        outbox._frames = RecordingFrames()
+        recorders.append(outbox._frames)
+    event = delta_event(room.pk, {"bob": 11, "dave": 12, "erin": 13}, {}, 4, 13)
+    for outbox, _socket in [*outboxes, (late, late_socket)]:
+        assert outbox.deliver_now(event) is True
+    first, second, third = (recorder.written for recorder in recorders)
+    assert len(first) == 1 and second[0] is first[0]  # the same bytes object
+    assert b'"joined":["bob","dave","erin"]' in first[0]
+    assert third == []  # its own frame, not the room's
+    assert late_socket.frames[-1] == {
+        "type": "presence.delta", "joined": ["erin"], "left": [], "count": 4, "version": 13
+    }  # fmt: skip
+    assert all(socket.frames[-1]["type"] != "presence.delta" for _, socket in outboxes)
+
+
 async def test_closing_events_are_left_to_the_writer(room, user, start_outbox):
     outbox, _socket = await start_outbox(room, user)
     await wait_until_idle(outbox)
