@@ -2,9 +2,10 @@
 
 Publishing. Each change a process makes is known only to it (the store answers with the
 names that changed), so each process publishes its own: at most one event per room every
-``PUBLISH_INTERVAL_SECONDS``, holding each changed name once, in its latest state, with the
-version of that change, plus the room's latest count and version. A room of 10,000 people
-joining costs each socket a few events a second of the names that changed, not the list.
+``PUBLISH_INTERVAL_SECONDS`` (a big room less often: ``publish_interval``), holding each
+changed name once, in its latest state, with the version of that change, plus the room's
+latest count and version. A room of 10,000 people joining costs each socket an event every
+few seconds of the names that changed, not the list.
 
 Receiving. Two processes' events can arrive in any order: a user who leaves on one process
 and comes back on another within the interval must end online. So each process keeps, per
@@ -31,6 +32,12 @@ logger = logging.getLogger(__name__)
 #: A process publishes a room's presence at most this often: the changes in between are
 #: coalesced into one event per room.
 PUBLISH_INTERVAL_SECONDS = 0.5
+#: Each delta costs a frame to every socket of the room: a room of more than
+#: ``ROOM_FRAMES_PER_SECOND * PUBLISH_INTERVAL_SECONDS`` people gets its deltas less
+#: often, so that they cost its sockets about this many frames a second (per process)...
+ROOM_FRAMES_PER_SECOND = 5_000
+#: ...but never less often than this (a room of 10,000 while a crowd arrives).
+MAX_PUBLISH_INTERVAL_SECONDS = 2.0
 #: How long ``close()`` waits for events still being published.
 PUBLISH_WAIT_SECONDS = 5
 #: A name's last version is remembered this long (µs; versions are Redis' clock in µs):
@@ -80,11 +87,23 @@ class _Pending:
         return events
 
 
+def publish_interval(count: int) -> float:
+    """How long a room of ``count`` people waits between two of a process' deltas.
+
+    While 10,000 sockets join one room, each delta goes to every socket already in it: at
+    two deltas a second that was a third of the server's event loop (py-spy,
+    docs/benchmarks.md); the names still arrive, a little later, in fewer frames."""
+    by_size = count / ROOM_FRAMES_PER_SECOND
+    return min(MAX_PUBLISH_INTERVAL_SECONDS, max(PUBLISH_INTERVAL_SECONDS, by_size))
+
+
 class Coalescer:
     """Collect a process' presence changes and publish them per room, a few a second."""
 
     def __init__(self) -> None:
         self._pending: dict[int, _Pending] = {}
+        # When each room that published lately may publish again (the event loop's clock).
+        self._next_at: dict[int, float] = {}
         self._task: asyncio.Task | None = None
 
     def changed(self, room_id: int, joined, left, count: int, version: int) -> None:
@@ -118,11 +137,25 @@ class Coalescer:
             # channel layer. Versions make the order of these events moot.
             self._task = asyncio.create_task(self._publish_coalesced(), name="presence-publish")
 
+    def take_due(self, now: float) -> dict[int, _Pending]:
+        """The rooms whose changes go out at ``now``: those whose interval since their
+        last event (``publish_interval``) has passed, and any with a resync (at once)."""
+        next_at = self._next_at
+        due = {}
+        for room_id in list(self._pending):
+            pending = self._pending[room_id]
+            if pending.resync is not None or now >= next_at.get(room_id, now):
+                due[room_id] = self._pending.pop(room_id)
+                next_at[room_id] = now + publish_interval(pending.count)
+        for room_id in [room for room, at in next_at.items() if at <= now]:
+            del next_at[room_id]  # quiet since: its next change goes out at once
+        return due
+
     async def _publish_coalesced(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                batch, self._pending = self._pending, {}
-                for room_id, pending in batch.items():
+                for room_id, pending in self.take_due(loop.time()).items():
                     for event in pending.events(room_id):
                         await _publish(room_id, event)
                 await asyncio.sleep(PUBLISH_INTERVAL_SECONDS)

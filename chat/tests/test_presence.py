@@ -33,7 +33,12 @@ from chat.presence import (
     presence_online_key,
     presence_state_key,
 )
-from chat.presence.events import RoomViews
+from chat.presence.events import (
+    PUBLISH_INTERVAL_SECONDS,
+    Coalescer,
+    RoomViews,
+    publish_interval,
+)
 from chat.presence.store import Change, MemoryStore, RedisStore
 from streamsite.streaming.hub import event_message
 from streamsite.streaming.outage import SHARED_REDIS
@@ -233,6 +238,38 @@ def test_a_socket_drops_the_changes_its_snapshot_holds():
         "count": 5,
         "version": 14,
     }
+
+
+def test_a_big_room_s_deltas_go_out_less_often_a_small_room_s_as_before():
+    """Each delta is a frame to every socket of the room: a room of 10,000 gets one every
+    2 s (``publish_interval``), one of 20 every 0.5 s; nothing is dropped, only held."""
+    coalescer = Coalescer()
+    coalescer._start = lambda: None  # no task: the test calls take_due with its own clock
+    coalescer.changed(1, ["a"], [], 10_000, 1)
+    coalescer.changed(2, ["b"], [], 20, 1)
+    assert sorted(coalescer.take_due(100.0)) == [1, 2]  # first changes: at once
+    coalescer.changed(1, ["c"], [], 10_001, 2)
+    coalescer.changed(2, ["d"], [], 21, 2)
+    assert list(coalescer.take_due(100.5)) == [2]
+    coalescer.changed(1, ["e"], ["c"], 10_001, 3)
+    assert coalescer.take_due(101.5) == {}
+    (held,) = coalescer.take_due(102.0).values()  # 2 s after its last
+    (event,) = held.events(1)
+    assert (event["joined"], event["left"], event["count"]) == ({"e": 3}, {"c": 3}, 10_001)
+    assert publish_interval(20) == PUBLISH_INTERVAL_SECONDS == 0.5
+    assert publish_interval(5_000) == 1.0 and publish_interval(1_000_000) == 2.0
+
+
+def test_a_quiet_room_s_next_change_goes_out_at_once_and_a_resync_never_waits():
+    coalescer = Coalescer()
+    coalescer._start = lambda: None
+    coalescer.changed(1, ["a"], [], 10_000, 1)
+    assert list(coalescer.take_due(100.0)) == [1]
+    coalescer.reset(1, 2)  # the store lost the room
+    assert list(coalescer.take_due(100.1)) == [1]
+    coalescer.changed(1, ["b"], [], 10_000, 3)
+    assert list(coalescer.take_due(103.0)) == [1]  # quiet for longer than its interval
+    assert coalescer._next_at == {1: 105.0}
 
 
 # The store: each change is answered with that change --------------------------------------
