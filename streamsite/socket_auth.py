@@ -14,8 +14,9 @@ checked (with ``SECRET_KEY_FALLBACKS``: a hash made with an old key re-keys the 
 as ``get_user`` does; one that matches no key, after a password change, flushes it), and
 the backend's ``user_can_authenticate`` (inactive users are anonymous).
 ``users_of_sessions`` applies them to users loaded together;
-``streamsite/tests/test_socket_auth.py`` holds it to ``get_user``'s answers case by case. A session engine other than the database's, or an
-authentication backend whose ``get_user`` is its own, is read one session at a time
+``streamsite/tests/test_socket_auth.py`` holds it to ``get_user``'s answers case by
+case. A session engine other than the database's, or an authentication backend whose
+``get_user`` is its own, is read one session at a time
 through ``get_user`` itself (still one thread hop for the batch). Sockets never write the
 session, so nothing wraps ``send`` to save it (Channels' session middleware does, for
 every frame).
