@@ -19,12 +19,13 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from streamsite.lifespan import lifespan_app  # noqa: E402
 from streamsite.observability.logs import RequestIdMiddleware, WebSocketUserMiddleware  # noqa: E402
 from streamsite.routing import websocket_urlpatterns  # noqa: E402
-from streamsite.server_logs import install_client_fault_filter  # noqa: E402
+from streamsite.server_logs import install_server_log_filters  # noqa: E402
 from streamsite.socket_auth import SocketAuthMiddleware  # noqa: E402
 from streamsite.websocket import ServerSendMiddleware  # noqa: E402
 
-# uvicorn logs a traceback per invalid UTF-8 frame a client sends: one line instead.
-install_client_fault_filter()
+# uvicorn logs a traceback per invalid UTF-8 frame a client sends (one line instead) and
+# lines per socket that the application's own connection lines already say (dropped).
+install_server_log_filters()
 
 # A request id per request and socket, for logs and the X-Request-ID response header.
 application = RequestIdMiddleware(

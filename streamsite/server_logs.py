@@ -1,4 +1,4 @@
-"""Keep what any client can make a server log out of its error log: one line, rate-limited.
+"""What uvicorn logs about clients' sockets: nothing a client can flood, nothing said twice.
 
 uvicorn's sans-I/O WebSocket protocol (``manage.py serve``) answers a text frame that is not
 valid UTF-8 by closing the socket with 1007, as RFC 6455 says, but first logs
@@ -7,6 +7,16 @@ traceback for every such frame, so any client could flood the log (the choice wa
 uvicorn's PR #2540). The handling is right; only the record is wrong. ``ClientFaultFilter``,
 on uvicorn's ``uvicorn.error`` logger, turns those records into one WARNING line without
 the traceback, at most once per ``interval`` seconds, with the count of those it held back.
+
+Every socket also made two or three INFO lines there: uvicorn's own ``"WebSocket /path"
+[accepted]`` (its WebSocket access line goes to the error logger "for historical
+reasons", and ``--no-access-log`` does not turn it off: uvicorn PR #2888), then the
+``websockets`` library's ``connection open`` and ``connection closed`` (uvicorn hands it
+the same logger). The application already logs each socket's opening and closing, with
+its request id, user, close code and duration (``connection_event``), so these said it
+again: 12 % of the event loop while 10,000 sockets joined one room (docs/benchmarks.md,
+"One big room"). ``SocketLineFilter`` drops exactly those three; a refused handshake's
+``403`` line and everything else pass.
 """
 
 from __future__ import annotations
@@ -54,8 +64,21 @@ class ClientFaultFilter(logging.Filter):
         return True
 
 
-def install_client_fault_filter() -> None:
-    """Put ``ClientFaultFilter`` on uvicorn's error logger once (idempotent)."""
+#: uvicorn's and ``websockets``' INFO lines for every socket, word for word (format strings).
+SOCKET_LINES = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
+
+
+class SocketLineFilter(logging.Filter):
+    """Drop the per-socket INFO lines that ``connection_event`` already says (see above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.msg in SOCKET_LINES)
+
+
+def install_server_log_filters() -> None:
+    """Put ``ClientFaultFilter`` and ``SocketLineFilter`` on uvicorn's error logger, once
+    each (idempotent)."""
     logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(existing, ClientFaultFilter) for existing in logger.filters):
-        logger.addFilter(ClientFaultFilter())
+    for filter_class in (ClientFaultFilter, SocketLineFilter):
+        if not any(isinstance(existing, filter_class) for existing in logger.filters):
+            logger.addFilter(filter_class())

@@ -1,4 +1,5 @@
-"""What clients can make a server log: uvicorn's invalid UTF-8 report, one line, rate-limited."""
+"""What clients make a server log: uvicorn's invalid UTF-8 report, one line, rate-limited;
+its per-socket lines, dropped (the application's own connection lines say it)."""
 
 import asyncio
 import logging
@@ -9,7 +10,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from chat.tests.factories import room_with
-from streamsite.server_logs import INVALID_UTF8_MESSAGE, ClientFaultFilter
+from streamsite.server_logs import INVALID_UTF8_MESSAGE, ClientFaultFilter, SocketLineFilter
 from streamsite.testing.live_server import session_cookies
 
 
@@ -46,6 +47,25 @@ def test_other_uvicorn_records_pass_untouched():
     )
     assert log_filter.filter(record)
     assert (record.levelname, record.msg) == ("ERROR", "Exception in ASGI application\n")
+
+
+def uvicorn_record(level: int, msg: str, *args) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.error", level, __file__, 1, msg, args, None)
+
+
+def test_the_per_socket_lines_are_dropped_and_the_rest_pass():
+    log_filter = SocketLineFilter()
+    accepted = uvicorn_record(
+        logging.INFO, '%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", "/ws/chat/lobby/"
+    )
+    assert not log_filter.filter(accepted)
+    assert not log_filter.filter(uvicorn_record(logging.INFO, "connection open"))
+    assert not log_filter.filter(uvicorn_record(logging.INFO, "connection closed"))
+    refused = uvicorn_record(logging.INFO, '%s - "WebSocket %s" 403', "127.0.0.1:5000", "/ws/x/")
+    assert log_filter.filter(refused)
+    assert log_filter.filter(uvicorn_record(logging.INFO, "Application startup complete."))
+    # The same words at another level are not the per-socket line: they pass.
+    assert log_filter.filter(uvicorn_record(logging.ERROR, "connection closed"))
 
 
 @pytest.mark.live_server
@@ -86,3 +106,7 @@ async def test_invalid_utf8_text_frames_on_serve_log_one_line_without_a_tracebac
     assert "Traceback" not in log and "ERROR" not in log, log
     reports = [line for line in log.splitlines() if "not UTF-8" in line]
     assert len(reports) <= 1, log
+    # Each of the 21 sockets is logged once, by the application; uvicorn's and the
+    # websockets library's lines for each were dropped.
+    assert log.count("chat socket opened") == 21, log
+    assert "[accepted]" not in log and "connection open" not in log, log
