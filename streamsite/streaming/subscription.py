@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 #: Pushed to subscribers when events may have been lost; they should re-read the database.
 RESYNC = object()
@@ -16,6 +15,11 @@ class Subscription:
     more: its stream should end, and its client resumes from the database. That bounds the
     memory a slow client can cost. ``end()`` does the same when the server shuts down
     (``restarting`` tells the two apart, for a socket's close code).
+
+    The buffer is a list, not a deque: events are only appended and taken all at once,
+    and an idle stream or socket holds it empty for hours, where a list costs 56 bytes
+    and a deque 624 (every idle SSE stream holds one: docs/benchmarks.md, "memory per
+    idle stream").
     """
 
     __slots__ = ("_buffer", "_waiter", "direct", "key", "maxsize", "overflowed", "restarting")
@@ -28,7 +32,7 @@ class Subscription:
         #: Optional fast path: ``direct(event)`` returns True when it handled the event
         #: itself (the hub then does not buffer it), False to have it buffered as usual.
         self.direct = None
-        self._buffer: deque = deque()
+        self._buffer: list = []
         self._waiter: asyncio.Future | None = None
 
     def push(self, item) -> None:
@@ -73,8 +77,8 @@ class Subscription:
 
     def take(self) -> list:
         """Return and remove everything buffered, oldest first."""
-        items = list(self._buffer)
-        self._buffer.clear()
+        items = self._buffer
+        self._buffer = []
         return items
 
 
