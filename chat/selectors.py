@@ -32,6 +32,7 @@ from assistant.selectors import answer_states
 from chat.conf import HISTORY_MAX_LIMIT, HISTORY_PAGE_SIZE
 from chat.events import MISSING_ANSWER
 from chat.models import Membership, Message, Room
+from streamsite.prebuilt_query import PrebuiltQuery
 from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
 from streamsite.streaming.shared_reads import shared_reads
@@ -152,9 +153,15 @@ def unread_by_room(user_id: int) -> list[tuple[int, str, int, int]]:
     ``unread`` is counted up to ``UNREAD_CAP`` (as ``unread_total``); ``latest_id`` is
     the room's highest message id when read (0: none). One query whose cost is the
     number of rooms times at most ``UNREAD_CAP`` index entries, whatever the backlog:
-    the live count of the user's notification stream (``chat.unread_watch``).
+    the live count of the user's notification stream (``chat.unread_watch``), read by
+    every stream as it connects. Its queryset is built once (``_UNREAD_BY_ROOM``):
+    building it took three times as long as running it.
     """
-    rows = (
+    return _UNREAD_BY_ROOM.rows(user_id)
+
+
+def _unread_by_room_queryset(user_id: int):
+    return (
         Membership.objects.filter(user_id=user_id)
         .annotate(
             slug=F("room__slug"),
@@ -171,7 +178,9 @@ def unread_by_room(user_id: int) -> list[tuple[int, str, int, int]]:
         .order_by("room_id")
         .values_list("room_id", "slug", "unread", "latest")
     )
-    return list(rows)
+
+
+_UNREAD_BY_ROOM = PrebuiltQuery(_unread_by_room_queryset)
 
 
 class _CappedCount(Subquery):
