@@ -39,6 +39,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from notifications.models import AnnouncementRead, Notification, UnreadCounter
+from streamsite.prebuilt_query import PrebuiltQuery
 from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
 
@@ -76,14 +77,40 @@ def notifications_of(user_id: int) -> QuerySet[Notification]:
     )
 
 
+# A stream's first reads, built once per process (``streamsite.prebuilt_query``): each
+# stream runs them as it connects, and building their querysets cost more than running them.
+_COUNTER = PrebuiltQuery(
+    lambda user_id: UnreadCounter.objects.filter(user_id=user_id).values_list(
+        "unread", "announcements_read_up_to"
+    )[:1]
+)
+_LATEST_OWN = PrebuiltQuery(
+    lambda user_id: (
+        Notification.objects.filter(recipient_id=user_id).order_by("-id").values_list("id")[:1]
+    )
+)
+_LATEST_ANNOUNCEMENT = PrebuiltQuery(
+    lambda: (
+        Notification.objects.filter(recipient__isnull=True).order_by("-id").values_list("id")[:1]
+    )
+)
+
+
+def _unread_announcements_queryset(user_id: int, watermark: int, up_to: int | None = None):
+    announcements = Notification.objects.filter(recipient__isnull=True, id__gt=watermark)
+    if up_to is not None:
+        announcements = announcements.filter(id__lte=up_to)
+    return announcements.exclude(Exists(_read_one_by_one(user_id))).values_list("id")
+
+
+_UNREAD_ANNOUNCEMENTS = PrebuiltQuery(_unread_announcements_queryset, count=True)
+_UNREAD_ANNOUNCEMENTS_UP_TO = PrebuiltQuery(_unread_announcements_queryset, count=True)
+
+
 def counter_of(user_id: int) -> tuple[int, int]:
     """The user's (own unread, announcement watermark); (0, 0) without a counter row."""
-    row = (
-        UnreadCounter.objects.filter(user_id=user_id)
-        .values_list("unread", "announcements_read_up_to")
-        .first()
-    )
-    return row or (0, 0)
+    rows = _COUNTER.rows(user_id=user_id)
+    return rows[0] if rows else (0, 0)
 
 
 def unread_announcements(user_id: int, watermark: int, *, up_to: int | None = None) -> int:
@@ -92,10 +119,9 @@ def unread_announcements(user_id: int, watermark: int, *, up_to: int | None = No
     O(announcements since the user last marked all read), never O(their own backlog):
     announcements are few by nature, and nothing per user is written when one is sent.
     """
-    announcements = Notification.objects.filter(recipient__isnull=True, id__gt=watermark)
-    if up_to is not None:
-        announcements = announcements.filter(id__lte=up_to)
-    return announcements.exclude(Exists(_read_one_by_one(user_id))).count()
+    if up_to is None:
+        return _UNREAD_ANNOUNCEMENTS.count(user_id=user_id, watermark=watermark)
+    return _UNREAD_ANNOUNCEMENTS_UP_TO.count(user_id=user_id, watermark=watermark, up_to=up_to)
 
 
 class UnreadParts(NamedTuple):
@@ -113,12 +139,7 @@ def unread_parts(user_id: int, *, up_to: int | None = None) -> UnreadParts:
     all there are)."""
     own, watermark = counter_of(user_id)
     if up_to is None:
-        up_to = (
-            Notification.objects.filter(recipient__isnull=True)
-            .order_by("-id")
-            .values_list("id", flat=True)
-            .first()
-        ) or 0
+        up_to = _latest_id(_LATEST_ANNOUNCEMENT.rows())
     return UnreadParts(own, unread_announcements(user_id, watermark, up_to=up_to), up_to)
 
 
@@ -185,10 +206,12 @@ def feed_size(user_id: int, *, up_to: int) -> int:
 
 def latest_notification_id(user_id: int) -> int:
     """The highest id of the user's feed, 0 if none: where a freshly rendered page resumes."""
-    own = Notification.objects.filter(recipient_id=user_id).order_by("-id")
-    announcements = Notification.objects.filter(recipient__isnull=True).order_by("-id")
-    ids = [qs.values_list("id", flat=True).first() or 0 for qs in (own, announcements)]
-    return max(ids)
+    own = _latest_id(_LATEST_OWN.rows(user_id=user_id))
+    return max(own, _latest_id(_LATEST_ANNOUNCEMENT.rows()))
+
+
+def _latest_id(rows: list[tuple]) -> int:
+    return rows[0][0] if rows else 0
 
 
 async def alatest_notification_id(user_id: int) -> int:

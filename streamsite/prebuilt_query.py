@@ -8,12 +8,15 @@ Python a call, against 0.1 ms to compile the SQL and 0.6 ms for PostgreSQL to ru
 connects, on the database threads that share the GIL with the event loop: it was a fifth
 of the GIL's time while 4,000 streams connected.
 
-``PrebuiltQuery(build)`` calls ``build(SENTINEL)`` once (on first use), compiles it, and
-notes where ``SENTINEL`` is among the SQL's parameters; each call then runs that SQL with
-the caller's value there and returns the rows as tuples, each column through the
-converters Django's compiler would apply (counts to ``int``, JSON, SQLite's dates). That
-is only the same as running ``build(value)`` when the value is nothing but a parameter (it
-shapes no SQL): the build refuses a queryset whose parameters do not hold it.
+``PrebuiltQuery(build)`` calls ``build`` once (on first use) with a stand-in for each
+value (``build(user_id=SENTINELS[0], ...)``: the names are the first call's), compiles
+it, and notes where each stand-in is among the SQL's parameters; each call then runs that
+SQL with the caller's values there and returns the rows as tuples, each column through
+the converters Django's compiler would apply (counts to ``int``, JSON, SQLite's dates);
+``count=True`` runs ``SELECT COUNT(*)`` over it instead. That is only the same as running
+``build(**values)`` when each value is nothing but a parameter (it shapes no SQL): the
+build refuses a queryset whose parameters do not hold every one of them, and a call with
+other names than the first's.
 ``tests/test_prebuilt_query.py`` holds the two to the same answers on SQLite and PostgreSQL.
 """
 
@@ -25,27 +28,31 @@ from typing import NamedTuple
 from django.db import connections
 from django.db.models import QuerySet
 
-#: Stands for the caller's value while the query is built: an id no row has, within the
-#: range of a 32-bit integer column (PostgreSQL treats a value outside it as matching nothing
-#: and leaves it out of the SQL).
-SENTINEL = -1_934_570_117
+#: Stand for the callers' values while a query is built: ids no row has, within the range
+#: of a 32-bit integer column (PostgreSQL treats a value outside it as matching nothing and
+#: leaves it out of the SQL), one per value, by name in sorted order.
+SENTINELS = tuple(-1_934_570_117 - 2 * i for i in range(8))
 
 
 class PrebuiltQuery:
-    """``build(value)``'s rows for any ``value``, built once (see the module docstring)."""
+    """``build(**values)``'s rows for any values, built once (see the module docstring)."""
 
-    def __init__(self, build: Callable[[int], QuerySet]) -> None:
+    def __init__(self, build: Callable[..., QuerySet], *, count: bool = False) -> None:
         self._build = build
+        self._count = count
         self._compiled: _Compiled | None = None
 
-    def rows(self, value: int) -> list[tuple]:
-        """The rows ``build(value)`` would return, as tuples."""
+    def rows(self, **values: int) -> list[tuple]:
+        """The rows ``build(**values)`` would return, as tuples (``count``: one, its count)."""
         compiled = self._compiled
         if compiled is None:  # two threads may both build it: the same result
-            compiled = self._compiled = _compile(self._build(SENTINEL))
+            compiled = self._compiled = self._compile(sorted(values))
+        if compiled.names != values.keys():
+            raise TypeError(f"expected the values {sorted(compiled.names)}, got {sorted(values)}")
         params = list(compiled.params)
-        for place in compiled.places:
-            params[place] = value
+        for name, places in compiled.places:
+            for place in places:
+                params[place] = values[name]
         connection = connections[compiled.alias]
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -54,24 +61,42 @@ class PrebuiltQuery:
             return [tuple(row) for row in rows]
         return [_converted(row, compiled.converters, connection) for row in rows]
 
+    def count(self, **values: int) -> int:
+        """``build(**values).count()``, for a query made with ``count=True``."""
+        if not self._count:
+            raise TypeError("this query was not prebuilt as a count (count=True)")
+        return self.rows(**values)[0][0]
+
+    def _compile(self, names: list[str]) -> _Compiled:
+        if len(names) > len(SENTINELS):
+            raise ValueError(f"at most {len(SENTINELS)} values")
+        stand_ins = dict(zip(names, SENTINELS, strict=False))
+        queryset = self._build(**stand_ins)
+        alias = queryset.db
+        compiler = queryset.query.get_compiler(using=alias)
+        sql, params = compiler.as_sql()
+        places = []
+        for name, stand_in in stand_ins.items():
+            found = tuple(i for i, param in enumerate(params) if _is(param, stand_in))
+            if not found:
+                raise ValueError(f"the built query does not take {name!r} as a parameter")
+            places.append((name, found))
+        if self._count:
+            sql = f"SELECT COUNT(*) FROM ({sql}) prebuilt_count"  # noqa: S608 (no user text)
+            converters = []
+        else:
+            selected = [column for column, _sql, _alias in compiler.select]
+            converters = list(compiler.get_converters(selected).items())
+        return _Compiled(alias, sql, tuple(params), frozenset(names), tuple(places), converters)
+
 
 class _Compiled(NamedTuple):
     alias: str
     sql: str
     params: tuple
-    places: tuple[int, ...]  # where the value goes among ``params``
+    names: frozenset[str]
+    places: tuple[tuple[str, tuple[int, ...]], ...]  # where each value goes among ``params``
     converters: list  # (column, (converters, expression)), as Django's compiler has them
-
-
-def _compile(queryset: QuerySet) -> _Compiled:
-    alias = queryset.db
-    compiler = queryset.query.get_compiler(using=alias)
-    sql, params = compiler.as_sql()
-    places = tuple(i for i, param in enumerate(params) if _is_sentinel(param))
-    if not places:
-        raise ValueError("the built query does not take the value as a parameter")
-    converters = compiler.get_converters([column for column, _sql, _alias in compiler.select])
-    return _Compiled(alias, sql, tuple(params), places, list(converters.items()))
 
 
 def _converted(row, converters: list, connection) -> tuple:
@@ -85,5 +110,5 @@ def _converted(row, converters: list, connection) -> tuple:
     return tuple(row)
 
 
-def _is_sentinel(param) -> bool:
-    return type(param) is int and param == SENTINEL
+def _is(param, stand_in: int) -> bool:
+    return type(param) is int and param == stand_in

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat.models import Membership, Message
 from chat.tests.factories import add_messages, room_with
-from streamsite.prebuilt_query import SENTINEL, PrebuiltQuery
+from streamsite.prebuilt_query import SENTINELS, PrebuiltQuery
 
 pytestmark = pytest.mark.django_db
 
@@ -46,9 +46,9 @@ def test_the_prebuilt_rows_are_the_queryset_s_for_every_user(user, other_user):
     add_messages(dev, third, 4)
     prebuilt = PrebuiltQuery(rooms_and_counts)
     for person in (user, other_user, third):
-        assert prebuilt.rows(person.pk) == list(rooms_and_counts(person.pk))
-    assert prebuilt.rows(user.pk) == [(ops.pk, "ops", 3), (dev.pk, "dev", 4)]
-    assert prebuilt.rows(10**9) == []  # no such user: no rows
+        assert prebuilt.rows(user_id=person.pk) == list(rooms_and_counts(person.pk))
+    assert prebuilt.rows(user_id=user.pk) == [(ops.pk, "ops", 3), (dev.pk, "dev", 4)]
+    assert prebuilt.rows(user_id=10**9) == []  # no such user: no rows
 
 
 def test_the_queryset_is_built_once_and_each_call_is_one_query(user):
@@ -62,8 +62,8 @@ def test_the_queryset_is_built_once_and_each_call_is_one_query(user):
     prebuilt = PrebuiltQuery(build)
     with CaptureQueriesContext(connection) as queries:
         for _ in range(3):
-            prebuilt.rows(user.pk)
-    assert built == [SENTINEL]
+            prebuilt.rows(user_id=user.pk)
+    assert built == [SENTINELS[0]]
     assert len(queries.captured_queries) == 3
 
 
@@ -72,8 +72,8 @@ def test_a_query_whose_shape_depends_on_the_value_is_refused():
     def shaped(user_id):
         return get_user_model().objects.order_by("id" if user_id > 0 else "-id").values_list("id")
 
-    with pytest.raises(ValueError, match="does not take the value"):
-        PrebuiltQuery(shaped).rows(1)
+    with pytest.raises(ValueError, match="does not take 'user_id'"):
+        PrebuiltQuery(shaped).rows(user_id=1)
 
 
 def test_columns_are_converted_as_the_queryset_s_are(user):
@@ -85,5 +85,36 @@ def test_columns_are_converted_as_the_queryset_s_are(user):
             .values_list("doc", "date_joined")
         )
 
-    rows = PrebuiltQuery(documents).rows(user.pk)
+    rows = PrebuiltQuery(documents).rows(user_id=user.pk)
     assert rows == list(documents(user.pk)) == [({"a": [1, "b"]}, user.date_joined)]
+
+
+def test_several_values_none_and_a_count(user, other_user):
+    ops = room_with("ops", members=[user, other_user])
+    ids = [message.pk for message in add_messages(ops, other_user, 5)]
+
+    def between(room_id, after_id, up_to):  # the names sort apart from the order given
+        return Message.objects.filter(room_id=room_id, id__gt=after_id, id__lte=up_to).values_list(
+            "id"
+        )
+
+    prebuilt = PrebuiltQuery(between)
+    assert prebuilt.rows(room_id=ops.pk, after_id=ids[0], up_to=ids[3]) == [
+        (pk,) for pk in ids[1:4]
+    ]
+    assert prebuilt.rows(up_to=ids[1], after_id=0, room_id=ops.pk) == [(ids[0],), (ids[1],)]
+    counted = PrebuiltQuery(between, count=True)
+    for after, up_to in ((ids[0], ids[3]), (0, ids[4]), (ids[4], ids[4])):
+        values = {"room_id": ops.pk, "after_id": after, "up_to": up_to}
+        assert counted.count(**values) == between(**values).count()
+    latest = PrebuiltQuery(lambda: Message.objects.order_by("-id").values_list("id")[:1])
+    assert latest.rows() == [(ids[-1],)]
+
+
+def test_a_call_must_name_the_values_the_query_was_built_with(user):
+    prebuilt = PrebuiltQuery(rooms_and_counts)
+    prebuilt.rows(user_id=user.pk)
+    with pytest.raises(TypeError, match="expected the values"):
+        prebuilt.rows(owner_id=user.pk)
+    with pytest.raises(TypeError, match="not prebuilt as a count"):
+        prebuilt.count(user_id=user.pk)
