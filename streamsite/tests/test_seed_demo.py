@@ -37,9 +37,10 @@ def test_creates_admin_and_two_users_and_prints_logins(db, debug_on, settings):
 
 def test_is_idempotent(db, debug_on):
     seed()
-    before = list(get_user_model().objects.values_list("pk", "username", "is_staff"))
+    users = get_user_model().objects.order_by("pk")
+    before = list(users.values_list("pk", "username", "is_staff"))
     output = seed()
-    assert list(get_user_model().objects.values_list("pk", "username", "is_staff")) == before
+    assert list(users.values_list("pk", "username", "is_staff")) == before
     assert "exists" in output
 
 
