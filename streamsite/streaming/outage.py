@@ -28,9 +28,22 @@ logger = logging.getLogger(__name__)
 SETTLE_SECONDS = 1.0
 
 
+#: What uvloop's ``RuntimeError`` says for a write to a connection already closed.
+UVLOOP_CLOSED_TRANSPORT = "the handler is closed"
+
+
 def is_connection_error(error: BaseException) -> bool:
-    """Whether ``error`` means the service could not be reached (not a bug of ours)."""
-    return isinstance(error, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError)
+    """Whether ``error`` means the service could not be reached (not a bug of ours).
+
+    Under uvloop (``serve``), a write to a connection the server has just closed raises
+    ``RuntimeError("unable to perform operation on <TCPTransport closed=True ...>; the
+    handler is closed")`` where asyncio's own loop raises no error (uvloop issue #506,
+    open): redis-py meets it when Redis restarts while a connection is being set up, and
+    passes it on as it is. It is the same outage.
+    """
+    if isinstance(error, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError):
+        return True
+    return isinstance(error, RuntimeError) and UVLOOP_CLOSED_TRANSPORT in str(error)
 
 
 class Outage:

@@ -1,8 +1,10 @@
 """An outage of Redis is logged as two warnings, with counts, not a traceback per call."""
 
+import asyncio
 import logging
 
 import pytest
+import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamsite.streaming import outage
@@ -56,3 +58,26 @@ def test_a_failure_that_is_not_a_connection_error_keeps_its_traceback(caplog):
 )
 def test_what_counts_as_unreachable(error, expected):
     assert is_connection_error(error) is expected
+
+
+def test_uvloop_s_write_to_a_closed_connection_counts_as_unreachable():
+    """uvloop raises RuntimeError for it (redis-py passes it on during a Redis restart):
+    a real one, from a real closed connection, not a message copied into the test."""
+
+    async def write_after_close() -> RuntimeError:
+        server = await asyncio.start_server(lambda _reader, writer: writer.close(), "127.0.0.1", 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()  # the connection is lost: its handle is closed
+            with pytest.raises(RuntimeError) as raised:
+                writer.writelines([b"PING\r\n"])
+            return raised.value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    error = uvloop.run(write_after_close())
+    assert is_connection_error(error)
+    assert not is_connection_error(RuntimeError("some other bug"))
