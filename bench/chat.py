@@ -93,7 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--bigroom-n", type=int, help="sockets (distinct users) in the big room (full: 10000)"
     )
     parser.add_argument(
-        "--bigroom-idle-seconds", type=float, default=10, help="idle CPU measured over"
+        "--bigroom-idle-seconds",
+        type=float,
+        default=40,
+        help="idle CPU measured over (40: two of the servers' 20-s keepalive ping rounds)",
     )
     parser.add_argument(
         "--history-messages",
