@@ -14,9 +14,9 @@ reasons", and ``--no-access-log`` does not turn it off: uvicorn PR #2888), then 
 ``websockets`` library's ``connection open`` and ``connection closed`` (uvicorn hands it
 the same logger). The application already logs each socket's opening and closing, with
 its request id, user, close code and duration (``connection_event``), so these said it
-again: 12 % of the event loop while 10,000 sockets joined one room (docs/benchmarks.md,
-"One big room"). ``SocketLineFilter`` drops exactly those three; a refused handshake's
-``403`` line and everything else pass.
+again: 5-12 % of the event loop's samples while 10,000 sockets joined one room
+(docs/benchmarks.md, "One big room"). ``SocketLineFilter`` drops exactly those three;
+a refused handshake's ``403`` line and everything else pass.
 """
 
 from __future__ import annotations
