@@ -38,9 +38,9 @@ from chat.ratelimit import acheck_send_rate
 from notifications.events import session_digest, user_key
 from streamsite.observability import metrics
 from streamsite.observability.logs import accept_headers, connection_event
+from streamsite.server_send import server_send
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import HubUnavailable, Subscription, get_hub
-from streamsite.websocket import server_send
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from notifications import selectors, services
 from notifications.events import session_digest
 from notifications.exports import export_lines
 from notifications.streams import notification_stream
+from streamsite.http_chunks import ChunkWriter
 from streamsite.observability.logs import logged_stream
 from streamsite.params import parse_id
 from streamsite.streaming.db import db_call
@@ -60,7 +61,11 @@ async def stream(request):
         return plain_text(str(error), 400)
     session_key = request.session.session_key  # loaded by get_user above
     stream = notification_stream(
-        user.pk, last_event_id, session=session_digest(session_key) if session_key else None
+        user.pk,
+        last_event_id,
+        session=session_digest(session_key) if session_key else None,
+        # uvicorn's connection, written to directly while the stream waits (None elsewhere).
+        writer=ChunkWriter.for_scope(request.scope),
     )
     response = StreamingHttpResponse(
         logged_stream("notifications stream", stream, user_id=user.pk),

@@ -1,40 +1,14 @@
-"""Let a WebSocket consumer write frames with the server's own ``send``, or pre-built.
-
-Channels' session middleware wraps ``send`` to save the session and set cookies on HTTP
-responses; for ``websocket.send`` it only passes the message on, at a cost paid for every
-frame of every socket (~7 % of a busy chat server's time, measured with py-spy in
-bench/results/*-chat-profiles/). The chat outbox writes room frames with the unwrapped
-``send`` that this middleware, outermost, leaves in the scope. Everything else (accept,
-close) still goes through the wrapped one.
+"""Let a WebSocket consumer write pre-built frames, and send close codes daphne can send.
 
 Under uvicorn's sans-I/O protocol (``manage.py serve``) a frame built once per event can
-be written to each plain connection as it is (``FrameWriter``, below).
+be written to each plain connection as it is (``FrameWriter``, below), through the server's
+``send`` that ``streamsite.server_send.ServerSendMiddleware`` leaves in the scope.
 
-Under daphne (``runserver``) the middleware also translates close codes daphne cannot
+Under daphne (``runserver``) that middleware also translates close codes daphne cannot
 send (``daphne_close_code``).
 """
 
 from __future__ import annotations
-
-SCOPE_KEY = "streamsite.server_send"
-
-
-class ServerSendMiddleware:
-    """Put the server's ``send`` in the scope (outermost, around Channels' middleware)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope, receive, send):
-        if is_daphne_send(send):
-            send = DaphneCloseCodes(send)
-        return await self.inner({**scope, SCOPE_KEY: send}, receive, send)
-
-
-def server_send(scope: dict, fallback):
-    """The server's ``send`` for frames, or ``fallback`` when the middleware is absent."""
-    return scope.get(SCOPE_KEY, fallback)
-
 
 # Close codes under daphne -----------------------------------------------------------------
 

@@ -11,11 +11,42 @@ from notifications.streams import notification_stream
 from streamsite.testing.sse import StreamReader
 
 
-class Stream:
-    """A stream consumed by a task, as Django's ASGI handler consumes a response."""
+class ConnectionStandIn:
+    """The client's connection, as ``streamsite.http_chunks.ChunkWriter`` writes to it:
+    chunks written directly land in the same queue as the ones the stream yields, in the
+    order they were written. ``open`` False is a connection under flow control."""
 
-    def __init__(self, user_id: int, last_event_id: int | None, session: str | None = None):
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self.queue = queue
+        self.open = True
+        self.writes = 0
+
+    def writable(self) -> bool:
+        return self.open
+
+    def write(self, body: bytes) -> None:
+        assert self.open and body, "written while not writable, or an empty chunk"
+        self.writes += 1
+        self.queue.put_nowait(body)
+
+
+class Stream:
+    """A stream consumed by a task, as Django's ASGI handler consumes a response.
+
+    ``direct``: with a connection the hub may write live notifications to while the
+    stream waits (``notifications.streams.DirectDelivery``), as under uvicorn.
+    """
+
+    def __init__(
+        self,
+        user_id: int,
+        last_event_id: int | None,
+        session: str | None = None,
+        *,
+        direct: bool = False,
+    ):
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.writer = ConnectionStandIn(self.queue) if direct else None
         self.task = asyncio.create_task(self._consume(user_id, last_event_id, session))
         self.reader = StreamReader(self._chunks())
 
@@ -24,7 +55,8 @@ class Stream:
         return cls(user_id, None, session)
 
     async def _consume(self, user_id, last_event_id, session):
-        async with aclosing(notification_stream(user_id, last_event_id, session=session)) as chunks:
+        stream = notification_stream(user_id, last_event_id, session=session, writer=self.writer)
+        async with aclosing(stream) as chunks:
             async for chunk in chunks:
                 await self.queue.put(chunk)
         await self.queue.put(None)

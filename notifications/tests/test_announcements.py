@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from notifications import selectors, services
 from notifications.events import ANNOUNCEMENTS_KEY
 from notifications.models import Notification
-from notifications.streams import StreamState
+from notifications.stream_state import StreamState
 from notifications.tests.streaming import Stream, resumed_feed
 from notifications.views import export_lines
 from streamsite.streaming.hub import close_hub

@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from notifications import extras, services
-from notifications.streams import StreamState
+from notifications.stream_state import StreamState
 from notifications.tests.streaming import Stream
 from streamsite.streaming.hub import close_hub
 

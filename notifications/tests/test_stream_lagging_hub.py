@@ -6,7 +6,7 @@ a stream dropped on one worker and resumed on the other (``Last-Event-ID: 44``) 
 a live id at or below the last id sent is one the client holds.
 """
 
-from notifications.streams import StreamState
+from notifications.stream_state import StreamState
 
 
 def event(notification_id: int) -> dict:

@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY
 
 from notifications import services
 from notifications.events import user_key
-from notifications.streams import StreamState, notification_stream
+from notifications.stream_state import StreamState
+from notifications.streams import notification_stream
 from notifications.tests.streaming import Stream
 from streamsite.observability import metrics
 from streamsite.streaming.hub import get_hub
@@ -395,7 +396,7 @@ async def test_logging_out_ends_that_sessions_streams_only(user, fast_stream):
 def test_batch_events_encode_like_single_ones_with_the_shared_part_built_once():
     """Each recipient of a batch gets the bytes a single notification would give, and the
     JSON of the fields they share is built once for the whole batch."""
-    from notifications.streams import notification_bytes
+    from notifications.stream_state import notification_bytes
     from streamsite.streaming.hub import BATCH_CACHE, batch_message, expand_message
     from streamsite.streaming.sse import encode_json_event
 

@@ -75,6 +75,12 @@ class Subscription:
                 timer.cancel()
             self._waiter = None
 
+    def parked(self) -> bool:
+        """Whether the consumer is waiting in ``wait()`` with nothing to take: it has
+        nothing in hand, so a ``direct`` handler may act for it without reordering."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
     def take(self) -> list:
         """Return and remove everything buffered, oldest first."""
         items = self._buffer

@@ -12,12 +12,14 @@ server sees.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -201,3 +203,26 @@ class LiveServer:
         with self.log_path.open("rb") as log:
             log.seek(mark)
             return log.read().decode(errors="replace")
+
+
+@asynccontextmanager
+async def uvicorn_in_this_process(app, **options):
+    """Serve the ASGI ``app`` with uvicorn on this test's event loop; yield its port.
+
+    For tests of code that reaches into uvicorn's protocol objects (``streamsite.websocket``,
+    ``streamsite.http_chunks``): the app and the test share the process, so the app can
+    report what it saw. ``options`` go to ``uvicorn.Config`` (the protocol to use).
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # clients may connect at once: the kernel queues them for uvicorn
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", **options)
+    instance = uvicorn.Server(config)
+    task = asyncio.create_task(instance.serve(sockets=[sock]))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        instance.should_exit = True
+        await task

@@ -1,12 +1,11 @@
 """Pre-built frames written straight to uvicorn's sans-I/O connections, and the fallbacks."""
 
 import asyncio
-import socket
 
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 
+from streamsite.testing.live_server import uvicorn_in_this_process
 from streamsite.websocket import FrameWriter, daphne_close_code, text_frame
 
 TEXT = 'héllo {"a": 1} ' + "x" * 300  # past 125 bytes: the extended length form
@@ -38,20 +37,13 @@ async def frames_app(scope, receive, send):
 @pytest.fixture
 async def server():
     """uvicorn serving ``frames_app`` with the production command's WebSocket protocol."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)  # clients may connect at once: the kernel queues them for uvicorn
     state: dict = {"done": asyncio.Event()}
 
     async def app(scope, receive, send):
         await frames_app({**scope, "state": state}, receive, send)
 
-    config = uvicorn.Config(app, ws="websockets-sansio", lifespan="off", log_level="warning")
-    instance = uvicorn.Server(config)
-    task = asyncio.create_task(instance.serve(sockets=[sock]))
-    yield f"ws://127.0.0.1:{sock.getsockname()[1]}/", state
-    instance.should_exit = True
-    await task
+    async with uvicorn_in_this_process(app, ws="websockets-sansio") as port:
+        yield f"ws://127.0.0.1:{port}/", state
 
 
 async def test_a_plain_connection_gets_the_prebuilt_frame(server):
