@@ -64,28 +64,30 @@ SLOW_CLOSED = metrics.slow_clients_closed.labels("notifications", "sse_overflow"
 
 
 class DirectDelivery:
-    """The hub's fast path for a parked stream: write a live notification at once.
+    """The hub's fast path for a parked stream: write live notifications without a wake.
 
     Waking the stream's task for every event, to have it yield the bytes through Django's
-    response iterator and the server's ``send``, costs about twice what rendering and
-    writing them does (docs/benchmarks.md, "SSE fan-out"). While the stream's generator is
-    parked in ``Subscription.wait`` it has nothing in flight, so the hub hands each event
-    here (``Subscription.direct``): a ``created`` event is rendered by the stream's own
-    ``StreamState`` and written to the connection as a chunk (``ChunkWriter``), in the
-    order the hub received it, with no task wake. Everything else, and every event while
-    the connection cannot take a write now (flow control: a slow client) or the stream has
-    work of its own (the database to read first, a count to re-read), returns False to be
-    buffered: the generator wakes and handles it as before, in order, since nothing is
-    written here while anything is buffered.
+    response iterator and the server's ``send``, cost twice what rendering and writing
+    them does (docs/benchmarks.md, "SSE fan-out"). While the stream's generator is parked
+    in ``Subscription.wait`` it has nothing in flight, so the hub hands each event here
+    (``Subscription.direct``): a ``created`` event is rendered by the stream's own
+    ``StreamState``, in the order the hub received it. What the events of one hub step
+    (a batch of messages: ``Hub._receive_forever``) rendered is written once, as one
+    chunk, right after that step (``ChunkWriter``): one system call per stream, however
+    many events. Everything else, and every event while the connection cannot take a
+    write now (flow control: a slow client) or the stream has work of its own (the
+    database to read first, a count to re-read), returns False to be buffered: the
+    generator wakes and handles it after the write, in order.
     """
 
-    __slots__ = ("_events", "_loop", "_state", "_writer", "written_at")
+    __slots__ = ("_events", "_loop", "_pending", "_state", "_writer", "written_at")
 
     def __init__(self, state: StreamState, events: Subscription, writer: ChunkWriter, loop):
         self._state = state
         self._events = events
         self._writer = writer
         self._loop = loop
+        self._pending: list[bytes] | None = None
         #: When this last wrote (loop time): a keepalive is due that long after.
         self.written_at = 0.0
 
@@ -104,9 +106,26 @@ class DirectDelivery:
         chunk = state.render_live(event)
         metrics.delivered.add("notifications", "created")
         if chunk:
-            self._writer.write(chunk)
-            self.written_at = self._loop.time()
+            if self._pending is None:
+                self._pending = [chunk]
+                # Before the stream's own wake, if this step buffers an event after it:
+                # callbacks run in the order they were scheduled.
+                self._loop.call_soon(self._flush)
+            else:
+                self._pending.append(chunk)
         return True
+
+    def _flush(self) -> None:
+        body = b"".join(self._pending)
+        self._pending = None
+        if self._writer.writable():
+            self._writer.write(body)
+            self.written_at = self._loop.time()
+        else:
+            # The client went away (nothing to send to), or the server stopped reading
+            # from it: the stream sends the bytes itself when it wakes, before anything
+            # this step buffered after them.
+            self._events.push_first(body)
 
 
 async def notification_stream(
@@ -217,6 +236,8 @@ async def live_events(
                 resync = True
             elif item is WATCH_CHANGED:
                 pass  # the watches' turn comes below, when due
+            elif type(item) is bytes:
+                out.append(item)  # rendered already: a direct write that could not be made
             elif item["kind"] == "watch.refresh":
                 watching.refresh(item["event"])
             else:

@@ -127,3 +127,42 @@ async def test_a_redelivered_notification_is_dropped_on_the_direct_path_too(user
     await stream.reader.until(is_notification(marker))
     assert stream.reader.notification_ids() == [sent.pk, marker]
     await stream.disconnect()
+
+
+async def test_the_events_of_one_hub_step_are_written_at_once(user):
+    """A batch of messages handed out in one step costs one write per stream."""
+    stream = await Stream(user.pk, None, direct=True).live()
+    ids = [FAR + 1, FAR + 2, FAR + 3]
+    hand_over(
+        user,
+        [
+            created_event(notification(ids[0], "one"), unread=1),
+            created_event(notification(ids[1], "two"), unread=2, previous=ids[0]),
+            created_event(notification(ids[2], "three"), unread=3, previous=ids[1]),
+        ],
+    )
+    await stream.reader.until(is_notification(ids[-1]))
+    assert stream.reader.notification_ids() == ids
+    assert stream.writer.writes == 1
+    assert stream.reader.last("unread") == {"count": 3}
+    await stream.disconnect()
+
+
+async def test_what_could_not_be_written_goes_out_through_the_stream_first(user):
+    """The connection stopped taking writes between the hand-over and the write: the
+    stream sends the rendered bytes itself, before the event buffered after them."""
+    stream = await Stream(user.pk, None, direct=True).live()
+    first = FAR + 1
+    hand_over(
+        user,
+        [
+            created_event(notification(first, "first"), unread=1),
+            read_event(ids=[first], up_to=None, unread=0),
+        ],
+    )
+    stream.writer.open = False  # before the step's write runs
+    await stream.reader.until(lambda e: e["event"] == "read")
+    kinds = [event["event"] for event in stream.reader.events]
+    assert kinds[kinds.index("notification") :] == ["notification", "unread", "read", "unread"]
+    assert stream.writer.writes == 0
+    await stream.disconnect()

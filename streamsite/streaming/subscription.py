@@ -48,6 +48,16 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
+    def push_first(self, item) -> None:
+        """Put ``item`` before everything buffered: what a ``direct`` handler took and
+        then could not handle goes out before the events that came after it."""
+        if self.overflowed:
+            return
+        self._buffer.insert(0, item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
     def end(self) -> None:
         """Make the stream end now (the server is shutting down); its client resumes."""
         self.restarting = True

@@ -11,13 +11,16 @@ from redis.asyncio.connection import AbstractConnection
 
 @pytest.fixture
 async def redis_layer(request, channel_layer):
-    """A channels-redis layer on both backends: the project's when it is Redis, else one on
-    a private redis-server (so the Redis-only batching is tested in the embedded run too)."""
+    """A channels-redis layer on both backends: the project's when it is Redis, else one of
+    the project's class on a private redis-server (so the Redis-only batching is tested in
+    the embedded run too)."""
+    from streamsite.streaming.layer import RedisChannelLayer as ProjectLayer
+
     if isinstance(channel_layer, RedisChannelLayer):
         yield channel_layer
         return
     private = request.getfixturevalue("private_redis")
-    layer = RedisChannelLayer(hosts=[{"address": private.url, "socket_timeout": None}])
+    layer = ProjectLayer(hosts=[{"address": private.url, "socket_timeout": None}])
     yield layer
     await layer.flush()
 
