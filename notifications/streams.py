@@ -121,6 +121,7 @@ class DirectDelivery:
         if self._writer.writable():
             self._writer.write(body)
             self.written_at = self._loop.time()
+            metrics.written_directly.add("notifications")
         else:
             # The client went away (nothing to send to), or the server stopped reading
             # from it: the stream sends the bytes itself when it wakes, before anything

@@ -65,7 +65,7 @@ async def stream(request):
         last_event_id,
         session=session_digest(session_key) if session_key else None,
         # uvicorn's connection, written to directly while the stream waits (None elsewhere).
-        writer=ChunkWriter.for_scope(request.scope),
+        writer=ChunkWriter.for_this_request(),
     )
     response = StreamingHttpResponse(
         logged_stream("notifications stream", stream, user_id=user.pk),

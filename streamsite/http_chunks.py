@@ -24,7 +24,7 @@ try:  # uvicorn's httptools protocol (``manage.py serve``); absent: no fast path
 except ImportError:  # pragma: no cover
     RequestResponseCycle = None
 
-from streamsite.server_send import SCOPE_KEY
+from streamsite.server_send import http_server_send
 
 
 class ChunkWriter:
@@ -36,10 +36,10 @@ class ChunkWriter:
         self._cycle = cycle
 
     @classmethod
-    def for_scope(cls, scope: dict) -> ChunkWriter | None:
-        """A writer for the response of the request of ``scope``, or None (another server,
-        or no server ``send`` in the scope: ``streamsite.server_send``)."""
-        cycle = getattr(scope.get(SCOPE_KEY), "__self__", None)
+    def for_this_request(cls) -> ChunkWriter | None:
+        """A writer for the response to the HTTP request being handled, or None (another
+        server, or no ``streamsite.server_send.ServerSendMiddleware`` around the app)."""
+        cycle = getattr(http_server_send.get(), "__self__", None)
         if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
             return None
         return cls(cycle)

@@ -17,25 +17,40 @@ send (``streamsite.websocket.DaphneCloseCodes``).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from streamsite.websocket import DaphneCloseCodes, is_daphne_send
 
+#: Where a socket's consumer finds the server's ``send``: its scope.
 SCOPE_KEY = "streamsite.server_send"
+
+#: Where an HTTP view finds it: a context variable of the request's task (Django runs the
+#: view in a task of its own, which copies the context). Not a scope key: a copy of the
+#: scope with one key more is a dict of its own that every open stream kept, 0.7 KB each
+#: (docs/benchmarks.md, memory per idle stream).
+http_server_send: ContextVar = ContextVar("http_server_send", default=None)
 
 
 class ServerSendMiddleware:
-    """Put the server's ``send`` in HTTP and WebSocket scopes (outermost in ``asgi.py``)."""
+    """Hand on the server's ``send``: in ``http_server_send`` for HTTP requests, in the
+    scope for WebSockets (outermost in ``asgi.py``)."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
+        if kind == "http":
+            token = http_server_send.set(send)
+            try:
+                return await self.inner(scope, receive, send)
+            finally:
+                http_server_send.reset(token)
         if kind == "websocket":
             if is_daphne_send(send):
                 send = DaphneCloseCodes(send)
-        elif kind != "http":
-            return await self.inner(scope, receive, send)
-        return await self.inner({**scope, SCOPE_KEY: send}, receive, send)
+            return await self.inner({**scope, SCOPE_KEY: send}, receive, send)
+        return await self.inner(scope, receive, send)
 
 
 def server_send(scope: dict, fallback):

@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
+from prometheus_client.parser import text_string_to_metric_families
 
 from notifications import services
 from notifications.events import user_key
@@ -224,3 +225,37 @@ async def test_logging_out_ends_the_stream(live_server_asgi, user):
             await reader.until_end()
         again = await client.get("/notifications/stream/")
     assert again.status_code == 403
+
+
+async def direct_writes(server, staff) -> float:
+    """The server's count of writes its hub made straight to waiting streams."""
+    cookies = await sync_to_async(session_cookies)(staff)
+    async with httpx.AsyncClient(base_url=server.url, cookies=cookies, timeout=20) as client:
+        page = await client.get("/metrics")
+    page.raise_for_status()
+    for family in text_string_to_metric_families(page.text):
+        for sample in family.samples:
+            if sample.name == "streamsite_direct_writes_total":
+                return sample.value
+    return 0.0
+
+
+async def test_uvicorn_writes_live_notifications_without_waking_the_stream(
+    live_server_asgi, user, make_user
+):
+    """The production server's hub writes to a waiting stream (``DirectDelivery``); under
+    daphne (runserver) every event goes through the stream's generator."""
+    if not uses_redis():
+        skip_or_fail("live delivery from this process to the server's needs REDIS_URL")
+    staff = await sync_to_async(make_user)("operator", is_staff=True)
+    before = await direct_writes(live_server_asgi, staff)
+    async with open_stream(live_server_asgi, user) as (_response, reader):
+        await reader.until(lambda e: e["event"] == "unread")
+        for n in range(3):  # each after the last arrived: the stream is waiting again
+            sent = await create(recipient=user, title=f"live {n}")
+            await reader.until(lambda e, pk=sent.pk: e.get("id") == str(pk))
+    written = await direct_writes(live_server_asgi, staff) - before
+    if live_server_asgi.kind == "uvicorn":
+        assert written >= 1
+    else:
+        assert written == 0

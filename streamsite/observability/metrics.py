@@ -63,6 +63,12 @@ delivery_latency = Histogram(
     ["app"],
     buckets=LATENCY_BUCKETS,
 )
+direct_writes = Counter(
+    "streamsite_direct_writes",
+    "Writes the hub made straight to a waiting stream's connection, without waking the "
+    "stream (one per stream and hub step, however many events).",
+    ["app"],
+)
 slow_clients_closed = Counter(
     "streamsite_slow_clients_closed",
     "Connections closed because the client read too slowly (SSE overflow, socket 1013).",
@@ -171,6 +177,11 @@ class Tally:
 delivered = Tally(events_delivered)
 
 
+#: ``written_directly.add(app)`` for every such write (``notifications.streams``).
+written_directly = Tally(direct_writes)
+
+
 def flush_tallies() -> None:
     """Bring the tallied counters up to date (before reading them)."""
     delivered.flush()
+    written_directly.flush()

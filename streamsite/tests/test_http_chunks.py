@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from streamsite.http_chunks import ChunkWriter
-from streamsite.server_send import SCOPE_KEY, ServerSendMiddleware
+from streamsite.server_send import SCOPE_KEY, ServerSendMiddleware, http_server_send
 from streamsite.testing.live_server import uvicorn_in_this_process
 
 BIG = b"x" * 65536
@@ -17,7 +17,7 @@ async def chunks_app(scope, receive, send):
     if scope["type"] != "http":
         return
     state = scope["state"]
-    writer = ChunkWriter.for_scope(scope)
+    writer = ChunkWriter.for_this_request()
     path = scope["path"]
     if path == "/chunked":
         before = writer.writable()
@@ -119,12 +119,18 @@ async def test_a_disconnected_client_is_not_written_to(server):
     assert state["after_disconnect"] is False
 
 
-def test_other_servers_get_no_writer():
+async def test_other_servers_get_no_writer():
     async def send(message):  # daphne, the test client: a plain callable
         pass
 
-    assert ChunkWriter.for_scope({SCOPE_KEY: send}) is None
-    assert ChunkWriter.for_scope({}) is None  # the middleware is absent
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(ChunkWriter.for_this_request())
+
+    await ServerSendMiddleware(app)({"type": "http"}, None, send)
+    await app({"type": "http"}, None, send)  # the middleware is absent
+    assert seen == [None, None]
 
 
 async def test_the_site_hands_http_and_websocket_scopes_the_servers_send():
@@ -135,7 +141,7 @@ async def test_the_site_hands_http_and_websocket_scopes_the_servers_send():
     seen = {}
 
     async def app(scope, receive, send):
-        seen[scope["type"]] = scope.get(SCOPE_KEY)
+        seen[scope["type"]] = (scope.get(SCOPE_KEY), http_server_send.get())
 
     async def send(message):
         pass
@@ -143,4 +149,9 @@ async def test_the_site_hands_http_and_websocket_scopes_the_servers_send():
     middleware = ServerSendMiddleware(app)
     for kind in ("http", "websocket", "lifespan"):
         await middleware({"type": kind}, None, send)
-    assert seen == {"http": send, "websocket": send, "lifespan": None}
+    assert seen == {
+        "http": (None, send),  # the scope is not copied: every stream keeps it
+        "websocket": (send, None),
+        "lifespan": (None, None),
+    }
+    assert http_server_send.get() is None  # reset after the request
