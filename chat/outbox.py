@@ -57,6 +57,14 @@ REMEMBERED_IDS = 256
 RESUME_PAGE_SIZE = 500
 #: ``history``/``resume`` requests a socket may have waiting; more are refused.
 MAX_PENDING_READS = 8
+#: How long a message that overtook an earlier one waits for that one's own event before
+#: the socket reads the room instead. Senders publish right after their commits, each in
+#: its own thread, so two messages of a busy room often arrive a moment out of order; a
+#: read per socket for each such pair made a room of 1,000 at 50 messages a second read
+#: the database 1,000 times over and fall behind for good (docs/benchmarks.md).
+REORDER_WAIT_SECONDS = 0.5
+#: Messages held at most while waiting; more read the room at once.
+REORDER_HELD_MAX = 100
 #: ``RoomOutbox._prepare``: only the writer task can handle this event (it closes the
 #: socket, or reads the store).
 NEEDS_TASK = object()
@@ -88,7 +96,10 @@ class RoomOutbox:
 
     __slots__ = (
         "_close",
+        "_coalesced",
         "_frames",
+        "_held",
+        "_held_until",
         "_idle",
         "_inflight",
         "_pending",
@@ -125,6 +136,8 @@ class RoomOutbox:
         self._send = send
         # Room frames built once per event, written as they are (uvicorn, plain sockets).
         self._frames = FrameWriter.for_send(send)
+        # Shared frames the hub handed over in its current step, written together after it.
+        self._coalesced: list[bytes] | None = None
         self._close = close
         self.sent = RecentIds(REMEMBERED_IDS)
         self.last_id = 0
@@ -138,6 +151,9 @@ class RoomOutbox:
         self._idle = False
         # A frame whose direct send had to wait for the connection to drain.
         self._inflight: asyncio.Task | None = None
+        # Message events that came before an earlier message's (``REORDER_WAIT_SECONDS``).
+        self._held: list[dict] | None = None
+        self._held_until = 0.0
         events.direct = self.deliver_now
 
     # What the consumer calls ---------------------------------------------------------------
@@ -193,11 +209,18 @@ class RoomOutbox:
         """Handle events and requests until the socket closes (or this task is cancelled)."""
         pending = self._pending
         events = self.events
+        loop = asyncio.get_running_loop()
         while not self.closed:
+            if self._held is not None and loop.time() >= self._held_until:
+                await self._held_timed_out()
+                continue
             if not pending:
                 self._idle = True
                 try:
-                    await events.wait(None)
+                    if self._held is None:
+                        await events.wait(None)
+                    elif not await events.wait(self._held_until - loop.time()):
+                        continue  # the earlier message did not come: read the room (above)
                 finally:
                     self._idle = False
                 if events.overflowed:
@@ -224,6 +247,8 @@ class RoomOutbox:
                 self.pending_reads -= 1
                 page = await get_presence().page(self.room.pk, item.after)
                 await self._send_text(protocol.presence_page_frame(item.after, page))
+            if self._held is not None:
+                await self._release_held()
 
     async def close(self, code: int) -> None:
         if not self.closed:
@@ -234,6 +259,8 @@ class RoomOutbox:
         await self._send_message(protocol.websocket_send(text))
 
     async def _send_message(self, message: dict) -> None:
+        if self._coalesced is not None:
+            self._write_coalesced()
         if self._inflight is not None:
             await self._inflight  # a direct send still draining goes out first
         if not self.closed:
@@ -293,7 +320,7 @@ class RoomOutbox:
             if kind in ("assistant.delta", "assistant.done"):
                 await self._catch_up([event["message"]])
             elif kind == "message" and event.get("previous", 0) > self.last_id:
-                await self._replay(self.last_id)  # the earlier message, then this one
+                self._hold(event)  # until the earlier message's event, or a read
             elif kind == "message":
                 payload = await self.answers.fresh(event["message"], event.get("answer"))
                 self.answers.shown(payload, event.get("answer"))
@@ -323,7 +350,13 @@ class RoomOutbox:
         """
         if type(event) is not dict:
             return False
-        if not self._idle or self._inflight is not None or self.events._buffer or self.closed:
+        if (
+            not self._idle
+            or self._inflight is not None
+            or self.events._buffer
+            or self.closed
+            or self._held is not None  # the writer sends what follows a held message
+        ):
             if event.get("kind") == "presence.delta":
                 # Accepted now, in the order the hub received it, even if handled later.
                 accept_delta(event)
@@ -337,8 +370,17 @@ class RoomOutbox:
         frames = self._frames  # the room's shared frame, written as it is when it can be
         if frames is not None:
             shared = protocol.shared_frame_bytes(event, message)
-            if shared is not None and frames.write(shared):
+            if shared is not None and frames.writable():
+                # Written with the other frames of this hub step, in one system call,
+                # right after the step (before the writer task could wake).
+                if self._coalesced is None:
+                    self._coalesced = [shared]
+                    asyncio.get_running_loop().call_soon(self._write_coalesced)
+                else:
+                    self._coalesced.append(shared)
                 return True
+        if self._coalesced is not None:
+            self._write_coalesced()  # what came before this frame goes first
         sending = self._send(message)
         try:
             blocked_on = sending.send(None)
@@ -351,6 +393,14 @@ class RoomOutbox:
         self._inflight = asyncio.ensure_future(ResumedSend(sending, blocked_on).wait())
         self._inflight.add_done_callback(self._sent_inflight)
         return True
+
+    def _write_coalesced(self) -> None:
+        frames = self._coalesced
+        if frames is None:
+            return  # written already (before a frame sent through ASGI)
+        self._coalesced = None
+        # False only when the socket is closing or gone: the client resumes by id.
+        self._frames.write(b"".join(frames))
 
     def _sent_inflight(self, task: asyncio.Task) -> None:
         self._inflight = None
@@ -383,6 +433,39 @@ class RoomOutbox:
                     if events.overflowed or len(pending) > events.maxsize:
                         await self.close(_close_code(events))
                         return
+
+    def _hold(self, event: dict) -> None:
+        """Keep a message that overtook an earlier one until that one's event comes."""
+        if self._held is None:
+            self._held = [event]
+            self._held_until = asyncio.get_running_loop().time() + REORDER_WAIT_SECONDS
+        else:
+            self._held.append(event)
+            if len(self._held) > REORDER_HELD_MAX:
+                self._held_until = 0.0  # read the room now
+
+    async def _release_held(self) -> None:
+        """Send the held messages whose earlier message has been sent, in id order; keep
+        the rest (and everything after the first that must still wait)."""
+        held = sorted(self._held, key=lambda event: event["message"]["id"])
+        self._held = None
+        for index, event in enumerate(held):
+            if event["message"]["id"] in self.sent:
+                continue
+            if event.get("previous", 0) > self.last_id:
+                waiting = held[index:]
+                if self._held is None:
+                    self._held = waiting
+                else:  # sending released ones held others: keep both, in order
+                    self._held.extend(waiting)
+                return
+            await self._live(event)
+
+    async def _held_timed_out(self) -> None:
+        """The earlier message's event did not come (lost, or very late): the database
+        has it, and every held one (they were published after their commits)."""
+        self._held = None
+        await self._replay(self.last_id)
 
     def _payload(self, message) -> dict:
         """The payload of a message read from the database, noting an answer's position."""

@@ -103,17 +103,22 @@ class FrameWriter:
             return None
         return cls(protocol)
 
-    def write(self, frame: bytes) -> bool:
-        """Write ``frame`` now if the connection can take it as it is; False otherwise."""
+    def writable(self) -> bool:
+        """Whether a frame written now goes out as it is: open, writable, no close sent."""
         protocol = self._protocol
-        if (
+        return not (
             protocol.close_sent
             or protocol.disconnected
             or not protocol.writable.is_set()
             or protocol.conn.state is not State.OPEN
-        ):
+        )
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame`` (one frame, or several one after the other) now if the
+        connection can take it as it is; False otherwise."""
+        if not self.writable():
             return False
-        protocol.transport.write(frame)
+        self._protocol.transport.write(frame)
         return True
 
 
