@@ -131,9 +131,11 @@ INSTALLED_APPS = [
     "notifications",
     "chat",
     "assistant",
+    # Before django_tasks_db: its `db_worker` command is jobs' (a shutdown that loses no
+    # job, jobs/management/commands/db_worker.py).
+    "jobs",
     "django_tasks",
     "django_tasks_db",
-    "jobs",
 ]
 
 # Django's task framework (the django-tasks backport until Django 6): jobs are queued in
