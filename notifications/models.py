@@ -28,6 +28,10 @@ class Notification(models.Model):
         related_name="notifications",
         null=True,
         blank=True,
+        # No index of its own: ``notification_recipient_id`` (recipient, id) serves every
+        # lookup by recipient (the feed, a user's deletion), and one more index was one
+        # more random write per row of a broadcast into a long history.
+        db_index=False,
         help_text="Leave empty to announce it to every user (stored once).",
     )
     # No NUL: PostgreSQL text cannot hold it (the insert would fail with a 500).
