@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 
 from notifications.models import Notification, UnreadCounter
+from streamsite.pg_arrays import int_array
 
 
 def _table() -> str:
@@ -44,7 +45,7 @@ def counters_increment(user_ids: list[int], by: int = 1) -> dict[int, int]:
     notification = connection.ops.quote_name(Notification._meta.db_table)
     if connection.vendor == "postgresql":
         # The ids as one array parameter: no statement text or parameters per recipient.
-        rows, params = "unnest(%s::bigint[]) AS given (user_id)", [ids]
+        rows, params = "unnest(%s::bigint[]) AS given (user_id)", [int_array(ids)]
     else:
         # SQLite names a VALUES list's columns column1, column2...
         placeholders = ", ".join(["(%s)"] * len(ids))

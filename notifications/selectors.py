@@ -39,6 +39,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from notifications.models import AnnouncementRead, Notification, UnreadCounter
+from streamsite.pg_arrays import int_array
 from streamsite.prebuilt_query import PrebuiltQuery
 from streamsite.streaming.db import db_call, keyset_pages
 from streamsite.streaming.orm import astream
@@ -236,7 +237,8 @@ def feed_positions_before(new_ids: dict[int, int]) -> dict[int, int]:
     users = sorted(new_ids)
     ids = [new_ids[user] for user in users]
     if connection.vendor == "postgresql":
-        rows, params = "unnest(%s::bigint[], %s::bigint[]) AS given (user_id, new_id)", [users, ids]
+        rows = "unnest(%s::bigint[], %s::bigint[]) AS given (user_id, new_id)"
+        params = [int_array(users), int_array(ids)]
     else:
         placeholders = ", ".join(["(%s, %s)"] * len(users))
         rows = (

@@ -22,6 +22,7 @@ from notifications.events import (
 )
 from notifications.models import AnnouncementRead, Notification, UnreadCounter
 from notifications.watches import watch_refresh_event
+from streamsite.pg_arrays import int_array
 from streamsite.streaming.publish import publish_batch_on_commit, publish_on_commit
 
 #: Rows written (and recipients published) per batch when notifying many users.
@@ -167,7 +168,7 @@ def _insert_same_notification(template: Notification, recipient_ids: list[int], 
                 template.url,
                 template.level,
                 created_at,
-                recipient_ids,
+                int_array(recipient_ids),
             ],
         )
         return dict(cursor.fetchall())
