@@ -49,8 +49,9 @@ class Conversation(models.Model):
 class Question(models.Model):
     """What the user asked. ``client_id`` makes a retried POST store nothing twice."""
 
+    # No index of its own: the unique (conversation, client_id) starts with it.
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="questions"
+        Conversation, on_delete=models.CASCADE, related_name="questions", db_index=False
     )
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assistant_questions"

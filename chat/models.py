@@ -46,7 +46,10 @@ class Membership(models.Model):
         MEMBER = "member", "Member"
         MODERATOR = "moderator", "Moderator"
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    # No index of its own: the unique (room, user) starts with it.
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_memberships"
     )

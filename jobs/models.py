@@ -30,7 +30,10 @@ class Job(models.Model):
         NOTIFICATIONS_EXPORT = "notifications_export", "Export of my notifications"
         ROOM_EXPORT = "room_export", "Export of a room's history"
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: ``job_owner_id`` (owner, id) starts with it.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     kind = models.CharField(max_length=40, choices=Kind.choices)
     # What the job is about, for people ("#lobby"): plain text, never markup.
     label = models.CharField(max_length=200, blank=True)

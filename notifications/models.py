@@ -125,7 +125,10 @@ class UnreadCounter(models.Model):
 class AnnouncementRead(models.Model):
     """One user read one announcement (above their counter's watermark)."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (user, notification) starts with it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="+")
     read_at = models.DateTimeField(default=timezone.now)
 
