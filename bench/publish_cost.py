@@ -45,6 +45,8 @@ LABELS = (
     ('INSERT INTO "notifications_notification"', "insert"),
     ("SELECT given.user_id", "previous"),
     ('SELECT "notifications_notification"."id"', "announcement"),
+    ("LOCK TABLE", "lock"),
+    ('UPDATE "notifications_unreadcounter"', "counters"),
 )
 
 

@@ -117,6 +117,12 @@ class UnreadCounter(models.Model):
     #: Every announcement with an id up to this is read for the user ("mark all read", and
     #: those published before the user existed).
     announcements_read_up_to = models.BigIntegerField(default=0)
+    #: The id drawn for the user's newest notification of their own, and the one drawn
+    #: before it (``notifications.counters.counters_increment_drawing_ids``, PostgreSQL):
+    #: a new notification's ``previous`` without reading the feed. Null: not known (the
+    #: feed is read instead). Both only ever grow: a deleted notification's id stays here.
+    newest_id = models.BigIntegerField(null=True, blank=True)
+    previous_id = models.BigIntegerField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.user_id}: {self.unread} unread"

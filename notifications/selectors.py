@@ -257,6 +257,20 @@ def feed_positions_before(new_ids: dict[int, int]) -> dict[int, int]:
     return {user: max(own.get(user) or 0, announced) for user in users}
 
 
+def feed_positions_given(drawn: dict[int, tuple[int, int | None]]) -> dict[int, int]:
+    """``feed_positions_before`` for ids drawn by the counters, which know (``{user_id:
+    (new_id, their previous own id or None)}``) the user's own id before each: only the
+    announcements are read (one probe), and the feed of a user whose counter did not know.
+    """
+    unknown = {user: new_id for user, (new_id, previous) in drawn.items() if previous is None}
+    read = feed_positions_before(unknown) if unknown else {}
+    announced = announcement_before(min(new_id for new_id, _ in drawn.values()))
+    return {
+        user: read[user] if previous is None else max(previous, announced)
+        for user, (_new_id, previous) in drawn.items()
+    }
+
+
 def announcement_before(notification_id: int) -> int:
     """The newest announcement's id below ``notification_id`` (0 if none): an index probe."""
     below = Notification.objects.filter(recipient__isnull=True, id__lt=notification_id)

@@ -9,6 +9,7 @@ from django.db.models import Count, Max
 from django.test.utils import CaptureQueriesContext
 
 from notifications import counters, selectors, services
+from notifications.events import user_key
 from notifications.models import Notification, UnreadCounter
 from notifications.tests.streaming import resumed_feed
 from streamsite.testing.concurrency import (
@@ -64,13 +65,16 @@ def publish_queries(recipients) -> list[str]:
 def test_publishing_reads_no_notification_rows_whatever_the_backlog(make_user):
     """Regression: every publish counted every unread row of every recipient (44 % of a
     broadcast's time at 300 unread each, and growing forever). Now the queries a publish
-    runs are the same for recipients with no backlog and with a large one, and the only
-    reads of the notifications table are the feed positions before the new rows (the
-    events' ``previous``): one newest id below a given id per recipient and one for the
-    announcements, each an index probe, never a scan of anyone's history."""
+    runs are the same for recipients with no backlog and with a large one, and they read
+    no one's history: on PostgreSQL the counters know each recipient's id before the new
+    one, and the only read of the notifications table is the newest announcement below
+    the new ids; SQLite also reads each recipient's newest id below theirs. Each is an
+    index probe."""
     fresh = [make_user(f"fresh{n}") for n in range(5)]
     loaded = [make_user(f"loaded{n}") for n in range(5)]
     give_backlog(loaded, 300)
+    publish_queries(fresh)  # the counters learn the newest ids (a rebuild forgets them)
+    publish_queries(loaded)
 
     without_backlog = publish_queries(fresh)
     with_backlog = publish_queries(loaded)
@@ -81,13 +85,43 @@ def test_publishing_reads_no_notification_rows_whatever_the_backlog(make_user):
         for sql in with_backlog
         if NOTIFICATION_TABLE in sql and sql.lstrip().startswith("SELECT")
     ]
+    postgresql = connection.vendor == "postgresql"
     for sql in reads:
         newest_below = "MAX(n.id)" in sql and "n.id < given.new_id" in sql
         announcement_below = (
             '"recipient_id" IS NULL' in sql and "LIMIT 1" in sql and '"id" <' in sql
         )
-        assert newest_below or announcement_below, sql
-    assert len(reads) == 4  # the batch's two probes, and the single notification's two
+        assert announcement_below or (newest_below and not postgresql), sql
+    # The batch's probes and the single notification's.
+    assert len(reads) == (2 if postgresql else 4)
+
+
+def test_a_counter_that_does_not_know_the_newest_id_reads_the_feed_once(
+    capture_published, make_user
+):
+    """After a rebuild (rows written around the services may be newer than a counter
+    knows), a publish reads the feed for the id before the new one, and the counter knows
+    it from then on. Either way the event names the right ``previous``."""
+    users = [make_user(f"r{n}") for n in range(3)]
+    give_backlog(users, 2)  # ends with a rebuild
+    newest = dict(
+        Notification.objects.filter(recipient__in=users)
+        .values("recipient_id")
+        .annotate(top=Max("id"))
+        .values_list("recipient_id", "top")
+    )
+    with capture_published() as events, CaptureQueriesContext(connection) as first:
+        services.notifications_create_many(recipients=users, title="after the rebuild")
+    with CaptureQueriesContext(connection) as second:
+        services.notifications_create_many(recipients=users, title="and then")
+    assert {key: event["previous"] for key, event in events} == {
+        user_key(user_id): top for user_id, top in newest.items()
+    }
+    queries = [*first.captured_queries, *second.captured_queries]
+    feed_reads = [q["sql"] for q in queries if "MAX(n.id)" in q["sql"]]
+    # PostgreSQL: the first publish reads the feed, the second does not; SQLite reads it
+    # every time.
+    assert len(feed_reads) == (1 if connection.vendor == "postgresql" else 2)
 
 
 def test_the_feed_position_probe_is_an_index_probe_whatever_the_history(make_user):
@@ -252,3 +286,55 @@ def test_concurrent_broadcasts_keep_counters_exact(make_user):
     assert not [r for r in results.values() if isinstance(r, Exception)], results
     assert stored_counters() == true_unread()
     assert sum(true_unread().values()) == 5 * (20 + 19 + 18 + 20)
+
+
+# Lock order (notifications/counters.py) -----------------------------------------------------
+
+TAKES_THE_TABLE = re.compile(
+    r'^\s*(LOCK TABLE "notifications_notification" IN ROW EXCLUSIVE MODE'
+    r'|INSERT INTO "notifications_notification"|UPDATE "notifications_notification"'
+    r'|DELETE FROM "notifications_notification")'
+)
+TAKES_A_COUNTER = re.compile(r'(INSERT INTO|UPDATE) "notifications_unreadcounter"')
+
+
+def _first(pattern: re.Pattern, queries: list[str]) -> int:
+    return next(i for i, sql in enumerate(queries) if pattern.search(sql))
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "create",
+        "create_many",
+        "mark_read",
+        "mark_announcement_read",
+        "mark_all_read",
+        "mark_read_many",
+        "delete",
+    ],
+)
+def test_every_write_takes_the_table_before_a_counter(make_user, write):
+    """Publishes draw ids in the counter statement, so they take the table's lock first;
+    a write that took a counter first could queue for the table behind an announcement
+    waiting for a publish that waits for that counter: a deadlock."""
+    if connection.vendor != "postgresql":
+        skip_or_fail("the lock order is PostgreSQL's (SQLite writes one at a time)")
+    user = make_user("locks")
+    own = services.notification_create(recipient=user, title="own")
+    news = services.announcement_create(title="news")
+    run = {
+        "create": lambda: services.notification_create(recipient=user, title="x"),
+        "create_many": lambda: services.notifications_create_many(recipients=[user], title="x"),
+        "mark_read": lambda: services.notification_mark_read(user=user, notification_id=own.pk),
+        "mark_announcement_read": lambda: services.notification_mark_read(
+            user=user, notification_id=news.pk
+        ),
+        "mark_all_read": lambda: services.notifications_mark_all_read(user=user),
+        "mark_read_many": lambda: services.notifications_mark_read_many(notification_ids=[own.pk]),
+        "delete": lambda: services.notifications_delete(notification_ids=[own.pk]),
+    }[write]
+    with CaptureQueriesContext(connection) as captured:
+        run()
+    queries = [q["sql"] for q in captured.captured_queries]
+    assert _first(TAKES_THE_TABLE, queries) < _first(TAKES_A_COUNTER, queries), queries

@@ -7,10 +7,12 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from notifications import services
 from notifications.tests.streaming import Stream
 from streamsite.streaming import publish as publish_module
+from streamsite.streaming.hub import expand_message
 from streamsite.streaming.publish import apublish
 
 pytestmark = [
@@ -79,3 +81,30 @@ async def test_a_notification_overtaken_by_an_announcement_is_sent_under_the_res
     again = await Stream(user.pk, news.pk).live()
     assert again.reader.notification_ids() == []
     await again.disconnect()
+
+
+async def test_a_previous_that_was_deleted_sends_what_follows_it(user):
+    """The counters hand out the id drawn before (``previous``) even when that
+    notification was deleted since: a stream that never sent it reads the feed, finds
+    nothing in between, and sends the new one, once."""
+    first = await sync_to_async(services.notification_create)(recipient=user, title="first")
+    gone = await sync_to_async(services.notification_create)(recipient=user, title="gone")
+    await sync_to_async(services.notifications_delete)(notification_ids=[gone.pk])
+    stream = await Stream(user.pk, first.pk).live()
+
+    sent = []
+    real_publish = publish_module.publish
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            publish_module,
+            "publish",
+            lambda group, message: (sent.append(message), real_publish(group, message)),
+        )
+        after = await sync_to_async(services.notification_create)(recipient=user, title="after")
+    await stream.reader.until(lambda e: e["event"] == "notification" and e["id"] == str(after.pk))
+    assert stream.reader.notification_ids() == [after.pk]
+    expected_previous = gone.pk if connection.vendor == "postgresql" else first.pk
+    assert [event["previous"] for m in sent for _key, event in expand_message(m)] == [
+        expected_previous
+    ]
+    await stream.disconnect()
