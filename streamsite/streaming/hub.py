@@ -13,11 +13,8 @@ Rules this module keeps (each learned the hard way, see docs/architecture.md):
 - ``channel_layer.receive()`` is never cancelled by a timeout: a cancelled receive can drop
   a message it already took off Redis. One receive task runs for the hub's lifetime.
 - Membership is in place before ``subscribe()`` returns, so a caller that subscribes and then
-  replays from the database misses nothing in between.
-- Membership changes are applied by one worker, in batches of many keys per round trip
-  (``streamsite.streaming.groups``), each key as its current state wants it: a leave and a
-  re-join of the same key cannot overtake each other, and 10,000 users arriving at once
-  cost a few round trips, not 10,000 queued one behind the other.
+  replays from the database misses nothing in between. One worker applies the changes, in
+  batches (``streamsite.streaming.membership``).
 - The layer is lossy, and a Redis restart empties its groups while redis-py quietly
   reconnects. Every few seconds the hub sends a heartbeat through a group of its own; when
   heartbeats stop arriving (or a receive fails) it re-joins its groups and tells every
@@ -34,7 +31,6 @@ Rules this module keeps (each learned the hard way, see docs/architecture.md):
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import weakref
@@ -47,6 +43,7 @@ from django.conf import settings
 from streamsite.observability import metrics
 from streamsite.streaming.groups import apply_memberships
 from streamsite.streaming.heartbeats import HEARTBEAT, Heartbeats
+from streamsite.streaming.membership import KeyState, Memberships
 from streamsite.streaming.messages import (
     BATCH_CACHE,
     HUB_GROUP,
@@ -67,23 +64,10 @@ logger = logging.getLogger(__name__)
 
 #: How long ``subscribe()`` waits for the channel layer to accept the membership.
 JOIN_TIMEOUT_SECONDS = 10
-#: Most keys the membership worker changes in one batch (one round trip per Redis shard).
-BATCH_KEYS = 1000
 
 
 class HubUnavailable(Exception):
     """The channel layer did not accept a subscription in time."""
-
-
-class _Key:
-    """A key's local subscribers and whether the hub's group membership is in place."""
-
-    __slots__ = ("joined", "needs_resync", "subscriptions")
-
-    def __init__(self) -> None:
-        self.subscriptions: set[Subscription] = set()
-        self.joined = asyncio.Event()
-        self.needs_resync = False
 
 
 class Hub:
@@ -92,23 +76,13 @@ class Hub:
     def __init__(self, layer=None) -> None:
         self.layer = layer or get_channel_layer()
         self.channel: str | None = None
-        self._keys: dict[str, _Key] = {}
-        self._member_of: set[str] = set()
-        # The worker's queue (a dict as an ordered set); keys it applies again whatever
-        # _member_of says (a failed batch may have landed in part; a renewal); a generation
-        # bumped when the layer may have lost every membership (a batch across it proves none).
-        self._pending: dict[str, None] = {}
-        self._reapply: set[str] = set()
-        self._generation = 0
-        self._reconcile_wakeup = asyncio.Event()
+        self._keys: dict[str, KeyState] = {}
+        self.memberships = Memberships(self, self._keys)
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
         self._closed = False
         self._ending = False
         self._drained = asyncio.Event()
-        self._settled = asyncio.Event()
-        self._settled.set()
-        self._gauged_members = 0  # this hub's share of ``streamsite_hub_group_memberships``
         # Through a group only this hub is in (``heartbeats.group``): see heartbeats.py.
         self.heartbeats = Heartbeats(self)
 
@@ -159,13 +133,13 @@ class Hub:
         await self._ensure_started()
         entry = self._keys.get(key)
         if entry is None:
-            entry = self._keys[key] = _Key()
+            entry = self._keys[key] = KeyState()
         if subscription not in entry.subscriptions:
             entry.subscriptions.add(subscription)
             metrics.hub_subscriptions.inc()
         if entry.joined.is_set():
             return
-        self._reconcile(key)
+        self.memberships.reconcile(key)
         try:
             async with asyncio.timeout(JOIN_TIMEOUT_SECONDS):  # no task per subscriber
                 await entry.joined.wait()
@@ -180,7 +154,7 @@ class Hub:
         entry.subscriptions.discard(subscription)
         metrics.hub_subscriptions.dec()
         if not entry.subscriptions:
-            self._reconcile(key)
+            self.memberships.reconcile(key)
             if self._ending and not self.local_subscriber_count():
                 self._drained.set()
 
@@ -193,7 +167,7 @@ class Hub:
 
     def is_member(self, key: str) -> bool:
         """Whether the hub's channel is in ``key``'s channel-layer group."""
-        return key in self._member_of
+        return self.memberships.is_member(key)
 
     async def renew_memberships(self) -> None:
         """Join every group again, so channels-redis' ``group_expiry`` never removes us.
@@ -201,14 +175,12 @@ class Hub:
         Through the worker, in batches and in order with joins and leaves: a renewal
         cannot re-add a group that a leave just removed."""
         await apply_memberships(self.layer, self.channel, add=[HUB_GROUP, self.heartbeats.group])
-        for key in self._member_of:
-            self._reapply.add(key)
-            self._reconcile(key)
+        self.memberships.renew()
         await self.wait_until_settled()
 
     async def wait_until_settled(self) -> None:
         """Wait until every pending membership change has been applied (for tests)."""
-        await self._settled.wait()
+        await self.memberships.wait_until_settled()
 
     def end_streams(self) -> int:
         """End every stream and socket now, and any that subscribes later (shutdown).
@@ -237,13 +209,12 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.channel is not None:
-            groups = [HUB_GROUP, self.heartbeats.group, *self._member_of, *self._reapply]
+            groups = [HUB_GROUP, self.heartbeats.group, *self.memberships.groups()]
             try:
                 await apply_memberships(self.layer, self.channel, discard=set(groups))
             except Exception as error:
                 _report("leaving groups on close", error)
-        self._member_of.clear()
-        self._count_members()
+        self.memberships.forget_all()
 
     # Lifecycle -------------------------------------------------------------------------
 
@@ -262,89 +233,10 @@ class Hub:
             self.heartbeats.seen = time.monotonic()
             self._tasks = [
                 asyncio.create_task(self._receive_forever(), name="hub-receive"),
-                asyncio.create_task(self._maintain_memberships(), name="hub-membership"),
+                asyncio.create_task(self.memberships.maintain_forever(), name="hub-membership"),
                 asyncio.create_task(self._renew_forever(), name="hub-renew"),
                 asyncio.create_task(self.heartbeats.run_forever(), name="hub-heartbeat"),
             ]
-
-    def _reconcile(self, key: str) -> None:
-        self._pending[key] = None
-        self._settled.clear()
-        self._reconcile_wakeup.set()
-
-    async def _maintain_memberships(self) -> None:
-        """Bring group memberships in line with local subscribers, many keys at a time.
-
-        Whatever arrived while the previous batch was in flight makes the next batch, so
-        the busier the process, the more keys each round trip carries.
-        """
-        while True:
-            if not self._pending:
-                self._settled.set()
-                self._reconcile_wakeup.clear()
-                await self._reconcile_wakeup.wait()
-                continue
-            batch = list(itertools.islice(self._pending, BATCH_KEYS))
-            for key in batch:
-                del self._pending[key]
-            try:
-                await self._reconcile_now(batch)
-            except Exception as error:
-                _report("hub membership changes (retried)", error)
-                await asyncio.sleep(1)
-                for key in batch:
-                    self._reconcile(key)
-
-    async def _reconcile_now(self, batch: list[str]) -> None:
-        """Apply what each key's current state wants, in one batch; then release its waiters."""
-        add, discard = [], []
-        for key in batch:
-            entry = self._keys.get(key)
-            member = key in self._member_of and key not in self._reapply
-            if entry is not None and entry.subscriptions:
-                if not member:
-                    add.append(key)
-            elif member or key in self._reapply:
-                if entry is not None:
-                    entry.joined.clear()  # a subscriber arriving now waits for the re-join
-                discard.append(key)
-        if add or discard:
-            generation = self._generation
-            try:
-                await apply_memberships(self.layer, self.channel, add=add, discard=discard)
-            except Exception:
-                self._reapply.update(add, discard)  # either may have landed, in part
-                raise
-            self._member_of.difference_update(discard)
-            self._reapply.difference_update(discard)
-            if generation == self._generation:  # else the layer lost them: joined again
-                self._member_of.update(add)
-                self._reapply.difference_update(add)
-        self._count_members()
-        for key in batch:
-            self._settle(key)
-
-    def _count_members(self) -> None:
-        members = len(self._member_of)
-        metrics.hub_group_memberships.inc(members - self._gauged_members)
-        self._gauged_members = members
-
-    def _settle(self, key: str) -> None:
-        """Release ``key``'s subscribers if its membership is in place; forget a left key."""
-        entry = self._keys.get(key)
-        if entry is None:
-            return
-        if entry.subscriptions:
-            if key not in self._member_of:
-                self._reconcile(key)  # someone subscribed while we were leaving
-                return
-            entry.joined.set()
-            if entry.needs_resync:
-                entry.needs_resync = False
-                for subscription in entry.subscriptions:
-                    subscription.push(RESYNC)
-        elif key not in self._member_of:
-            del self._keys[key]
 
     async def _renew_forever(self) -> None:
         interval = settings.STREAM_GROUP_RENEW_SECONDS
@@ -395,13 +287,11 @@ class Hub:
             )
         except Exception as error:
             _report("hub re-joins", error)
-        self._generation += 1
-        self._member_of.clear()
-        self._count_members()
+        self.memberships.lost_all()
         metrics.resyncs.labels("layer_error").inc()
         for key, entry in self._keys.items():
             entry.needs_resync = True
-            self._reconcile(key)
+            self.memberships.reconcile(key)
 
     # Dispatch --------------------------------------------------------------------------
 
