@@ -42,9 +42,10 @@ from chat.answers import CATCH_UP, AnswerStreams
 from chat.events import message_payload
 from chat.presence import accept_delta, delta_send, get_presence
 from chat.recent_ids import RecentIds
+from chat.reorder import ReorderWait
+from chat.socket_writes import SocketWrites
 from streamsite.observability import metrics
 from streamsite.streaming.hub import RESYNC, Subscription
-from streamsite.websocket import FrameWriter, ResumedSend
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +58,6 @@ REMEMBERED_IDS = 256
 RESUME_PAGE_SIZE = 500
 #: ``history``/``resume`` requests a socket may have waiting; more are refused.
 MAX_PENDING_READS = 8
-#: How long a message that overtook an earlier one waits for that one's own event before
-#: the socket reads the room instead. Senders publish right after their commits, each in
-#: its own thread, so two messages of a busy room often arrive a moment out of order; a
-#: read per socket for each such pair made a room of 1,000 at 50 messages a second read
-#: the database 1,000 times over and fall behind for good (docs/benchmarks.md).
-REORDER_WAIT_SECONDS = 0.5
-#: Messages held at most while waiting; more read the room at once.
-REORDER_HELD_MAX = 100
 #: ``RoomOutbox._prepare``: only the writer task can handle this event (it closes the
 #: socket, or reads the store).
 NEEDS_TASK = object()
@@ -95,17 +88,11 @@ class RoomOutbox:
     """
 
     __slots__ = (
-        "_close",
-        "_coalesced",
-        "_frames",
-        "_held",
-        "_held_until",
         "_idle",
-        "_inflight",
         "_pending",
-        "_send",
+        "_reorder",
+        "_writes",
         "answers",
-        "closed",
         "events",
         "last_id",
         "pending_reads",
@@ -133,27 +120,18 @@ class RoomOutbox:
         self.removal_closes = room.is_private and not user.is_staff
         self.session = session
         self.events = events
-        self._send = send
-        # Room frames built once per event, written as they are (uvicorn, plain sockets).
-        self._frames = FrameWriter.for_send(send)
-        # Shared frames the hub handed over in its current step, written together after it.
-        self._coalesced: list[bytes] | None = None
-        self._close = close
+        self._writes = SocketWrites(send, close)
         self.sent = RecentIds(REMEMBERED_IDS)
         self.last_id = 0
         self.answers = AnswerStreams()
         #: The version of the presence snapshot sent last: older changes are in it.
         self.presence_version = -1
         self.pending_reads = 0
-        self.closed = False
         self._pending: deque = deque()
         # The writer task is waiting with nothing to do: the hub may deliver directly.
         self._idle = False
-        # A frame whose direct send had to wait for the connection to drain.
-        self._inflight: asyncio.Task | None = None
-        # Message events that came before an earlier message's (``REORDER_WAIT_SECONDS``).
-        self._held: list[dict] | None = None
-        self._held_until = 0.0
+        # Messages that came before an earlier message's wait for it here.
+        self._reorder = ReorderWait(self)
         events.direct = self.deliver_now
 
     # What the consumer calls ---------------------------------------------------------------
@@ -209,17 +187,18 @@ class RoomOutbox:
         """Handle events and requests until the socket closes (or this task is cancelled)."""
         pending = self._pending
         events = self.events
+        reorder = self._reorder
         loop = asyncio.get_running_loop()
         while not self.closed:
-            if self._held is not None and loop.time() >= self._held_until:
-                await self._held_timed_out()
+            if reorder.held is not None and loop.time() >= reorder.until:
+                await reorder.timed_out()
                 continue
             if not pending:
                 self._idle = True
                 try:
-                    if self._held is None:
+                    if reorder.held is None:
                         await events.wait(None)
-                    elif not await events.wait(self._held_until - loop.time()):
+                    elif not await events.wait(reorder.until - loop.time()):
                         continue  # the earlier message did not come: read the room (above)
                 finally:
                     self._idle = False
@@ -247,24 +226,19 @@ class RoomOutbox:
                 self.pending_reads -= 1
                 page = await get_presence().page(self.room.pk, item.after)
                 await self._send_text(protocol.presence_page_frame(item.after, page))
-            if self._held is not None:
-                await self._release_held()
+            if reorder.held is not None:
+                await reorder.release()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed or gone: nothing more is sent to it."""
+        return self._writes.closed
 
     async def close(self, code: int) -> None:
-        if not self.closed:
-            self.closed = True
-            await self._close(code)
+        await self._writes.close(code)
 
     async def _send_text(self, text: str) -> None:
-        await self._send_message(protocol.websocket_send(text))
-
-    async def _send_message(self, message: dict) -> None:
-        if self._coalesced is not None:
-            self._write_coalesced()
-        if self._inflight is not None:
-            await self._inflight  # a direct send still draining goes out first
-        if not self.closed:
-            await self._send(message)
+        await self._writes.send(protocol.websocket_send(text))
 
     # Handling ------------------------------------------------------------------------------
 
@@ -320,7 +294,7 @@ class RoomOutbox:
             if kind in ("assistant.delta", "assistant.done"):
                 await self._catch_up([event["message"]])
             elif kind == "message" and event.get("previous", 0) > self.last_id:
-                self._hold(event)  # until the earlier message's event, or a read
+                self._reorder.hold(event)  # until the earlier message's event, or a read
             elif kind == "message":
                 payload = await self.answers.fresh(event["message"], event.get("answer"))
                 self.answers.shown(payload, event.get("answer"))
@@ -335,7 +309,7 @@ class RoomOutbox:
             else:
                 await self.close(protocol.CLOSE_NOT_LOGGED_IN)
         elif message is not None:
-            await self._send_message(message)
+            await self._writes.send(message)
             metrics.delivered.add("chat", event["kind"])
 
     def deliver_now(self, event) -> bool:
@@ -343,19 +317,18 @@ class RoomOutbox:
 
         Waking a task per socket for every event costs more than the write itself. When
         this socket's writer is idle, its buffer empty and no send in flight, the frame is
-        written here, synchronously: the server's ``send`` completes without suspending
-        when the connection is writable. If it does suspend (flow control), it finishes in a
-        task that the writer awaits before anything else. Returns False to have the event
-        queued for the writer instead (it keeps the order in every other case).
+        written here, synchronously (``chat.socket_writes``). Returns False to have the
+        event queued for the writer instead (it keeps the order in every other case).
         """
         if type(event) is not dict:
             return False
+        writes = self._writes
         if (
             not self._idle
-            or self._inflight is not None
+            or writes.inflight is not None
             or self.events._buffer
-            or self.closed
-            or self._held is not None  # the writer sends what follows a held message
+            or writes.closed
+            or self._reorder.held is not None  # the writer sends what follows a held one
         ):
             if event.get("kind") == "presence.delta":
                 # Accepted now, in the order the hub received it, even if handled later.
@@ -367,45 +340,8 @@ class RoomOutbox:
         if message is None:
             return True
         metrics.delivered.add("chat", event["kind"])
-        frames = self._frames  # the room's shared frame, written as it is when it can be
-        if frames is not None:
-            shared = protocol.shared_frame_bytes(event, message)
-            if shared is not None and frames.writable():
-                # Written with the other frames of this hub step, in one system call,
-                # right after the step (before the writer task could wake).
-                if self._coalesced is None:
-                    self._coalesced = [shared]
-                    asyncio.get_running_loop().call_soon(self._write_coalesced)
-                else:
-                    self._coalesced.append(shared)
-                return True
-        if self._coalesced is not None:
-            self._write_coalesced()  # what came before this frame goes first
-        sending = self._send(message)
-        try:
-            blocked_on = sending.send(None)
-        except StopIteration:
-            return True
-        except Exception:
-            # The client is gone (ClientDisconnected): the consumer's disconnect follows.
-            self.closed = True
-            return True
-        self._inflight = asyncio.ensure_future(ResumedSend(sending, blocked_on).wait())
-        self._inflight.add_done_callback(self._sent_inflight)
+        writes.write_now(event, message)
         return True
-
-    def _write_coalesced(self) -> None:
-        frames = self._coalesced
-        if frames is None:
-            return  # written already (before a frame sent through ASGI)
-        self._coalesced = None
-        # False only when the socket is closing or gone: the client resumes by id.
-        self._frames.write(b"".join(frames))
-
-    def _sent_inflight(self, task: asyncio.Task) -> None:
-        self._inflight = None
-        if not task.cancelled() and task.exception() is not None:
-            self.closed = True  # the client went away mid-write
 
     async def _history(self, request: HistoryRequest) -> None:
         messages, has_more = await selectors.aroom_history(
@@ -433,39 +369,6 @@ class RoomOutbox:
                     if events.overflowed or len(pending) > events.maxsize:
                         await self.close(_close_code(events))
                         return
-
-    def _hold(self, event: dict) -> None:
-        """Keep a message that overtook an earlier one until that one's event comes."""
-        if self._held is None:
-            self._held = [event]
-            self._held_until = asyncio.get_running_loop().time() + REORDER_WAIT_SECONDS
-        else:
-            self._held.append(event)
-            if len(self._held) > REORDER_HELD_MAX:
-                self._held_until = 0.0  # read the room now
-
-    async def _release_held(self) -> None:
-        """Send the held messages whose earlier message has been sent, in id order; keep
-        the rest (and everything after the first that must still wait)."""
-        held = sorted(self._held, key=lambda event: event["message"]["id"])
-        self._held = None
-        for index, event in enumerate(held):
-            if event["message"]["id"] in self.sent:
-                continue
-            if event.get("previous", 0) > self.last_id:
-                waiting = held[index:]
-                if self._held is None:
-                    self._held = waiting
-                else:  # sending released ones held others: keep both, in order
-                    self._held.extend(waiting)
-                return
-            await self._live(event)
-
-    async def _held_timed_out(self) -> None:
-        """The earlier message's event did not come (lost, or very late): the database
-        has it, and every held one (they were published after their commits)."""
-        self._held = None
-        await self._replay(self.last_id)
 
     def _payload(self, message) -> dict:
         """The payload of a message read from the database, noting an answer's position."""

@@ -301,8 +301,9 @@ def _latest_message_id(room_id: int) -> int | None:
 
     A message's event names it (``previous_id``). Ids are in commit order, but events from
     different processes reach a socket in the order the channel layer delivers them: 8
-    can arrive before 7. A socket that has not sent 7 when 8 comes reads the room from the
-    database first (``chat.outbox``), so no client holds 8 without 7 and resumes past 7.
+    can arrive before 7. A socket that has not sent 7 when 8 comes holds 8 until 7's event
+    comes, or reads the room from the database if it does not (``chat.reorder``), so no
+    client holds 8 without 7 and resumes past 7.
     One step down the room's (room, id) index, whatever its history.
     """
     latest = Message.objects.filter(room_id=room_id).order_by("-id").values_list("id", flat=True)

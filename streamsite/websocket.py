@@ -125,10 +125,10 @@ class FrameWriter:
 class ResumedSend:
     """Finish, in a task, a coroutine that was started by hand and is now suspended.
 
-    ``chat.outbox.RoomOutbox.deliver_now`` drives the server's ``send`` coroutine itself,
-    to avoid a task per frame; in the rare case it suspends (the connection must drain
-    first), this hands the future it is blocked on to a task, and relays everything after:
-    results, exceptions, cancellation.
+    ``chat.socket_writes.SocketWrites.write_now`` drives the server's ``send`` coroutine
+    itself, to avoid a task per frame; in the rare case it suspends (the connection must
+    drain first), this hands the future it is blocked on to a task, and relays everything
+    after: results, exceptions, cancellation.
     """
 
     __slots__ = ("blocked_on", "coroutine")

@@ -278,7 +278,7 @@ async def test_a_direct_send_that_must_wait_keeps_the_order(room, user, start_ou
     await wait_until_idle(outbox)
     socket.gate.clear()  # the connection must drain: the first send suspends
     assert outbox.deliver_now(live(messages[0])) is True
-    assert outbox._inflight is not None
+    assert outbox._writes.inflight is not None
     for message in messages[1:]:
         # Not direct while a send is in flight: queued for the writer, behind it.
         assert outbox.deliver_now(live(message)) is False
@@ -314,8 +314,8 @@ async def test_an_idle_socket_gets_the_room_s_presence_delta_as_its_shared_bytes
     recorders = []
     for outbox, _socket in [*outboxes, (late, late_socket)]:
         await wait_until_idle(outbox)
-        outbox._frames = RecordingFrames()
-        recorders.append(outbox._frames)
+        outbox._writes.frames = RecordingFrames()
+        recorders.append(outbox._writes.frames)
     event = delta_event(room.pk, {"bob": 11, "dave": 12, "erin": 13}, {}, 4, 13)
     for outbox, _socket in [*outboxes, (late, late_socket)]:
         assert outbox.deliver_now(event) is True
@@ -504,7 +504,7 @@ async def test_while_a_message_is_held_what_follows_is_not_written_directly(
     outbox, socket = await start_outbox(room, user, history=[first])
     outbox.events.push(live_after(third, second))
     async with asyncio.timeout(5):
-        while not (outbox._held is not None and outbox._idle):  # noqa: ASYNC110 - bounded
+        while not (outbox._reorder.held is not None and outbox._idle):  # noqa: ASYNC110 - bounded
             await asyncio.sleep(0.01)
     assert outbox.deliver_now(live_after(second, first)) is False
     outbox.events.push(live_after(second, first))
@@ -517,7 +517,7 @@ async def test_the_frames_of_one_hub_step_go_out_in_one_write_in_order(room, use
     first, second, third = await stored(room, user, 3)
     outbox, _socket = await start_outbox(room, user, history=[first])
     await wait_until_idle(outbox)
-    recorder = outbox._frames = RecordingFrames()
+    recorder = outbox._writes.frames = RecordingFrames()
     assert outbox.deliver_now(live_after(second, first)) is True
     assert outbox.deliver_now(live_after(third, second)) is True
     assert recorder.written == []  # not yet: after the step
