@@ -9,7 +9,8 @@ Every Python process then times each collection (``gc.callbacks``) and, every 5 
 writes ``$GCSTATS_DIR/gc-<pid>.json`` (default ``/tmp/gcstats``): per generation the
 collections, their total and longest time, and every pause of 20 ms or more with its wall
 time, so it can be set against the benchmark's timeline. This is how the notification
-p99's 240-345 ms full collections were found (streamsite/gc_policy.py).
+p99's 240-345 ms full collections were found (streamsite/gc_policy.py). With
+``GCSTATS_TYPES=1`` it also counts the tracked objects by type every 5 seconds.
 """
 
 import gc
@@ -40,6 +41,24 @@ def _timed(phase: str, info: dict) -> None:
         _long_pauses.append((round(time.time(), 1), info["generation"], round(seconds * 1e3, 1)))
 
 
+#: ``GCSTATS_TYPES=1``: also count the objects the collector tracks, by type, every 5 s
+#: (the largest ``_TOP_TYPES``, into ``types``, with the time): what a full collection
+#: traverses. Counting walks every object (a fraction of a second with millions), so it
+#: is for runs that look for what the objects are, not for timing runs.
+_TYPES = os.environ.get("GCSTATS_TYPES") == "1"
+_TOP_TYPES = 25
+_types: list[dict] = []
+
+
+def _count_types() -> None:
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    top = sorted(counts.items(), key=lambda item: -item[1])[:_TOP_TYPES]
+    _types.append({"t": round(time.time(), 1), "tracked": sum(counts.values()), "top": top})
+
+
 def _write_forever() -> None:
     os.makedirs(_DIR, exist_ok=True)
     path = os.path.join(_DIR, f"gc-{os.getpid()}.json")
@@ -59,6 +78,9 @@ def _write_forever() -> None:
             "frozen": gc.get_freeze_count(),
             "pauses_over_20ms": _long_pauses,
         }
+        if _TYPES:
+            _count_types()
+            report["types"] = _types
         with open(path + ".tmp", "w") as out:
             json.dump(report, out)
         os.replace(path + ".tmp", path)
