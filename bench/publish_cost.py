@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -128,8 +129,7 @@ def prepare(args: argparse.Namespace) -> tuple[str, list[int]]:
     """Create (or reuse) the database with its users and history; return its name and
     the users' ids."""
     name = args.database or f"streamsite_publish_cost_{os.getpid()}"
-    exists = subprocess_exists(name)
-    if not exists:
+    if not database_exists(name):
         data.create_database(name)
     url = f"postgres://postgres@127.0.0.1:5432/{name}"
     data.setup_django(server_environment(url, args.redis_db))
@@ -155,9 +155,7 @@ def prepare(args: argparse.Namespace) -> tuple[str, list[int]]:
     return name, users[: args.users]
 
 
-def subprocess_exists(name: str) -> bool:
-    import subprocess
-
+def database_exists(name: str) -> bool:
     listed = subprocess.run(
         ["psql", *data.PG, "-Atc", "SELECT datname FROM pg_database"],
         check=True,
