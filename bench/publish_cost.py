@@ -12,7 +12,10 @@ second for ``--seconds``, through the real channel layer, and prints per minute:
   the commit, and what is left (Python, the channel layer's publish after commit);
 - PostgreSQL's side: CPU seconds its backend used per publish (from ``/proc``), WAL
   bytes and full-page images per publish, blocks read from outside shared buffers, and
-  checkpoints and autovacuum runs that fell in the minute.
+  checkpoints and autovacuum runs that fell in the minute;
+- for every publish slower than ``--slow-ms``, what PostgreSQL's backends waited on, the
+  vacuums in progress and the kernel's dirty memory and I/O stalls while it ran
+  (``bench/pg_watch.py``, sampled every 100 ms).
 
 Raw per-publish figures go to ``bench/results/<stamp>-publish-cost.jsonl``. Example
 (1,000 users with 10,000 unread each, 10 publishes a second for five minutes)::
@@ -35,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import data
+from bench.pg_watch import PostgresWatch, describe, slow_calls
 from bench.sse import prepare_run, redis_client, server_environment
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -61,6 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
     parser.add_argument("--redis-db", type=int, default=9)
     parser.add_argument("--label", default="", help="added to the results file's name")
+    parser.add_argument("--slow-ms", type=float, default=200, help="publishes to explain")
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="do not vacuum and checkpoint a new history (to see what a fresh one costs)",
+    )
     return parser.parse_args(argv)
 
 
@@ -150,9 +160,29 @@ def prepare(args: argparse.Namespace) -> tuple[str, list[int]]:
             seconds = time.monotonic() - started
             print(f"publish_cost: history {done:,} of {total:,} rows ({seconds:.0f}s)", flush=True)
 
-        data.insert_unread_history(users[: args.users], args.unread, progress=progress)
+        data.insert_unread_history(
+            users[: args.users], args.unread, progress=progress, settle=not args.no_settle
+        )
         data.rebuild_unread_counters()
     return name, users[: args.users]
+
+
+def explain_slow(rows: list[dict], watch: PostgresWatch, slow_ms: float) -> list[str]:
+    """A line per publish slower than ``slow_ms``: what the watch saw while it ran."""
+    calls = [(row["started"], row["total"]) for row in rows]
+    first = rows[0]["started"] if rows else 0
+    return [
+        f"publish_cost: slow publish at {slow['started'] - first:.1f}s ({slow['ms']:.0f} ms): "
+        + slow["seen"]
+        for slow in slow_calls(watch, calls, slow_ms / 1e3)
+    ]
+
+
+def idle_samples(watch: PostgresWatch, seconds: float = 2.0) -> list[dict]:
+    """What the server does with nobody publishing, for ``seconds`` (a vacuum or a
+    checkpoint already running shows here)."""
+    time.sleep(seconds)
+    return list(watch.samples)
 
 
 def database_exists(name: str) -> bool:
@@ -225,6 +255,8 @@ def main(argv=None) -> int:
             (rows_before,) = cursor.fetchone()
         print(f"publish_cost: database {name} ({size}, {rows_before:,} notifications)", flush=True)
         timings = Timings(connection)
+        watch = PostgresWatch(f"postgresql://postgres@127.0.0.1:5432/{name}").start()
+        print(f"publish_cost: while idle before publishing: {describe(idle_samples(watch))}")
         rows, window, minute = [], [], 0
         with open(path, "w") as file, connection.execute_wrapper(timings):
             options = {"kind": "options", **vars(args), "rows_before": rows_before}
@@ -238,7 +270,7 @@ def main(argv=None) -> int:
                     before = server_stats(cursor)
                 timings.take()
                 cpu = backend_cpu_seconds(pid)
-                started = time.perf_counter()
+                started, started_at = time.perf_counter(), time.time()
                 services.notifications_create_many(recipients=users, title=f"cost {seq}")
                 total = time.perf_counter() - started
                 statements = timings.take()
@@ -246,6 +278,8 @@ def main(argv=None) -> int:
                     after = server_stats(cursor)
                 row = {
                     "seq": seq,
+                    "started": started_at,
+                    "ended": started_at + total,
                     "late": round(max(0.0, time.monotonic() - due - total), 4),
                     "total": total,
                     "statements": statements,
@@ -264,7 +298,12 @@ def main(argv=None) -> int:
                 print(report_line(minute, summarise(window)), flush=True)
             overall = summarise(rows)
             file.write(json.dumps({"kind": "summary", **overall}) + "\n")
+            watch.stop()
+            for sample in watch.samples:
+                file.write(json.dumps({"kind": "pg_sample", **sample}) + "\n")
         print(report_line(-1, overall).replace("min -1", "all"), flush=True)
+        for line in explain_slow(rows, watch, args.slow_ms):
+            print(line, flush=True)
         print(f"publish_cost: raw results in {path.relative_to(RESULTS_DIR.parent.parent)}")
     finally:
         data.close_django()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import data
+from bench.pg_watch import PostgresWatch, slow_calls
 from bench.processes import (
     OTHER_ASGI_SERVERS,
     LineChild,
@@ -196,7 +197,7 @@ def publish_run(
     mode = mode or config.site
     run = secrets.token_hex(4)
     recipients = bench.recipients_file(n)
-    profiler = None
+    profiler = watch = None
     children = [
         publisher(
             bench.env,
@@ -225,6 +226,8 @@ def publish_run(
         if bench.profile_dir is not None:
             name = f"{config.name}-{kind}-n{n}-r{rate}-p{publishers}-{mode}-{repeat}.txt"
             profiler = Profiler(server.pids[0], bench.profile_dir / name, bench.env)
+        if steady and bench.env["DATABASE_URL"].startswith("postgres"):
+            watch = PostgresWatch(bench.env["DATABASE_URL"]).start()
         with Sampler(pids, fds=steady) as sampler:
             t0 = time.time() + 0.2
             for child in children:
@@ -246,6 +249,8 @@ def publish_run(
             child.close()
         if profiler is not None:
             profiler.stop()
+        if watch is not None:
+            watch.stop()
     durations = sorted(d for report in reports for d in report["durations"])
     first = sent[0] if sent else None
     last_receive = summary["last_receive"]
@@ -292,6 +297,7 @@ def publish_run(
             "p50": round(1000 * statistics.median(durations), 1) if durations else None,
             "max": round(1000 * durations[-1], 1) if durations else None,
         },
+        "slow_service_calls": slow_service_calls(watch, reports, first),
         "expected": expected,
         "delivered": unique,
         "loss_percent": round(100 * (1 - unique / expected), 3) if expected else None,
@@ -326,6 +332,27 @@ def publish_run(
     bench.record(result)
     settle(server.pids)
     return result
+
+
+#: A service call this slow is laid beside what PostgreSQL and the kernel were doing
+#: (``bench.pg_watch``): about ten times a steady run's median.
+SLOW_CALL_SECONDS = 0.25
+
+
+def slow_service_calls(watch: PostgresWatch | None, reports: list[dict], first) -> list[dict]:
+    """The steady run's slow service calls, when it watched PostgreSQL: seconds into the
+    run, milliseconds, and the waits, vacuums and kernel writeback seen during each."""
+    if watch is None or first is None:
+        return []
+    calls = [
+        (s, d)
+        for report in reports
+        for s, d in zip(report["sent"], report["durations"], strict=True)
+    ]
+    slow = slow_calls(watch, sorted(calls), SLOW_CALL_SECONDS)
+    for call in slow:
+        call["at_seconds"] = round(call.pop("started") - first, 1)
+    return slow
 
 
 def _sum(values) -> float | None:

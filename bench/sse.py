@@ -338,7 +338,10 @@ def history(args: argparse.Namespace, user_ids: list[int], record) -> None:
         seconds = time.monotonic() - started
         print(f"bench: history {done:,} of {total:,} rows ({seconds:.0f}s)", flush=True)
 
-    data.insert_unread_history(user_ids, args.history_unread, progress=progress)
+    data.insert_unread_history(user_ids, args.history_unread, progress=progress, settle=False)
+    print("bench: history: vacuum, analyse and checkpoint (as a site's old rows are)", flush=True)
+    data.settle_table("notifications_notification")
+    data.warm_newest_notifications(user_ids)
     inserted = time.monotonic() - started
     print("bench: history: rebuilding unread counters (if the service keeps any)", flush=True)
     rebuilt = data.rebuild_unread_counters()
@@ -398,6 +401,11 @@ def progress_line(item: dict) -> str:
             f"loss={item['loss_percent']}% deliveries/s={item['deliveries_per_second']} "
             f"server={item['cpu_percent']['server']}% client={item['cpu_percent']['client']}%"
             + (f" p99 per window: {windows} ms" if windows else "")
+            + "".join(
+                f"\n    slow service call at {call['at_seconds']}s ({call['ms']:.0f} ms): "
+                f"{call['seen']}"
+                for call in item.get("slow_service_calls") or []
+            )
         )
     if kind == "export":
         return (
