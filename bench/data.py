@@ -153,9 +153,9 @@ def insert_unread_history(
     one ``INSERT ... SELECT generate_series`` per batch of users (about ``batch_rows`` rows),
     calling ``progress(rows so far)`` after each; then refresh the planner's statistics.
 
-    ``settle`` then leaves the history as a site's months-old rows are (``settle_table``),
-    not as a bulk load leaves them: without it, the run that follows shares the machine
-    with the autovacuum the load triggers and the writing back of gigabytes of pages."""
+    ``settle`` then writes the load out and warms the pages the next inserts touch
+    (``settle_table``, ``warm_newest_notifications``): without it, the run that follows
+    waits on the writing back of gigabytes of pages at its first checkpoint."""
     from django.db import connection
 
     batch = max(1, batch_rows // max(per_user, 1))
@@ -191,8 +191,8 @@ def insert_unread_history(
 
 def warm_newest_notifications(user_ids: list[int]) -> None:
     """Read every user's newest notification through ``(recipient, id)``: the index leaves
-    the next inserts go to are in PostgreSQL's cache, as a live site's are (a vacuum reads
-    through a small ring of buffers and leaves them cold)."""
+    the next inserts go to are in PostgreSQL's cache, as a live site's are (the load went
+    through a small ring of buffers and left them cold)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -207,15 +207,19 @@ def warm_newest_notifications(user_ids: list[int]) -> None:
 
 
 def settle_table(table: str) -> None:
-    """Vacuum and analyse ``table``, then checkpoint: its rows' hint bits and visibility
-    map set, its statistics fresh and its pages written, so no insert-triggered
-    autovacuum of the whole table and no writeback of the load fall into a measurement
-    (PostgreSQL vacuums a table after inserts of a fifth of it; on a live site each such
-    vacuum reads only the pages added since the last)."""
+    """Analyse ``table`` and checkpoint: its statistics fresh and the load's pages written
+    out, so the gigabyte of dirty pages a bulk load leaves in the kernel is not flushed by
+    a checkpoint in the middle of a measurement, making commits wait (docs/benchmarks.md,
+    "the stall after the history").
+
+    Not vacuumed: a vacuum of the new history records every page's few spare bytes in the
+    free space map, and the next 100,000 inserts then go one to an old page each (a read,
+    a dirtied page and a full-page image each) instead of to the end of the table, which
+    a live site's table, vacuumed as it grew, does not do all at once."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(table)}")
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
         cursor.execute("CHECKPOINT")
 
 

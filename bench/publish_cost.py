@@ -11,8 +11,9 @@ second for ``--seconds``, through the real channel layer, and prints per minute:
 - each statement's median and p99 (the counter upsert, the insert, the previous ids),
   the commit, and what is left (Python, the channel layer's publish after commit);
 - PostgreSQL's side: CPU seconds its backend used per publish (from ``/proc``), WAL
-  bytes and full-page images per publish, blocks read from outside shared buffers, and
-  checkpoints and autovacuum runs that fell in the minute;
+  bytes and full-page images per publish, blocks read from outside shared buffers,
+  buffers a backend had to write out itself to make room, and checkpoints and autovacuum
+  runs that fell in the minute;
 - for every publish slower than ``--slow-ms``, what PostgreSQL's backends waited on, the
   vacuums in progress and the kernel's dirty memory and I/O stalls while it ran
   (``bench/pg_watch.py``, sampled every 100 ms).
@@ -67,9 +68,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--label", default="", help="added to the results file's name")
     parser.add_argument("--slow-ms", type=float, default=200, help="publishes to explain")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the publishing session (backend_flush_after=256kB)",
+    )
+    parser.add_argument(
         "--no-settle",
         action="store_true",
-        help="do not vacuum and checkpoint a new history (to see what a fresh one costs)",
+        help="do not checkpoint and warm a new history (to see what a fresh load costs)",
     )
     return parser.parse_args(argv)
 
@@ -124,9 +132,10 @@ SELECT (SELECT wal_bytes FROM pg_stat_wal),
        (SELECT wal_fpi FROM pg_stat_wal),
        (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
        (SELECT COALESCE(SUM(heap_blks_read + idx_blks_read), 0) FROM pg_statio_user_tables),
-       (SELECT COALESCE(SUM(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_user_tables)
+       (SELECT COALESCE(SUM(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_user_tables),
+       (SELECT buffers_backend FROM pg_stat_bgwriter)
 """
-STAT_NAMES = ("wal_bytes", "wal_fpi", "checkpoints", "blocks_read", "autovacuums")
+STAT_NAMES = ("wal_bytes", "wal_fpi", "checkpoints", "blocks_read", "autovacuums", "evicted")
 
 
 def server_stats(cursor) -> dict[str, float]:
@@ -228,6 +237,7 @@ def report_line(minute: int, summary: dict) -> str:
     parts.append(f"reads {summary['blocks_read'] / n:.0f}")
     parts.append(f"checkpoints {summary['checkpoints']:.0f}")
     parts.append(f"autovacuums {summary['autovacuums']:.0f}")
+    parts.append(f"backend writes {summary['evicted'] / n:.0f}")
     return "publish_cost: " + ", ".join(parts) + " (ms p50/p99; server per publish)"
 
 
@@ -247,6 +257,8 @@ def main(argv=None) -> int:
         from notifications import services
 
         with connection.cursor() as cursor:
+            for setting in args.set:
+                cursor.execute("SELECT set_config(%s, %s, false)", setting.split("=", 1))
             cursor.execute(
                 "SELECT pg_backend_pid(), pg_size_pretty(pg_database_size(current_database()))"
             )

@@ -339,7 +339,7 @@ def history(args: argparse.Namespace, user_ids: list[int], record) -> None:
         print(f"bench: history {done:,} of {total:,} rows ({seconds:.0f}s)", flush=True)
 
     data.insert_unread_history(user_ids, args.history_unread, progress=progress, settle=False)
-    print("bench: history: vacuum, analyse and checkpoint (as a site's old rows are)", flush=True)
+    print("bench: history: analyse, checkpoint and warm the newest pages", flush=True)
     data.settle_table("notifications_notification")
     data.warm_newest_notifications(user_ids)
     inserted = time.monotonic() - started
