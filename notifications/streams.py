@@ -43,6 +43,7 @@ from streamsite.http_chunks import ChunkWriter
 from streamsite.observability import metrics
 from streamsite.streaming.db import db_call
 from streamsite.streaming.hub import RESYNC, Subscription, get_hub
+from streamsite.streaming.keepalive import Keepalives
 from streamsite.streaming.sse import (
     KEEPALIVE,
     encode_json_event,
@@ -80,7 +81,7 @@ class DirectDelivery:
     generator wakes and handles it after the write, in order.
     """
 
-    __slots__ = ("_events", "_loop", "_pending", "_state", "_writer", "written_at")
+    __slots__ = ("_events", "_keepalive", "_loop", "_pending", "_state", "_writer", "written_at")
 
     def __init__(self, state: StreamState, events: Subscription, writer: ChunkWriter, loop):
         self._state = state
@@ -88,8 +89,23 @@ class DirectDelivery:
         self._writer = writer
         self._loop = loop
         self._pending: list[bytes] | None = None
-        #: When this last wrote (loop time): a keepalive is due that long after.
-        self.written_at = 0.0
+        self._keepalive = settings.SSE_KEEPALIVE_SECONDS
+        #: When the stream last wrote, here or through its generator (loop time): a
+        #: keepalive is due that long after.
+        self.written_at = loop.time()
+
+    def keepalive(self, now: float) -> None:
+        """Write the keepalive comment if one is due and the stream is parked (called by
+        ``streamsite.streaming.keepalive.Keepalives``, so the stream needs no timer)."""
+        if now - self.written_at < self._keepalive or self._pending is not None:
+            return
+        if not self._events.parked() or self._state.ended:
+            return  # awake: it writes, or parks again, on its own
+        if self._writer.writable():
+            self._writer.write(KEEPALIVE)
+        else:
+            self._events.push(KEEPALIVE)  # a slow client: the stream's own send waits
+        self.written_at = now
 
     def __call__(self, event) -> bool:
         if type(event) is not dict or event.get("kind") != "created":
@@ -167,15 +183,19 @@ async def notification_stream(
             try:
                 # The watches' first state goes with the counts: one write ends the catch-up.
                 yield last + await watching.start()
-                direct = None
+                direct = keepalives = None
                 if writer is not None:
                     loop = asyncio.get_running_loop()
                     direct = events.direct = DirectDelivery(state, events, writer, loop)
+                    keepalives = Keepalives.for_running_loop()
+                    keepalives.add(direct)
                 live = live_events(user_id, state, events, watching, poll, direct)
                 async with aclosing(live) as chunks:
                     async for chunk in chunks:
                         yield chunk
             finally:
+                if keepalives is not None:
+                    keepalives.discard(direct)
                 events.direct = None
                 watching.close()
     finally:
@@ -193,23 +213,27 @@ async def live_events(
     """Yield the stream's live part: events, the watches' state, keepalives.
 
     With ``direct`` in place (``Subscription.direct``), live notifications that arrive
-    while this is parked are written without waking it; the rest come through here.
+    while this is parked are written without waking it, and so are its keepalives
+    (``streamsite.streaming.keepalive``): it waits without a timer unless it polls or a
+    watch is due. The rest come through here.
     """
     keepalive = settings.SSE_KEEPALIVE_SECONDS
     loop = asyncio.get_running_loop()
     last_sent = loop.time()
+    if direct is not None:
+        direct.written_at = last_sent
     while True:
         now = loop.time()
         if direct is not None and direct.written_at > last_sent:
             last_sent = direct.written_at
         polling = poll is not None and bool(state.extras_active)
         # Nothing sent for ``keepalive`` seconds: a comment keeps proxies from hanging up.
-        timeout = max(0.0, last_sent + keepalive - now)
+        timeout = None if direct is not None else max(0.0, last_sent + keepalive - now)
         if polling:
-            timeout = min(timeout, poll)
+            timeout = poll if timeout is None else min(timeout, poll)
         watch_due = watching.due_in(now)
         if watch_due is not None:
-            timeout = min(timeout, watch_due)
+            timeout = watch_due if timeout is None else min(timeout, watch_due)
         if not await events.wait(timeout):
             chunk = await extras_read(user_id, state) if polling else b""
             if chunk:
@@ -224,7 +248,7 @@ async def live_events(
                 chunk = KEEPALIVE
             if chunk:
                 yield chunk
-                last_sent = loop.time()
+                last_sent = sent_now(loop, direct)
             continue
         if events.overflowed:
             if not events.restarting:
@@ -256,13 +280,22 @@ async def live_events(
         chunk = b"".join(out)
         if chunk:
             yield chunk
-            last_sent = loop.time()
+            last_sent = sent_now(loop, direct)
         if state.ended:
             return
         if resync:
             async with aclosing(catch_up(user_id, state)) as chunks:
                 async for chunk in chunks:
                     yield chunk
+
+
+def sent_now(loop, direct: DirectDelivery | None) -> float:
+    """The stream wrote just now: its next keepalive is due a full interval from here,
+    for the keepalive sweep too."""
+    now = loop.time()
+    if direct is not None:
+        direct.written_at = now
+    return now
 
 
 async def extras_read(user_id: int, state: StreamState) -> bytes:

@@ -6,6 +6,8 @@ connection that ``ChunkWriter`` writes to under uvicorn (``notifications.tests.s
 live tests of ``test_stream_http.py`` run the whole path on uvicorn.
 """
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -13,6 +15,7 @@ from notifications import services
 from notifications.events import created_event, read_event, user_key
 from notifications.tests.streaming import Stream
 from streamsite.streaming.hub import get_hub
+from streamsite.streaming.keepalive import Keepalives
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -164,5 +167,43 @@ async def test_what_could_not_be_written_goes_out_through_the_stream_first(user)
     await stream.reader.until(lambda e: e["event"] == "read")
     kinds = [event["event"] for event in stream.reader.events]
     assert kinds[kinds.index("notification") :] == ["notification", "unread", "read", "unread"]
+    assert stream.writer.writes == 0
+    await stream.disconnect()
+
+
+async def test_a_waiting_stream_gets_its_keepalives_written_without_waking(user, settings):
+    """Under uvicorn the keepalive sweep writes the comment to the connection: the stream
+    waits without a timer (``streamsite.streaming.keepalive``)."""
+    settings.SSE_KEEPALIVE_SECONDS = 1
+    stream = await Stream(user.pk, None, direct=True).live()
+    (subscription,) = get_hub()._keys[user_key(user.pk)].subscriptions
+    for written in (1, 2):
+        assert await stream.reader.next_chunk() == b": keepalive\n\n"
+        assert stream.writer.writes == written
+        assert subscription.parked()  # the comment went out while the stream waited
+    await stream.disconnect()
+    assert not Keepalives._by_loop  # the last stream gone, the sweep forgets the loop
+
+
+async def test_a_keepalive_under_flow_control_goes_through_the_stream(user, settings):
+    settings.SSE_KEEPALIVE_SECONDS = 1
+    stream = await Stream(user.pk, None, direct=True).live()
+    stream.writer.open = False  # a slow client: only the stream's own send may wait
+    assert await stream.reader.next_chunk() == b": keepalive\n\n"
+    assert stream.writer.writes == 0
+    await stream.disconnect()
+
+
+async def test_what_the_stream_yields_itself_puts_off_the_sweeps_keepalive(user, settings):
+    """The sweep reckons from the stream's last write, its own yields included."""
+    settings.SSE_KEEPALIVE_SECONDS = 30
+    stream = await Stream(user.pk, None, direct=True).live()
+    (subscription,) = get_hub()._keys[user_key(user.pk)].subscriptions
+    handed_over_at = asyncio.get_running_loop().time()
+    hand_over(user, [read_event(ids=[FAR + 1], up_to=None, unread=0)])  # the stream's own
+    await stream.reader.until(lambda e: e["event"] == "read")
+    # The consumer took the chunk and resumed the stream, which parked again, in one step.
+    assert subscription.parked()
+    assert subscription.direct.written_at >= handed_over_at
     assert stream.writer.writes == 0
     await stream.disconnect()
