@@ -180,10 +180,10 @@ async def notification_stream(
                     last = chunk
 
             watching = Watching(user_id, hub, events)
+            direct = keepalives = None
             try:
                 # The watches' first state goes with the counts: one write ends the catch-up.
                 yield last + await watching.start()
-                direct = keepalives = None
                 if writer is not None:
                     loop = asyncio.get_running_loop()
                     direct = events.direct = DirectDelivery(state, events, writer, loop)

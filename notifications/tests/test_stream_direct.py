@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from notifications import services
+from notifications import services, streams
 from notifications.events import created_event, read_event, user_key
 from notifications.tests.streaming import Stream
 from streamsite.streaming.hub import get_hub
@@ -207,3 +207,20 @@ async def test_what_the_stream_yields_itself_puts_off_the_sweeps_keepalive(user,
     assert subscription.direct.written_at >= handed_over_at
     assert stream.writer.writes == 0
     await stream.disconnect()
+
+
+async def test_a_stream_gone_while_its_watches_start_ends_quietly(user, monkeypatch):
+    """Cancelled before it went live (Django cancels on disconnect): nothing to undo, and
+    no error out of its cleanup."""
+    entered = asyncio.Event()
+
+    async def start_and_wait(self):
+        entered.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    monkeypatch.setattr(streams.Watching, "start", start_and_wait)
+    stream = Stream(user.pk, None, direct=True)
+    async with asyncio.timeout(10):
+        await entered.wait()
+    await stream.disconnect()  # raises the stream's own error instead, if it had one
+    assert not Keepalives._by_loop
