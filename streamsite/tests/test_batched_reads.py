@@ -57,7 +57,8 @@ async def test_a_full_batch_takes_no_more_keys(monkeypatch):
     monkeypatch.setattr(module, "MAX_BATCH", 3)
     reads, gate = BatchedReads(), Gate()
     results = await asyncio.gather(*(reads.read(gate, key) for key in "abcdefg"))
-    assert gate.batches == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+    # The batches run on database threads at once: which records itself first is theirs.
+    assert sorted(gate.batches) == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
     assert [key for key, _ in results] == list("abcdefg")
 
 
