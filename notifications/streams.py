@@ -220,8 +220,6 @@ async def live_events(
     keepalive = settings.SSE_KEEPALIVE_SECONDS
     loop = asyncio.get_running_loop()
     last_sent = loop.time()
-    if direct is not None:
-        direct.written_at = last_sent
     while True:
         now = loop.time()
         if direct is not None and direct.written_at > last_sent:
