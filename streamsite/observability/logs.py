@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 import re
 import time
-import uuid
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
@@ -129,7 +129,22 @@ def clean_request_id(value: str | None) -> str:
     """Return ``value`` when it is a short id of safe characters; else a new id."""
     if value and _SAFE_REQUEST_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """32 hex digits from ``random``'s generator: no system call on the event loop.
+
+    Not ``uuid.uuid4()``: it reads ``os.urandom``, whose ``getrandom`` call releases the
+    GIL, and on a server whose database threads are waiting for the GIL the event loop then
+    waits for one of them to give it back. For each request and WebSocket that was 9 % of
+    the event loop's samples while 10,000 sockets joined a room, and removing it took the
+    joins from 439-464 a second to 497-515 (docs/benchmarks.md, 2026-12-03 night). A
+    request id only correlates log lines (it is no secret and grants nothing), so a
+    Mersenne Twister seeded from ``os.urandom`` is enough; ``random`` seeds itself afresh
+    in a forked child, so workers do not repeat each other's ids.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def bind_user(user_id: int | None) -> None:

@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import re
 import sys
 import time
 
@@ -9,7 +11,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
-from streamsite.observability.logs import JsonFormatter, clean_request_id
+from streamsite.observability.logs import JsonFormatter, clean_request_id, new_request_id
 from streamsite.testing.live_server import session_cookies
 
 FIELDS = {"time", "level", "logger", "message", "request_id", "user_id"}
@@ -24,6 +26,33 @@ def test_a_sane_request_id_is_kept(value):
 def test_an_unsafe_request_id_is_replaced(value):
     replaced = clean_request_id(value)
     assert replaced != value and len(replaced) == 32
+
+
+def test_a_new_request_id_makes_no_system_call(monkeypatch):
+    """``os.urandom`` releases the GIL: on the event loop, a wait for the database threads."""
+
+    def urandom(size):
+        raise AssertionError("os.urandom called for a request id")
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    ids = {clean_request_id(None) for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
+
+
+def test_a_forked_worker_makes_other_ids_than_its_parent():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without pytest's teardown
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        child_id = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert len(child_id) == 32 and child_id != new_request_id()
 
 
 def test_json_formatter_carries_the_fields_and_the_exception():
