@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import random
 import re
 import time
@@ -141,10 +142,15 @@ def new_request_id() -> str:
     the event loop's samples while 10,000 sockets joined a room, and removing it took the
     joins from 439-464 a second to 497-515 (docs/benchmarks.md, 2026-12-03 night). A
     request id only correlates log lines (it is no secret and grants nothing), so a
-    Mersenne Twister seeded from ``os.urandom`` is enough; ``random`` seeds itself afresh
-    in a forked child, so workers do not repeat each other's ids.
+    Mersenne Twister seeded from ``os.urandom`` is enough. A generator of its own, so that
+    code seeding ``random``'s global one cannot make two workers repeat each other's ids,
+    re-seeded in a forked child for the same reason.
     """
-    return f"{random.getrandbits(128):032x}"
+    return f"{_request_ids.getrandbits(128):032x}"
+
+
+_request_ids = random.Random()  # noqa: S311 (seeded from os.urandom; ids are no secret)
+os.register_at_fork(after_in_child=_request_ids.seed)
 
 
 def bind_user(user_id: int | None) -> None:

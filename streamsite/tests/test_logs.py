@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import random
 import re
 import sys
 import time
@@ -38,6 +39,18 @@ def test_a_new_request_id_makes_no_system_call(monkeypatch):
     ids = {clean_request_id(None) for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
+
+
+def test_seeding_the_global_generator_does_not_repeat_request_ids():
+    """Code that seeds ``random`` (a library, a test) must not make workers' ids repeat."""
+    state = random.getstate()
+    try:
+        random.seed(1)
+        first = new_request_id()
+        random.seed(1)
+        assert new_request_id() != first
+    finally:
+        random.setstate(state)
 
 
 def test_a_forked_worker_makes_other_ids_than_its_parent():
