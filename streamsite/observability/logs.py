@@ -133,6 +133,11 @@ def clean_request_id(value: str | None) -> str:
     return new_request_id()
 
 
+#: ``new_request_id``'s generator: seeded from ``os.urandom``, again in a forked child.
+_request_ids = random.Random()  # noqa: S311 (ids are no secret: see new_request_id)
+os.register_at_fork(after_in_child=_request_ids.seed)
+
+
 def new_request_id() -> str:
     """32 hex digits from ``random``'s generator: no system call on the event loop.
 
@@ -147,10 +152,6 @@ def new_request_id() -> str:
     re-seeded in a forked child for the same reason.
     """
     return f"{_request_ids.getrandbits(128):032x}"
-
-
-_request_ids = random.Random()  # noqa: S311 (seeded from os.urandom; ids are no secret)
-os.register_at_fork(after_in_child=_request_ids.seed)
 
 
 def bind_user(user_id: int | None) -> None:
